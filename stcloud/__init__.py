@@ -1,0 +1,64 @@
+"""stcloud: run and track model-training jobs on cloud GPUs and self-hosted workers."""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each module has ``init_app(app)`` that registers its blueprints.
+BLUEPRINT_MODULES = (
+    "stcloud.web.routes",
+    "stcloud.web.settings",
+    "stcloud.jobs.routes",
+    "stcloud.jobs.submit_routes",
+    "stcloud.providers.routes",
+    "stcloud.webhooks.routes",
+    "stcloud.storage.routes",
+    "stcloud.storage.pages",
+    "stcloud.workers.api",
+    "stcloud.workers.routes",
+    "stcloud.costs.routes",
+    "stcloud.snapshots.routes",
+)
+
+
+def create_app(config: dict | None = None, home: str | None = None) -> Flask:
+    """App factory: config -> db -> auth/csrf -> blueprints -> errors -> cli.
+
+    Never starts the scheduler or workers: ``stcloud serve`` / ``stcloud scheduler`` do.
+    """
+    from stcloud import config as config_mod
+    from stcloud import errors, secrets
+    from stcloud.db import Database
+    from stcloud.web import auth
+
+    home_path = config_mod.home_dir(home or (config or {}).get("STCLOUD_HOME"))
+    cfg = config_mod.load(home_path, config)
+    app = Flask(__name__, instance_path=str(home_path), instance_relative_config=True,
+                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.update(cfg)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = secrets.get_or_create(home_path, "flask_secret_key")
+    for sub in ("uploads", "cloud_outputs", "configs", "logs"):
+        (home_path / sub).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    app.extensions["stcloud.db"] = Database(app.config["STCLOUD_DATABASE_URL"])
+    app.extensions["stcloud.schedule_hooks"] = []
+    auth.init_app(app)
+    errors.init_app(app)
+    from stcloud.web import filters
+
+    filters.init_app(app)
+    for name in BLUEPRINT_MODULES:
+        importlib.import_module(name).init_app(app)
+    from stcloud import cli
+
+    cli.init_app(app)
+    return app

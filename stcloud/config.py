@@ -1,0 +1,51 @@
+"""Configuration: defaults < instance config (``STCLOUD_HOME/config.json``) < ``STCLOUD_*`` env."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+DEFAULTS = {
+    "SECRET_KEY": None,  # generated once and kept in secrets.json
+    "STCLOUD_DATABASE_URL": None,  # default: sqlite:///<home>/stcloud.db
+    "STCLOUD_ADMIN_TOKEN": None,
+    "STCLOUD_PUBLIC_URL": None,
+    "STCLOUD_WORKER_TIMEOUT": 90,
+    "STCLOUD_SCHEDULER": False,  # start APScheduler in this process (serve/scheduler set it)
+    "STCLOUD_LOCAL_WORKER": False,
+    "MAX_CONTENT_LENGTH": None,  # per-route limits are enforced where bodies are read
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}
+
+ENV_KEYS = (
+    "STCLOUD_DATABASE_URL",
+    "STCLOUD_ADMIN_TOKEN",
+    "STCLOUD_PUBLIC_URL",
+    "STCLOUD_WORKER_TIMEOUT",
+)
+
+
+def home_dir(explicit: str | os.PathLike | None = None) -> Path:
+    raw = explicit or os.environ.get("STCLOUD_HOME") or "instance"
+    path = Path(raw).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load(home: Path, overrides: dict | None = None) -> dict:
+    """Build the config mapping for ``home``; ``overrides`` (tests) win over everything."""
+    cfg = dict(DEFAULTS)
+    instance_file = home / "config.json"
+    if instance_file.exists():
+        cfg.update(json.loads(instance_file.read_text()))
+    for key in ENV_KEYS:
+        if os.environ.get(key):
+            cfg[key] = os.environ[key]
+    if overrides:
+        cfg.update(overrides)
+    cfg["STCLOUD_HOME"] = str(home)
+    if not cfg.get("STCLOUD_DATABASE_URL"):
+        cfg["STCLOUD_DATABASE_URL"] = f"sqlite:///{home / 'stcloud.db'}"
+    cfg["STCLOUD_WORKER_TIMEOUT"] = int(cfg["STCLOUD_WORKER_TIMEOUT"])
+    return cfg

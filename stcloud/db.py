@@ -1,0 +1,101 @@
+"""Engine and sessions. SQLite gets WAL, busy_timeout and foreign keys.
+
+Two ways in, both short:
+- ``session()``: reads (and simple writes); commits on clean exit.
+- ``transaction()``: read-then-write critical sections. On SQLite it starts with
+  ``BEGIN IMMEDIATE`` so the write lock is taken up front — a deferred transaction that
+  reads and then writes fails with SQLITE_BUSY (no waiting) when another writer got in
+  between. On PostgreSQL callers lock rows with ``with_for_update()``.
+Never hold either across an HTTP call.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict = {"future": True}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _sqlite_setup(self.engine)
+        self._maker = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._immediate_maker = sessionmaker(
+            bind=self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        s = self._maker()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        s = self._immediate_maker()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # The driver's own implicit BEGIN is switched off; SQLAlchemy's "begin" event
+        # below emits BEGIN / BEGIN IMMEDIATE itself.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        if conn.get_execution_options().get("sqlite_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def get_db() -> Database:
+    """The current app's database (needs an app context)."""
+    from flask import current_app
+
+    return current_app.extensions["stcloud.db"]
+
+
+def session():
+    return get_db().session()
+
+
+def transaction():
+    return get_db().transaction()

@@ -1,0 +1,139 @@
+"""Jobs: REST API (/api/cloud/jobs) and the job list / job pages."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, redirect, request, url_for
+
+from stcloud import db
+from stcloud.errors import BadRequest
+from stcloud.jobs import service, states
+from stcloud.models import JobEvent
+from stcloud.providers import registry
+from stcloud.web.htmx import is_fragment_request, render
+from stcloud.web.params import int_arg
+
+api = Blueprint("jobs_api", __name__, url_prefix="/api/cloud/jobs")
+pages = Blueprint("jobs_pages", __name__)
+PAGE_SIZE = 25
+
+
+def _filters() -> dict:
+    raw_status = request.args.get("status", "")
+    statuses = [s.strip() for s in raw_status.split(",") if s.strip()]
+    for s in statuses:
+        if s not in states.STATUSES:
+            raise BadRequest(f"unknown status {s!r}; expected one of {', '.join(states.STATUSES)}")
+    provider = request.args.get("provider") or None
+    if provider:
+        registry.validate_name(provider)
+    return {"status": statuses or None, "provider": provider, "q": request.args.get("q") or None}
+
+
+# ---- API -------------------------------------------------------------------------------
+
+@api.get("")
+def list_jobs():
+    f = _filters()
+    limit = int_arg("limit", 50, 1, 500)
+    offset = int_arg("offset", 0, 0)
+    with db.session() as s:
+        jobs, total = service.list_jobs(s, limit=limit, offset=offset, **f)
+        items = [service.to_dict(j, include_config=False) for j in jobs]
+    return jsonify({"jobs": items, "total": total, "limit": limit, "offset": offset})
+
+
+@api.get("/<job_id>")
+def get_job(job_id):
+    with db.session() as s:
+        return jsonify({"job": service.to_dict(service.get_job(s, job_id))})
+
+
+@api.post("/<job_id>/cancel")
+def cancel_job(job_id):
+    job = service.cancel(job_id, source="api")
+    with db.session() as s:
+        return jsonify({"job": service.to_dict(service.get_job(s, job.id))})
+
+
+@api.delete("/<job_id>")
+def delete_job(job_id):
+    service.delete(job_id)
+    return "", 204
+
+
+@api.get("/<job_id>/logs")
+def job_logs(job_id):
+    offset = int_arg("offset", 0, 0)
+    with db.session() as s:
+        return jsonify(service.read_log(s, job_id, offset))
+
+
+@api.get("/<job_id>/events")
+def job_events(job_id):
+    with db.session() as s:
+        job = service.get_job(s, job_id)
+        return jsonify({"events": [service.event_to_dict(e) for e in job.events]})
+
+
+# ---- pages -----------------------------------------------------------------------------
+
+@pages.get("/")
+@pages.get("/jobs")
+def job_list():
+    f = _filters()
+    page = int_arg("page", 1, 1)
+    with db.session() as s:
+        jobs, total = service.list_jobs(s, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **f)
+        pages_total = max(1, -(-total // PAGE_SIZE))
+        return render("jobs/list.html", block="job_table", jobs=jobs, total=total, page=page,
+                      pages_total=pages_total, filters=f, nav="jobs",
+                      providers=registry.names(), statuses=states.STATUSES)
+
+
+@pages.get("/jobs/<job_id>/row")
+def job_row(job_id):
+    with db.session() as s:
+        job = service.get_job(s, job_id)
+        return render("jobs/_row.html", job=job)
+
+
+@pages.get("/jobs/<job_id>")
+def job_page(job_id):
+    with db.session() as s:
+        job = service.get_job(s, job_id)
+        events = list(job.events)
+        log = service.read_log(s, job_id, 0)
+        return render("jobs/detail.html", block="status_panel", job=job, events=events, log=log,
+                      nav="jobs")
+
+
+@pages.get("/jobs/<job_id>/log")
+def job_log_tail(job_id):
+    """The log poller replaces itself with the new text followed by a new poller."""
+    offset = int_arg("offset", 0, 0)
+    with db.session() as s:
+        job = service.get_job(s, job_id)
+        log = service.read_log(s, job_id, offset)
+        return render("jobs/_log_tail.html", job=job, log=log)
+
+
+@pages.post("/jobs/<job_id>/cancel")
+def cancel_page(job_id):
+    service.cancel(job_id, source="ui")
+    if is_fragment_request():
+        return job_page(job_id)
+    return redirect(url_for("jobs_pages.job_page", job_id=job_id))
+
+
+@pages.post("/jobs/<job_id>/delete")
+def delete_page(job_id):
+    service.delete(job_id)
+    if is_fragment_request():
+        resp = redirect(url_for("jobs_pages.job_list"))
+        resp.headers["HX-Redirect"] = url_for("jobs_pages.job_list")
+        return resp
+    return redirect(url_for("jobs_pages.job_list"))
+
+
+def init_app(app):
+    app.register_blueprint(api)
+    app.register_blueprint(pages)

@@ -1,0 +1,299 @@
+"""Jobs: the one transition function, updates from every writer, logs, cancel, delete, list.
+
+Every status change — API, webhook, poller, worker report, scheduler — goes through
+``transition`` (inside a session) or ``apply_update`` (which opens its own transaction).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from stcloud import db
+from stcloud.errors import BadRequest, Conflict, NotFound, ProviderError
+from stcloud.jobs import progress as progress_mod
+from stcloud.jobs import states
+from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_LOG_READ = 1024 * 1024  # bytes returned by one logs call
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """What a writer learned about a job. Every field is optional."""
+
+    status: str | None = None  # already mapped to our statuses
+    detail: str | None = None
+    logs_append: str | None = None  # new text
+    logs_full: str | None = None  # the provider's whole log so far: only the new tail is kept
+    error: str | None = None
+    outputs: list | None = None
+    billed_seconds: float | None = None  # -> cost_usd with the rate recorded on the job
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    provider_job_id: str | None = None
+    provider_data: dict | None = None  # merged into job.provider_data
+    progress: dict | None = None  # merged into job.progress
+    extra: dict = field(default_factory=dict)  # plain column -> value assignments
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    job_id: str
+    from_status: str
+    status: str
+    moved: bool  # status changed
+    accepted: bool  # False when a requested move was refused (late/backward/terminal)
+
+
+def transition(s: Session, job: Job, to: str, *, source: str, detail: str | None = None,
+               at: datetime | None = None) -> bool:
+    """Move ``job`` to ``to`` if SPEC §2 allows it; append a job_events row either way.
+
+    Returns True when the status changed. Same-status updates are no-ops (not recorded:
+    pollers repeat them constantly); forbidden moves are recorded with ``accepted=False``.
+    """
+    states.validate_status(to)
+    current = job.status
+    if to == current:
+        return False
+    when = at or utcnow()
+    if not states.can_move(current, to):
+        log.info("job %s: ignored %s -> %s from %s", job.id, current, to, source)
+        s.add(JobEvent(job_id=job.id, at=utcnow(), source=source, from_status=current,
+                       to_status=to, accepted=False,
+                       detail=f"ignored: {current} -> {to} not allowed" + (f" ({detail})" if detail else "")))
+        return False
+    job.status = to
+    if to == states.RUNNING and job.started_at is None:
+        job.started_at = when
+    if to in states.TERMINAL:
+        job.completed_at = when
+        job.lease_expires_at = None
+    if to == states.QUEUED and current == states.RUNNING:
+        job.started_at = None  # re-queued: a new attempt starts later
+    s.add(JobEvent(job_id=job.id, at=utcnow(), source=source, from_status=current, to_status=to,
+                   accepted=True, detail=detail))
+    return True
+
+
+def append_log(s: Session, job: Job, text: str) -> int:
+    """Append ``text`` to the job's log; returns the bytes added. Progress is parsed from it."""
+    if not text:
+        return 0
+    data = text.encode("utf-8", "replace")
+    s.add(JobLogChunk(job_id=job.id, offset=job.log_size, data=data))
+    job.log_size = job.log_size + len(data)
+    new_progress = progress_mod.parse(text, job.progress)
+    if new_progress is not None:
+        job.progress = new_progress
+    return len(data)
+
+
+def _new_tail(job: Job, full: str) -> str:
+    data = full.encode("utf-8", "replace")
+    if len(data) <= job.log_size:
+        return ""
+    return data[job.log_size:].decode("utf-8", "replace")
+
+
+def apply_update_in(s: Session, job: Job, update: JobUpdate, *, source: str) -> ApplyResult:
+    """Apply ``update`` to ``job`` inside the caller's session."""
+    before = job.status
+    accepted = True
+    if update.provider_job_id and not job.provider_job_id:
+        job.provider_job_id = update.provider_job_id
+    if update.provider_data:
+        job.provider_data = {**(job.provider_data or {}), **update.provider_data}
+    if update.logs_full is not None:
+        append_log(s, job, _new_tail(job, update.logs_full))
+    if update.logs_append:
+        append_log(s, job, update.logs_append)
+    if update.progress:
+        job.progress = {**(job.progress or {}), **update.progress}
+    if update.started_at and (job.started_at is None or update.started_at < job.started_at):
+        job.started_at = update.started_at
+    if update.billed_seconds is not None and update.billed_seconds >= 0:
+        job.billed_seconds = update.billed_seconds
+        if job.rate_usd_per_second is not None:
+            job.cost_usd = round(update.billed_seconds * job.rate_usd_per_second, 6)
+    for key, value in update.extra.items():
+        setattr(job, key, value)
+    if update.status:
+        at = update.completed_at if update.status in states.TERMINAL else (
+            update.started_at if update.status == states.RUNNING else None)
+        moved_ok = update.status == before or transition(
+            s, job, update.status, source=source, detail=update.detail, at=at)
+        accepted = update.status == before or moved_ok
+        if moved_ok and update.status in states.TERMINAL and update.completed_at:
+            job.completed_at = update.completed_at
+    # Outputs and errors belong to the state the job is in: a late "failed" event refused
+    # by the state machine must not paint an error on a completed job.
+    if accepted and update.error is not None and job.status == states.FAILED:
+        job.error = update.error
+    if accepted and update.outputs is not None:
+        job.outputs = list(update.outputs)
+    return ApplyResult(job.id, before, job.status, job.status != before, accepted)
+
+
+def apply_update(job_id: str, update: JobUpdate, *, source: str) -> ApplyResult:
+    """Apply ``update`` in its own short write transaction. Raises NotFound."""
+    with db.transaction() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return apply_update_in(s, job, update, source=source)
+
+
+def get_job(s: Session, job_id: str) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | None = None,
+              q: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+    stmt = select(Job)
+    if status:
+        stmt = stmt.where(Job.status.in_(status))
+    if provider:
+        stmt = stmt.where(Job.provider == provider)
+    if q:
+        stmt = stmt.where(Job.name.ilike(f"%{q}%"))
+    total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = s.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)).all()
+    return list(rows), int(total or 0)
+
+
+def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
+    """Log text from byte ``offset``: ``{text, next_offset, complete, size}``."""
+    job = get_job(s, job_id)
+    if offset < 0:
+        raise BadRequest("offset must be >= 0")
+    offset = min(offset, job.log_size)
+    chunks = s.scalars(
+        select(JobLogChunk).where(JobLogChunk.job_id == job_id)
+        .where(JobLogChunk.offset + func.length(JobLogChunk.data) > offset)
+        .order_by(JobLogChunk.offset)
+    )
+    buf = bytearray()
+    for chunk in chunks:
+        start = max(0, offset - chunk.offset) if not buf else 0
+        buf += chunk.data[start:]
+        if len(buf) >= limit:
+            break
+    if len(buf) > limit:
+        cut = limit
+        while cut > 0 and (buf[cut] & 0xC0) == 0x80:  # do not split a UTF-8 sequence
+            cut -= 1
+        buf = buf[:cut]
+    next_offset = offset + len(buf)
+    complete = states.is_terminal(job.status) and next_offset >= job.log_size
+    return {"text": bytes(buf).decode("utf-8", "replace"), "next_offset": next_offset,
+            "complete": complete, "size": job.log_size}
+
+
+def cancel(job_id: str, *, source: str = "api", reason: str | None = None) -> Job:
+    """Cancel a job: the provider first (outside any transaction), then our row.
+
+    Idempotent: a terminal job is returned unchanged. Raises NotFound, ProviderError.
+    """
+    from stcloud.providers import registry
+
+    with db.session() as s:
+        job = get_job(s, job_id)
+        if states.is_terminal(job.status):
+            return job
+        provider, provider_job_id = job.provider, job.provider_job_id
+    service = registry.maybe_get(provider)
+    if service is not None and provider_job_id:
+        try:
+            service.cancel_job(provider_job_id)
+        except ProviderError:
+            raise
+        except Exception as exc:  # the adapter should wrap, but never 500 on a provider fault
+            raise ProviderError(f"{provider}: cancel failed: {exc}") from exc
+    with db.transaction() as s:
+        job = get_job(s, job_id)
+        transition(s, job, states.CANCELLED, source=source, detail=reason or "cancelled by user")
+        return job
+
+
+def delete(job_id: str) -> None:
+    """Delete a terminal job with its events and logs. Raises NotFound, Conflict."""
+    with db.transaction() as s:
+        job = get_job(s, job_id)
+        if not states.is_terminal(job.status):
+            raise Conflict(f"job {job_id} is {job.status}; cancel it before deleting")
+        archive = job.archive_path
+        s.execute(sa_delete(JobLogChunk).where(JobLogChunk.job_id == job_id))
+        s.delete(job)
+    if archive:
+        Path(archive).unlink(missing_ok=True)
+
+
+def to_dict(job: Job, *, include_config: bool = True) -> dict:
+    def iso(dt):
+        return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+    d = {
+        "id": job.id,
+        "name": job.name,
+        "provider": job.provider,
+        "provider_job_id": job.provider_job_id,
+        "status": job.status,
+        "hardware": job.hardware,
+        "gpu_count": job.gpu_count,
+        "rate_usd_per_second": job.rate_usd_per_second,
+        "estimated_cost_usd": job.estimated_cost_usd,
+        "estimate": job.estimate,
+        "cost_usd": job.cost_usd,
+        "billed_seconds": job.billed_seconds,
+        "max_cost_usd": job.max_cost_usd,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "completed_at": iso(job.completed_at),
+        "error": job.error,
+        "progress": {k: v for k, v in (job.progress or {}).items() if k != "losses"},
+        "percent": progress_mod.percent(job.progress),
+        "outputs": job.outputs or [],
+        "delivery": job.delivery,
+        "delivery_error": job.delivery_error,
+        "snapshot": job.snapshot,
+        "snapshot_error": job.snapshot_error,
+        "config_name": job.config_name,
+        "dataset_sha256": job.dataset_sha256,
+        "idempotency_key": job.idempotency_key,
+        "worker_id": job.worker_id,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "requirements": job.requirements,
+        "checkpoint": job.checkpoint,
+        "log_size": job.log_size,
+        "rerun_of": job.rerun_of,
+        "terminal": states.is_terminal(job.status),
+    }
+    if include_config:
+        d["config"] = job.config
+        d["dataloader_config"] = job.dataloader_config
+    return d
+
+
+def event_to_dict(ev: JobEvent) -> dict:
+    return {
+        "id": ev.id,
+        "at": ev.at.isoformat().replace("+00:00", "Z"),
+        "source": ev.source,
+        "from": ev.from_status,
+        "to": ev.to_status,
+        "accepted": ev.accepted,
+        "detail": ev.detail,
+    }

@@ -1,0 +1,250 @@
+"""All tables (SQLAlchemy 2.0, ``Mapped[]`` style). Migrations live in ``migrations/``.
+
+JSON columns are replaced, never mutated in place (no mutation tracking): assign a new
+dict/list so the change is flushed.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from ulid import ULID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{str(ULID()).lower()}"
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
+    name: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(32), index=True)
+    provider_job_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    dataloader_config: Mapped[list] = mapped_column(JSON, default=list)
+    hardware: Mapped[str | None] = mapped_column(String(64))
+    gpu_count: Mapped[int] = mapped_column(Integer, default=1)
+    rate_usd_per_second: Mapped[float | None] = mapped_column(Float)
+    estimated_cost_usd: Mapped[float | None] = mapped_column(Float)
+    estimate: Mapped[dict | None] = mapped_column(JSON)  # basis, p50, p90, seconds
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    billed_seconds: Mapped[float | None] = mapped_column(Float)
+    max_cost_usd: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[dict] = mapped_column(JSON, default=dict)  # step,total_steps,loss,stage,losses
+    outputs: Mapped[list] = mapped_column(JSON, default=list)
+    delivery: Mapped[dict | None] = mapped_column(JSON)  # destination settings (no secrets)
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+    snapshot: Mapped[str | None] = mapped_column(String(64))
+    snapshot_error: Mapped[str | None] = mapped_column(Text)
+    config_name: Mapped[str | None] = mapped_column(String(200), index=True)
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64))
+    data_summary: Mapped[dict | None] = mapped_column(JSON)
+    archive_path: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    worker_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    requirements: Mapped[dict | None] = mapped_column(JSON)  # labels globs, min_gpus, min_vram_gb
+    checkpoint: Mapped[dict | None] = mapped_column(JSON)  # last uploaded checkpoint {key, step}
+    provider_data: Mapped[dict | None] = mapped_column(JSON)  # provider-specific ids/urls
+    log_size: Mapped[int] = mapped_column(Integer, default=0)  # bytes of log stored
+    log_seq: Mapped[int] = mapped_column(Integer, default=0)  # last worker log batch accepted
+    rerun_of: Mapped[str | None] = mapped_column(String(40))
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    poll_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+    events: Mapped[list[JobEvent]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="JobEvent.id",
+    )
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(32))  # api, webhook, poller, worker, scheduler, submit
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    accepted: Mapped[bool] = mapped_column(Boolean, default=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="events")
+
+
+class JobLogChunk(Base):
+    """Logs stored incrementally: each append is a chunk starting at byte ``offset``."""
+
+    __tablename__ = "job_log_chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    offset: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_job_log_chunks_job_offset", "job_id", "offset", unique=True),)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict | list | str | int | float | bool | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ProviderConfig(Base):
+    __tablename__ = "provider_configs"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class HardwareRate(Base):
+    """Dated $/s per hardware profile per provider; the newest ``effective_from`` <= now wins."""
+
+    __tablename__ = "hardware_rates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    hardware: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(100))
+    gpu_count: Mapped[int] = mapped_column(Integer, default=1)
+    vram_gb: Mapped[float | None] = mapped_column(Float)
+    usd_per_second: Mapped[float] = mapped_column(Float)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_hardware_rates_provider_hw", "provider", "hardware"),)
+
+
+class CostLimit(Base):
+    __tablename__ = "cost_limits"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)  # or "all"
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    amount_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    period: Mapped[str] = mapped_column(String(16), default="monthly")
+    action: Mapped[str] = mapped_column(String(8), default="warn")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    stop_running: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("wrk"))
+    name: Mapped[str] = mapped_column(String(200))
+    labels: Mapped[dict] = mapped_column(JSON, default=dict)
+    token_hash: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="offline")  # idle busy draining offline
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    gpu_info: Mapped[list | dict | None] = mapped_column(JSON)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    vram_gb: Mapped[float] = mapped_column(Float, default=0.0)
+    hostname: Mapped[str | None] = mapped_column(String(200))
+    agent_version: Mapped[str | None] = mapped_column(String(40))
+    current_job_id: Mapped[str | None] = mapped_column(String(40))
+    is_local: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StorageCredential(Base):
+    __tablename__ = "storage_credentials"
+
+    access_key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    secret_enc: Mapped[str] = mapped_column(Text)  # encrypted at rest with the instance key
+    bucket: Mapped[str] = mapped_column(String(100))  # "*" = any bucket
+    prefix: Mapped[str] = mapped_column(String(500), default="")
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    job_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    description: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), default="replicate")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    prediction_id: Mapped[str | None] = mapped_column(String(128))
+    event_status: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))  # applied, ignored, duplicate, test
+    detail: Mapped[str | None] = mapped_column(Text)
+    source_ip: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,86 @@
+"""Periodic jobs, declared as data, run by APScheduler in exactly one process.
+
+``stcloud serve`` (running alone) or ``stcloud scheduler`` (beside gunicorn) start it; the
+web app factory never does, so N gunicorn workers never mean N pollers. Each run opens its
+own app context and sessions and holds ids, not ORM objects.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = logging.getLogger(__name__)
+
+# (id, "module:function", interval seconds). Each function takes no arguments and runs
+# inside an app context.
+PERIODIC = [
+    ("scheduler_heartbeat", "stcloud.scheduler:beat", 10),
+    ("poll_providers", "stcloud.providers.poller:poll_due", 5),
+    ("enforce_cost_limits", "stcloud.costs.enforce:enforce_limits", 60),
+    ("worker_liveness", "stcloud.workers.service:check_liveness", 15),
+    ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
+]
+
+HEARTBEAT_KEY = "scheduler_heartbeat"
+_started_pid: int | None = None
+
+
+def resolve(path: str):
+    module, _, func = path.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def beat() -> None:
+    from stcloud import settings
+
+    settings.put(HEARTBEAT_KEY, {"at": datetime.now(timezone.utc).isoformat(), "pid": os.getpid()})
+
+
+def _wrap(app, func_path: str):
+    func = resolve(func_path)
+
+    def run():
+        with app.app_context():
+            try:
+                func()
+            except Exception:
+                log.exception("scheduled job %s failed", func_path)
+
+    return run
+
+
+def start(app) -> BackgroundScheduler:
+    """Start the scheduler once per process. Raises RuntimeError if already started here."""
+    global _started_pid
+    if _started_pid == os.getpid():
+        raise RuntimeError("scheduler already running in this process")
+    sched = BackgroundScheduler(timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True,
+                                                               "misfire_grace_time": 30})
+    for job_id, path, seconds in PERIODIC:
+        sched.add_job(_wrap(app, path), "interval", seconds=seconds, id=job_id,
+                      next_run_time=datetime.now(timezone.utc))
+    extra = app.extensions.get("stcloud.schedule_hooks", [])
+    for hook in extra:  # e.g. period-boundary jobs added by the cost module
+        hook(sched, app)
+    sched.start()
+    _started_pid = os.getpid()
+    app.extensions["stcloud.scheduler"] = sched
+    log.info("scheduler started in pid %s with %d jobs", os.getpid(), len(sched.get_jobs()))
+    return sched
+
+
+def status(app) -> dict:
+    from stcloud import settings
+
+    beat_ = settings.get(HEARTBEAT_KEY) or {}
+    at = beat_.get("at")
+    alive = False
+    if at:
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(at)).total_seconds()
+        alive = age < 45
+    return {"alive": alive, "last_beat": at, "pid": beat_.get("pid"),
+            "in_this_process": "stcloud.scheduler" in app.extensions}

@@ -1,0 +1,34 @@
+"""Query/body parameter parsing that fails with 400 naming the parameter, never 500."""
+from __future__ import annotations
+
+from flask import request
+
+from stcloud.errors import BadRequest
+
+
+def int_arg(name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {raw!r}") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise BadRequest(f"{name} must be {rng}, got {value}")
+    return value
+
+
+def json_body(required: bool = True) -> dict:
+    """The request's JSON object. Raises BadRequest for a missing/invalid/non-object body."""
+    if not request.data:
+        if required:
+            raise BadRequest("request body must be a JSON object")
+        return {}
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("request body is not valid JSON (send Content-Type: application/json)")
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
