@@ -23,6 +23,7 @@ PERIODIC = [
     ("enforce_cost_limits", "stcloud.costs.enforce:enforce_limits", 60),
     ("worker_liveness", "stcloud.workers.service:check_liveness", 15),
     ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
+    ("deliver_outputs", "stcloud.publishing.service:deliver_pending", 10),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

@@ -1160,7 +1160,8 @@ class FakeReplicate:
             body = json.dumps(pred)
             jobs = []
             if meta.get("webhook"):
-                chosen = [e for e in WEBHOOK_EVENTS if e in events and e in meta["events"]]
+                # one request per state change; label it with the most significant event
+                chosen = [e for e in ("completed", "output", "logs", "start") if e in events and e in meta["events"]]
                 if chosen:
                     jobs.append((meta["webhook"], chosen[0]))
             if meta.get("webhook_completed") and "completed" in events:

@@ -138,7 +138,7 @@ def test_exclusion_rule(tmp_path, rel, is_dir, reported, reason):
 
 @pytest.mark.parametrize("name", [
     "environment.txt", "my.env.txt", "keys.txt", "monkey.jpg", "pem_notes.txt",
-    "git", "ssh.png", "id_rsa_is_not_prefix_here.txt"[3:], "photo.keyframe.jpg",
+    "git", "ssh.png", "not_id_rsa.txt", "photo.keyframe.jpg", "env.jpg",
 ])
 def test_near_misses_are_included(tmp_path, name):
     root = make_dataset(tmp_path / "data")
@@ -274,6 +274,15 @@ def test_unreadable_entries(tmp_path):
     finally:
         os.chmod(root, 0o755)
         os.chmod(root / "locked", 0o755)
+
+
+def test_non_utf8_file_name_is_excluded(tmp_path):
+    root = make_dataset(tmp_path / "data")
+    with open(os.path.join(os.fsencode(root), b"bad\xff.jpg"), "wb") as fh:
+        fh.write(b"x")
+    summary = scan(cfg(root))
+    assert "file name is not valid UTF-8" in excluded_map(summary).values()
+    build_archive(cfg(root), tmp_path / "out")
 
 
 # ----------------------------------------------------------------- datasets & config
@@ -479,9 +488,12 @@ def test_summary_to_dict_caps_excluded(tmp_path):
     d = scan(cfg(root)).to_dict()
     json.dumps(d)
     assert len(d["excluded"]) == 200 and d["excluded_more"] == 50
-    assert d["totals"] == {"datasets": 1, "files": 4, "bytes": d["totals"]["bytes"],
-                           "excluded": 250, "estimated_archive_bytes":
-                               d["totals"]["estimated_archive_bytes"]}
+    assert d["excluded"][0] == {"dataset": "ds0", "path": ".hidden000",
+                                "reason": "hidden file", "is_dir": False}
+    totals = d["totals"]
+    assert (totals["datasets"], totals["files"], totals["excluded"]) == (1, 4, 250)
+    assert totals["bytes"] == sum((tmp_path / "data" / f"img{i}.{ext}").stat().st_size
+                                  for i in range(2) for ext in ("jpg", "txt"))
     assert d["datasets"][0]["excluded"] == 250
     assert len(scan(cfg(root)).to_dict(max_excluded=10)["excluded"]) == 10
 

@@ -1,0 +1,130 @@
+"""Provider settings (``provider_configs`` rows) and the Replicate token.
+
+Shared by the Replicate adapter factory, the poller and the webhook receiver. Validation
+raises ``BadRequest`` naming the field.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from urllib.parse import urlparse
+
+from flask import current_app
+
+from stcloud import db, secrets
+from stcloud.errors import BadRequest
+from stcloud.models import ProviderConfig
+
+TOKEN_SECRET_KEY = "replicate_api_token"
+
+REPLICATE_DEFAULTS: dict = {
+    "model": "simpletuner/advanced-trainer",
+    "version": None,  # pinned version id; None = newest
+    "hardware": "gpu-l40s",
+    "public_url": None,
+    "webhook_allowed_ips": [],
+    "webhook_require_signature": True,
+    "trusted_proxies": [],
+}
+DEFAULTS = {"replicate": REPLICATE_DEFAULTS, "worker": {}, "local": {}}
+
+
+def _networks(field: str, value) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{field} must be a list of IP addresses or CIDR ranges", extra={"field": field})
+    out = []
+    for v in value:
+        try:
+            out.append(str(ipaddress.ip_network(v.strip(), strict=False)))
+        except ValueError:
+            raise BadRequest(f"{field}: {v!r} is not an IP address or CIDR range", extra={"field": field}) from None
+    return out
+
+
+def normalize_public_url(value) -> str | None:
+    """A base URL without a path (stcloud appends /api/webhooks/replicate itself)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("public_url must be a string URL", extra={"field": "public_url"})
+    parsed = urlparse(value.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise BadRequest("public_url must be an http(s) URL like https://training.example.com",
+                         extra={"field": "public_url"})
+    path = parsed.path.rstrip("/")
+    if path.endswith("/api/webhooks/replicate"):
+        path = path[: -len("/api/webhooks/replicate")]
+    if parsed.query or parsed.fragment:
+        raise BadRequest("public_url must not have a query or fragment", extra={"field": "public_url"})
+    return f"{parsed.scheme}://{parsed.netloc}{path}"
+
+
+def validate_replicate(changes: dict) -> dict:
+    out: dict = {}
+    for key, value in changes.items():
+        if key in ("public_url", "webhook_url"):
+            out["public_url"] = normalize_public_url(value)
+        elif key in ("webhook_allowed_ips", "trusted_proxies"):
+            out[key] = _networks(key, value)
+        elif key == "webhook_require_signature":
+            if not isinstance(value, bool):
+                raise BadRequest(f"{key} must be true or false", extra={"field": key})
+            out[key] = value
+        elif key == "model":
+            if not isinstance(value, str) or value.count("/") != 1 or not all(value.split("/")):
+                raise BadRequest("model must look like owner/name", extra={"field": key})
+            out[key] = value
+        elif key == "version":
+            if value not in (None, "") and (not isinstance(value, str) or not value.isalnum()):
+                raise BadRequest("version must be a version id or null (newest)", extra={"field": key})
+            out[key] = value or None
+        elif key == "hardware":
+            if not isinstance(value, str) or not value:
+                raise BadRequest("hardware must be a hardware profile name", extra={"field": key})
+            out[key] = value
+        else:
+            raise BadRequest(f"unknown setting {key!r}", extra={"field": key})
+    return out
+
+
+def get_config(provider: str) -> dict:
+    with db.session() as s:
+        row = s.get(ProviderConfig, provider)
+        stored = dict(row.config) if row else {}
+    cfg = {**DEFAULTS.get(provider, {}), **stored}
+    if provider == "replicate":
+        env_public = current_app.config.get("STCLOUD_PUBLIC_URL")
+        if env_public and not cfg.get("public_url"):
+            cfg["public_url"] = normalize_public_url(env_public)
+    return cfg
+
+
+def update_config(provider: str, changes: dict, validator=None) -> dict:
+    clean = (validator or (validate_replicate if provider == "replicate" else (lambda c: c)))(changes)
+    with db.transaction() as s:
+        row = s.get(ProviderConfig, provider)
+        if row is None:
+            row = ProviderConfig(provider=provider, config={})
+            s.add(row)
+        row.config = {**(row.config or {}), **clean}
+    return get_config(provider)
+
+
+def webhook_endpoint(cfg: dict | None = None) -> str | None:
+    cfg = cfg if cfg is not None else get_config("replicate")
+    return f"{cfg['public_url']}/api/webhooks/replicate" if cfg.get("public_url") else None
+
+
+def replicate_token() -> str | None:
+    """``REPLICATE_API_TOKEN`` wins over the stored token."""
+    return os.environ.get("REPLICATE_API_TOKEN") or secrets.get(current_app.config["STCLOUD_HOME"], TOKEN_SECRET_KEY)
+
+
+def replicate_token_source() -> str | None:
+    if os.environ.get("REPLICATE_API_TOKEN"):
+        return "env"
+    return "stored" if secrets.get(current_app.config["STCLOUD_HOME"], TOKEN_SECRET_KEY) else None
+
+
+def replicate_base_url() -> str:
+    return os.environ.get("REPLICATE_BASE_URL") or current_app.config.get("REPLICATE_BASE_URL") or "https://api.replicate.com"
