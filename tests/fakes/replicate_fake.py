@@ -114,6 +114,7 @@ __all__ = [
     "TRAINER_MODEL",
     "TERMINAL_STATUSES",
     "FAULT_KINDS",
+    "sign_webhook",
 ]
 
 TRAINER_MODEL = "simpletuner/advanced-trainer"
@@ -438,7 +439,9 @@ class FakeReplicate:
         self._tmpdir = tempfile.mkdtemp(prefix="fake-replicate-")
         self._server = make_server("127.0.0.1", 0, self, threaded=True, request_handler=_QuietHandler)
         self.base_url = f"http://127.0.0.1:{self._server.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-replicate", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-replicate", daemon=True
+        )
         self._thread.start()
         self._wh_thread = threading.Thread(target=self._webhook_worker, name="fake-replicate-webhooks", daemon=True)
         self._wh_thread.start()

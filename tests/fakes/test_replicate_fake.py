@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from .replicate_fake import TRAINER_MODEL, FakeReplicate, _QuietHandler
+from .replicate_fake import TRAINER_MODEL, FakeReplicate, _QuietHandler, sign_webhook
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,7 +52,7 @@ class Receiver:
         self._lock = threading.Lock()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler)
         self.url = f"http://127.0.0.1:{self._server.port}/hooks/replicate"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def _app(self, environ, start_response):
@@ -528,6 +528,34 @@ def test_auto_webhooks_honour_events_filter(receiver):
         statuses = [b["status"] for b in bodies if b["id"] == everything.id]
         assert statuses == ["starting", "processing", "processing", "succeeded"]
         assert len({_hdrs(r)["webhook-id"] for r in receiver.received}) == len(receiver.received)
+
+
+def test_signer_matches_standardwebhooks(fake):
+    from datetime import datetime, timezone
+
+    ts = 1_700_000_000
+    body = json.dumps({"id": "abc", "status": "succeeded"})
+    expected = Webhook(fake.webhook_secret).sign("msg_x", datetime.fromtimestamp(ts, tz=timezone.utc), body)
+    assert sign_webhook(fake.webhook_secret, "msg_x", ts, body) == expected
+
+
+def test_concurrent_creates_are_counted(client, fake):
+    errors: list[BaseException] = []
+
+    def create(i):
+        try:
+            client.predictions.create(version=fake.latest_version_id(), input={"i": i})
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert not errors
+    assert fake.create_calls == fake.predictions_created == len(fake.predictions) == 8
+    assert sorted(p["input"]["i"] for p in fake.predictions.values()) == list(range(8))
 
 
 def test_requests_are_recorded(client, fake):
