@@ -53,7 +53,7 @@ def parse(text: str, progress: dict | None) -> dict | None:
             changed = True
     if not changed:
         return None
-    if len(losses) > MAX_LOSS_POINTS:
+    while len(losses) > MAX_LOSS_POINTS:
         # Thin the older half so the chart keeps its shape and the newest points.
         half = len(losses) // 2
         losses = losses[:half:2] + losses[half:]

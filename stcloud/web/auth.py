@@ -2,10 +2,10 @@
 
 - With ``STCLOUD_ADMIN_TOKEN`` set, every non-machine route needs it: ``Authorization:
   Bearer <token>`` or the login form's session cookie.
-- CSRF: unsafe requests from a browser carry the session token in ``X-CSRF-Token`` (htmx,
-  via ``hx-headers`` on <body>) or the ``csrf_token`` form field. Requests that a browser
-  cannot send cross-site without a CORS preflight (JSON bodies) or that carry an explicit
-  ``Authorization`` header are not ambient-credential requests and need no CSRF token.
+- CSRF: POSTs from a browser carry the session token in ``X-CSRF-Token`` (htmx, via
+  ``hx-headers`` on <body>) or the ``csrf_token`` form field. Requests that a browser cannot
+  send cross-site without a CORS preflight (which we never grant) need no token: PUT/PATCH/
+  DELETE, JSON bodies, and requests with an explicit ``Authorization`` header.
 - Machine routes (webhooks, S3 endpoint, worker API) are exempt from both by design:
   they authenticate by signature or token. Mark their blueprint with ``machine(bp)``.
 """
@@ -20,8 +20,8 @@ from flask import Blueprint, Flask, current_app, g, redirect, request, session, 
 from stcloud.errors import Forbidden, Unauthorized
 
 _machine_blueprints: set[str] = set()
-PUBLIC_ENDPOINTS = {"static", "web.login", "web.logout", "web.healthz"}
-UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+PUBLIC_ENDPOINTS = {"static", "web.login", "web.login_post", "web.logout", "web.healthz"}
+CSRF_METHODS = {"POST"}  # the only unsafe method a cross-site form or simple fetch can send
 
 
 def machine(bp: Blueprint) -> Blueprint:
@@ -80,7 +80,7 @@ def init_app(app: Flask) -> None:
                 if request.path.startswith("/api/") or request.method != "GET":
                     raise Unauthorized("admin token required (Authorization: Bearer <token>, or log in)")
                 return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
-        if request.method in UNSAFE and not g.via_bearer and not _json_body() and not bearer():
+        if request.method in CSRF_METHODS and not g.via_bearer and not _json_body() and not bearer():
             sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
             expected = session.get("csrf", "")
             if not expected or not sent or not hmac.compare_digest(sent, expected):
