@@ -86,7 +86,20 @@ def job_list():
         pages_total = max(1, -(-total // PAGE_SIZE))
         return render("jobs/list.html", block="job_table", jobs=jobs, total=total, page=page,
                       pages_total=pages_total, filters=f, nav="jobs",
+                      newest_id=service.newest_job_id(s), self_url=request.full_path.rstrip("?"),
                       providers=registry.names(), statuses=states.STATUSES)
+
+
+@pages.get("/jobs/changes")
+def job_list_changes():
+    """Polled by the first page of the list: 204 while nothing was added, else an
+    ``HX-Trigger: jobs-changed`` that makes the table re-render itself once."""
+    since = request.args.get("since") or ""
+    with db.session() as s:
+        newest = service.newest_job_id(s)
+    if (newest or "") == since:
+        return "", 204
+    return "", 200, {"HX-Trigger": "jobs-changed"}
 
 
 @pages.get("/jobs/<job_id>/row")

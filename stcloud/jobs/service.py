@@ -173,6 +173,10 @@ def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | No
     return list(rows), int(total or 0)
 
 
+def newest_job_id(s: Session) -> str | None:
+    return s.scalar(select(Job.id).order_by(Job.created_at.desc(), Job.id.desc()).limit(1))
+
+
 def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
     """Log text from byte ``offset``: ``{text, next_offset, complete, size}``."""
     job = get_job(s, job_id)

@@ -57,3 +57,12 @@ def test_cancel_from_job_page(app, live_server, page):
     page.once("dialog", lambda d: d.accept())
     page.click("button:has-text(\"Cancel job\")")
     page.wait_for_function("() => document.querySelector('#status-panel .badge').innerText === 'cancelled'")
+
+
+def test_new_job_appears_on_the_list(app, live_server, page):
+    make_job(app, "completed", name="old one", provider="local")
+    page.goto(live_server + "/jobs")
+    assert page.locator("table.jobs tbody tr").count() == 1
+    make_job(app, "queued", name="brand new", provider="worker")
+    page.wait_for_function("() => document.querySelector('table.jobs').innerText.includes('brand new')",
+                           timeout=12000)

@@ -57,3 +57,13 @@ def test_log_tail_appends_and_stops_when_done(app, client):
 def test_unknown_job_page_is_html_404(client):
     r = client.get("/jobs/job_missing")
     assert r.status_code == 404 and b"<html" in r.data and b"not found" in r.data
+
+
+def test_list_changes_poll(app, client):
+    first = make_job(app, "queued")
+    assert client.get(f"/jobs/changes?since={first}").status_code == 204
+    make_job(app, "queued")
+    r = client.get(f"/jobs/changes?since={first}")
+    assert r.status_code == 200 and r.headers["HX-Trigger"] == "jobs-changed"
+    page = client.get("/jobs").data
+    assert b"jobs-changed from:body" in page and b"/jobs/changes?since=" in page
