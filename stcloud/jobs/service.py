@@ -126,6 +126,12 @@ def apply_update_in(s: Session, job: Job, update: JobUpdate, *, source: str) -> 
             job.cost_usd = round(update.billed_seconds * job.rate_usd_per_second, 6)
     for key, value in update.extra.items():
         setattr(job, key, value)
+    if update.status and _completed_implies_running(job.status, update.status):
+        # The provider says it finished while we still think it is queued (its start/
+        # processing events were filtered out, lost or are still in flight): it ran, so
+        # record running first — queued -> completed is not an allowed move by itself.
+        transition(s, job, states.RUNNING, source=source, at=update.started_at,
+                   detail=f"implied by {update.status}" + (f" ({update.detail})" if update.detail else ""))
     if update.status:
         at = update.completed_at if update.status in states.TERMINAL else (
             update.started_at if update.status == states.RUNNING else None)
@@ -141,6 +147,11 @@ def apply_update_in(s: Session, job: Job, update: JobUpdate, *, source: str) -> 
     if accepted and update.outputs is not None:
         job.outputs = list(update.outputs)
     return ApplyResult(job.id, before, job.status, job.status != before, accepted)
+
+
+def _completed_implies_running(current: str, target: str) -> bool:
+    return (target == states.COMPLETED and not states.can_move(current, target)
+            and states.can_move(current, states.RUNNING))
 
 
 def apply_update(job_id: str, update: JobUpdate, *, source: str) -> ApplyResult:

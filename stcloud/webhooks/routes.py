@@ -1,2 +1,84 @@
+"""Webhook routes.
+
+- ``POST /api/webhooks/replicate`` — machine route (no admin auth, no CSRF): it
+  authenticates by allowlist + Standard Webhooks signature itself.
+- ``POST /api/cloud/providers/replicate/webhook-test`` — admin: signed test delivery to the
+  configured public URL; JSON, or the result fragment for htmx.
+- ``GET /api/cloud/webhooks/deliveries?limit=`` — admin: recent deliveries (JSON).
+- ``GET /providers/webhooks`` — the deliveries table (page, or fragment for htmx); the
+  Providers page includes ``webhooks/_providers_section.html`` which loads it.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from stcloud.errors import NotConfigured, TooLarge
+from stcloud.web import auth
+from stcloud.web.htmx import is_fragment_request, render
+from stcloud.web.params import int_arg
+from stcloud.webhooks import service
+
+hook = auth.machine(Blueprint("webhooks", __name__))
+admin = Blueprint("webhooks_admin", __name__)
+pages = Blueprint("webhooks_pages", __name__)
+
+
+def _read_body(limit: int) -> bytes:
+    """The raw body, read once, at most ``limit`` bytes (Content-Length or chunked)."""
+    # Trap: for a chunked body werkzeug's limited stream stops quietly AT the maximum
+    # (the body comes back truncated, no 413). Allow one byte more and look for it.
+    request.max_content_length = limit + 1
+    try:
+        data = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        data = None
+    if data is None or len(data) > limit:
+        raise TooLarge(f"webhook body is larger than the {limit / (1024 * 1024):g} MiB limit",
+                       extra={"limit_bytes": limit})
+    return data
+
+
+@hook.post("/api/webhooks/replicate")
+def replicate_webhook():
+    receipt = service.receive(
+        headers=request.headers,
+        peer=request.remote_addr,  # the socket peer: no ProxyFix, see netfilter.py
+        forwarded_for=request.headers.getlist("X-Forwarded-For"),
+        read_body=_read_body,
+    )
+    return jsonify(receipt.to_dict())
+
+
+def _limit() -> int:
+    return int_arg("limit", 20, 1, 200)
+
+
+@admin.post("/api/cloud/providers/replicate/webhook-test")
+def webhook_test():
+    if not is_fragment_request():
+        return jsonify(service.send_test())
+    try:
+        report = service.send_test()
+    except NotConfigured as err:  # htmx does not swap 4xx: show the message in place
+        report = {"ok": False, "reachable": None, "detail": err.detail}
+    # the deliveries table listens for this and reloads at once
+    return render("webhooks/_test_result.html", report=report, headers={"HX-Trigger": "webhooks-changed"})
+
+
+@admin.get("/api/cloud/webhooks/deliveries")
+def deliveries():
+    limit = _limit()
+    return jsonify({"deliveries": service.recent_deliveries(limit), "limit": limit})
+
+
+@pages.get("/providers/webhooks")
+def deliveries_page():
+    return render("webhooks/deliveries.html", block="deliveries", nav="providers",
+                  deliveries=service.recent_deliveries(_limit()))
+
+
 def init_app(app):
-    pass
+    app.register_blueprint(hook)
+    app.register_blueprint(admin)
+    app.register_blueprint(pages)

@@ -113,3 +113,16 @@ def test_requeue_after_worker_loss_is_allowed(app):
         job = s.get(Job, jid)
         assert service.transition(s, job, "queued", source="scheduler", detail="worker lost")
         assert job.started_at is None
+
+
+def test_completed_while_queued_implies_running(app):
+    jid = make_job(app, "queued", rate_usd_per_second=0.01)
+    started = datetime(2026, 1, 1, 0, 0, 0, tzinfo=timezone.utc)
+    with app.app_context():
+        r = service.apply_update(jid, JobUpdate(status="completed", started_at=started, billed_seconds=10),
+                                 source="poller")
+    assert r.accepted and r.moved and r.from_status == "queued" and r.status == "completed"
+    assert [(f, t) for f, t, ok, _ in events(app, jid)][-2:] == [("queued", "running"), ("running", "completed")]
+    # failed from queued is a direct move; cancelled after completed is refused
+    with app.app_context():
+        assert not service.apply_update(jid, JobUpdate(status="cancelled"), source="api").accepted

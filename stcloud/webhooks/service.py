@@ -1,0 +1,350 @@
+"""Replicate webhook receiver: source check -> raw body -> signature -> dedupe + apply -> record.
+
+``receive`` is the one entry point of ``POST /api/webhooks/replicate``. Order matters:
+
+1. IP allowlist first (no body read, no secret fetch for strangers).
+2. The raw body is read once, bounded (413 beyond the limit).
+3. Standard Webhooks verification on those bytes, with the cached secret; one re-fetch on a
+   mismatch (rotation). Only then is the body parsed.
+4. One transaction inserts the ``webhook_deliveries`` row (primary key = ``webhook-id``) and
+   applies the prediction to the job through ``jobs.service.apply_update_in``: a replay
+   finds the row (or, racing, hits the primary key) and changes nothing.
+
+Nothing from an unauthenticated request is written to the database.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets as pysecrets
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Mapping
+
+import requests
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from stcloud import db
+from stcloud.errors import BadRequest, Forbidden, NotConfigured, Unauthorized, Unavailable
+from stcloud.jobs.service import apply_update_in
+from stcloud.models import Job, WebhookDelivery, utcnow
+from stcloud.providers import config as provider_config
+from stcloud.providers.replicate_map import info_from_prediction, update_from_info
+from stcloud.webhooks import netfilter, verify
+from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache, SecretUnavailable
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "replicate"
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # Replicate resends the whole training log each time
+TEST_MARKER = "stcloud_test"
+TEST_ID_PREFIX = "msg_stcloudtest_"
+JOB_ID_INPUT = "stcloud_job_id"  # our job id in the prediction input (providers/replicate.py)
+TEST_TIMEOUT = (5.0, 15.0)  # connect, read — for the "Test webhook" delivery
+
+# outcome values stored in webhook_deliveries.outcome (duplicates are answered, not stored)
+APPLIED, STALE, IGNORED, DUPLICATE, TEST = "applied", "stale", "ignored", "duplicate", "test"
+
+
+def _clock() -> float:
+    """Wall clock for the timestamp window; tests replace it."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    outcome: str
+    webhook_id: str
+    job_id: str | None = None
+    job_status: str | None = None
+    detail: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# ---- settings ---------------------------------------------------------------------------
+
+def max_body_bytes() -> int:
+    return int(current_app.config.get("STCLOUD_WEBHOOK_MAX_BYTES") or DEFAULT_MAX_BODY_BYTES)
+
+
+def secret_cache() -> SecretCache:
+    """This process's cache of the signing secret (one per app)."""
+    ext = current_app.extensions
+    cache = ext.get("stcloud.webhook_secret")
+    if cache is None:
+        interval = current_app.config.get("STCLOUD_WEBHOOK_SECRET_MIN_REFRESH")
+        cache = ext.setdefault("stcloud.webhook_secret", SecretCache(
+            min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
+    return cache
+
+
+# ---- the receiver -----------------------------------------------------------------------
+
+def receive(*, headers: Mapping[str, str], peer: str | None, forwarded_for: Iterable[str] | None,
+            read_body: Callable[[int], bytes]) -> Receipt:
+    """Handle one delivery. ``read_body(limit)`` returns the raw body or raises TooLarge.
+
+    Raises Forbidden (source not allowed), TooLarge, Unauthorized (signature),
+    Unavailable (secret cannot be fetched: Replicate retries), BadRequest (authentic but
+    not a JSON object).
+    """
+    cfg = provider_config.get_config(PROVIDER)
+    client_ip = check_source(cfg, peer, forwarded_for)
+    body = read_body(max_body_bytes())
+    webhook_id = authenticate(cfg, headers, body)
+    payload = _parse(body)
+    return record(webhook_id, payload, client_ip)
+
+
+def check_source(cfg: dict, peer: str | None, forwarded_for: Iterable[str] | None) -> str | None:
+    """The client address (str) if the allowlist admits it. Raises Forbidden."""
+    try:
+        allowed = netfilter.parse_networks(cfg.get("webhook_allowed_ips") or [])
+        trusted = netfilter.parse_networks(cfg.get("trusted_proxies") or [])
+    except ValueError as exc:  # stored settings are validated; fail closed if not
+        log.error("webhook allowlist settings are invalid: %s", exc)
+        raise Forbidden("webhook allowlist settings are invalid; fix them on the Providers page") from None
+    addr = netfilter.client_address(peer, forwarded_for, trusted)
+    if not netfilter.is_allowed(addr, allowed):
+        log.warning("webhook refused: client %s (peer %s) not in webhook_allowed_ips", addr, peer)
+        raise Forbidden(f"client address {addr or 'unknown'} is not in webhook_allowed_ips",
+                        extra={"client_ip": str(addr) if addr else None})
+    return str(addr) if addr else None
+
+
+def authenticate(cfg: dict, headers: Mapping[str, str], body: bytes) -> str:
+    """Verify the signature; returns the webhook id (the dedupe key).
+
+    Raises Unauthorized or Unavailable.
+    """
+    if not cfg.get("webhook_require_signature", True):
+        wid = headers.get("webhook-id") or ""
+        if 0 < len(wid) <= verify.MAX_ID_LENGTH and wid.isascii() and wid.isprintable():
+            return wid
+        # unsigned and no usable id: identical bodies have identical effects, so the body
+        # hash is a safe dedupe key
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+    try:
+        signed = verify.parse_headers(headers, now=_clock())
+    except verify.VerificationError as exc:
+        raise _unauthorized(exc) from None
+    token, base_url = provider_config.replicate_token(), provider_config.replicate_base_url()
+    cache = secret_cache()
+    try:
+        secret = cache.get(token, base_url)
+        if verify.signature_matches(secret, signed, body):
+            return signed.webhook_id
+        fresh = cache.refresh(token, base_url, stale=secret)
+        if fresh is not None and verify.signature_matches(fresh, signed, body):
+            return signed.webhook_id
+    except SecretUnavailable as exc:
+        log.error("webhook secret unavailable: %s", exc.message)
+        raise Unavailable(f"cannot verify the webhook: {exc.message}",
+                          headers={"Retry-After": str(exc.retry_after or 30)}) from None
+    except verify.SecretError as exc:
+        cache.clear()
+        raise Unavailable(f"cannot verify the webhook: {exc}", headers={"Retry-After": "30"}) from None
+    log.warning("webhook %s refused: signature does not match", signed.webhook_id)
+    raise _unauthorized(verify.VerificationError(
+        "no_matching_signature", "webhook-signature does not match the body", "webhook-signature"))
+
+
+def _unauthorized(exc: verify.VerificationError) -> Unauthorized:
+    return Unauthorized(f"webhook verification failed: {exc.message}", title="Invalid webhook signature",
+                        extra={"code": exc.code, "header": exc.header})
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest("webhook body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("webhook body must be a JSON object (a Replicate prediction)")
+    return payload
+
+
+def _short(value, n: int) -> str | None:
+    return value[:n] if isinstance(value, str) else None
+
+
+def record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
+    """Dedupe on ``webhook_id`` and apply ``payload`` in one transaction."""
+    try:
+        return _record(webhook_id, payload, client_ip)
+    except IntegrityError:
+        # A concurrent delivery of the same id committed first (PostgreSQL; SQLite's
+        # BEGIN IMMEDIATE serialises them and the lookup below answers instead).
+        with db.session() as s:
+            if s.get(WebhookDelivery, webhook_id) is None:
+                raise
+        log.info("webhook %s: duplicate (concurrent)", webhook_id)
+        return Receipt(DUPLICATE, webhook_id)
+
+
+def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
+    pred_id = _short(payload.get("id"), 128)
+    raw_status = _short(payload.get("status"), 32)
+    is_test = payload.get(TEST_MARKER) is True
+    with db.transaction() as s:
+        existing = s.get(WebhookDelivery, webhook_id)
+        if existing is not None:
+            log.info("webhook %s: duplicate of the delivery received at %s", webhook_id, existing.received_at)
+            return Receipt(DUPLICATE, webhook_id, existing.job_id, detail="already received")
+        row = WebhookDelivery(webhook_id=webhook_id, provider=PROVIDER, received_at=utcnow(),
+                              prediction_id=None if is_test else pred_id, event_status=raw_status,
+                              outcome=IGNORED, source_ip=client_ip)
+        s.add(row)
+        s.flush()  # take the primary key now: a racing duplicate fails here, before any effect
+        if is_test:
+            row.outcome, row.detail = TEST, "test delivery from stcloud"
+            return Receipt(TEST, webhook_id, detail=row.detail)
+        job = _find_job(s, pred_id, payload) if pred_id else None
+        if job is None:
+            row.detail = f"no job for prediction {pred_id}" if pred_id else "body has no prediction id"
+            log.info("webhook %s: %s: ignored", webhook_id, row.detail)
+            return Receipt(IGNORED, webhook_id, detail=row.detail)
+        update = update_from_info(info_from_prediction(payload),
+                                  detail=f"replicate webhook: {raw_status} ({webhook_id})")
+        result = apply_update_in(s, job, update, source="webhook")
+        row.job_id = job.id
+        if result.accepted:
+            row.outcome = APPLIED
+            row.detail = (f"{result.from_status} -> {result.status}" if result.moved
+                          else f"{result.status} (no status change)")
+        else:
+            row.outcome = STALE
+            row.detail = f"late event: job is {result.status}, {raw_status} ignored"
+        return Receipt(row.outcome, webhook_id, job.id, job.status, row.detail)
+
+
+def _find_job(s, pred_id: str, payload: dict) -> Job | None:
+    job = s.scalars(select(Job).where(Job.provider == PROVIDER, Job.provider_job_id == pred_id)
+                    .with_for_update().limit(1)).first()
+    if job is not None:
+        return job
+    # Replicate sends "start" as soon as the prediction exists, which can be before the
+    # submit path has stored the prediction id. The submit path puts our job id in the
+    # prediction's input (part of the signed body): bind on it, but only a job that has
+    # no prediction yet.
+    our_id = (payload.get("input") or {}).get(JOB_ID_INPUT) if isinstance(payload.get("input"), dict) else None
+    if not isinstance(our_id, str) or not our_id:
+        return None
+    job = s.scalars(select(Job).where(Job.id == our_id, Job.provider == PROVIDER).with_for_update()).first()
+    if job is None or job.provider_job_id not in (None, ""):
+        return None
+    job.provider_job_id = pred_id
+    return job
+
+
+# ---- admin: recent deliveries, test delivery --------------------------------------------
+
+def delivery_to_dict(d: WebhookDelivery) -> dict:
+    return {
+        "webhook_id": d.webhook_id,
+        "provider": d.provider,
+        "received_at": d.received_at.isoformat().replace("+00:00", "Z") if d.received_at else None,
+        "job_id": d.job_id,
+        "prediction_id": d.prediction_id,
+        "event_status": d.event_status,
+        "outcome": d.outcome,
+        "detail": d.detail,
+        "source_ip": d.source_ip,
+    }
+
+
+def recent_deliveries(limit: int = 20) -> list[dict]:
+    with db.session() as s:
+        rows = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.received_at.desc(),
+                                                          WebhookDelivery.webhook_id).limit(limit)).all()
+        return [delivery_to_dict(r) for r in rows]
+
+
+def _hint(status: int, outcome: str | None, signed: bool) -> str:
+    if status == 200 and outcome == TEST:
+        return "Reachable: the delivery was verified and recorded."
+    if status == 200:
+        return "Reachable, but the answer did not come from stcloud's webhook receiver (wrong public URL?)."
+    if status == 401:
+        return ("Reachable, but the signature was refused: " + (
+            "check the server clock (±300 s) and that both ends use the same Replicate token."
+            if signed else "the test could not be signed (see the signing error)."))
+    if status == 403:
+        return ("Reachable, but the source address was refused. The test comes from this server, "
+                "not from Replicate's ranges, so an allowlist (here or in the proxy) refusing it "
+                "is expected; check that trusted_proxies names your proxy.")
+    if status in (301, 302, 307, 308):
+        return "The public URL redirects; set it to the final URL (usually https://...)."
+    if status == 404:
+        return "Reachable, but the proxy does not route /api/webhooks/replicate to stcloud."
+    if status == 413:
+        return "The proxy limits request bodies: allow at least 32 MB (client_max_body_size)."
+    if status in (502, 503, 504):
+        return "The proxy answered but could not reach stcloud (or stcloud could not fetch the secret)."
+    return f"Unexpected answer {status}."
+
+
+def send_test() -> dict:
+    """POST a signed test delivery to ``<public_url>/api/webhooks/replicate``.
+
+    Returns ``{url, reachable, status, latency_ms, outcome, signed, ok, detail}``.
+    Raises NotConfigured when no public URL is set.
+    """
+    cfg = provider_config.get_config(PROVIDER)
+    url = provider_config.webhook_endpoint(cfg)
+    if not url:
+        raise NotConfigured("set the public URL first (without the path; stcloud appends "
+                            "/api/webhooks/replicate)", extra={"field": "public_url"})
+    webhook_id = TEST_ID_PREFIX + pysecrets.token_hex(12)
+    now = datetime.now(timezone.utc)
+    body = json.dumps({TEST_MARKER: True, "id": webhook_id, "status": "test",
+                       "created_at": now.isoformat().replace("+00:00", "Z")}).encode()
+    ts = int(_clock())
+    headers = {"Content-Type": "application/json", "User-Agent": "stcloud-webhook-test/1",
+               "webhook-id": webhook_id, "webhook-timestamp": str(ts)}
+    signed, sign_error = False, None
+    try:
+        secret = secret_cache().get(provider_config.replicate_token(), provider_config.replicate_base_url())
+        headers["webhook-signature"] = verify.sign(secret, webhook_id, ts, body)
+        signed = True
+    except (SecretUnavailable, verify.SecretError) as exc:
+        sign_error = getattr(exc, "message", str(exc))
+    report = {"url": url, "webhook_id": webhook_id, "signed": signed, "reachable": False, "status": None,
+              "latency_ms": None, "outcome": None, "ok": False}
+    if sign_error:
+        report["signing_error"] = sign_error
+    # Replicate connects directly, not through this server's outbound proxy: do the same.
+    with requests.Session() as http:
+        http.trust_env = False
+        started = time.monotonic()
+        try:
+            resp = http.post(url, data=body, headers=headers, timeout=TEST_TIMEOUT, allow_redirects=False)
+        except requests.Timeout:
+            report["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+            report["detail"] = ("Timed out. If this server runs a single sync worker it cannot answer its "
+                                "own test; otherwise check DNS, firewall and proxy.")
+            return report
+        except requests.RequestException as exc:
+            report["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+            report["detail"] = f"Not reachable: {type(exc).__name__}: {str(exc)[:300]}"
+            return report
+        report["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+    report["reachable"] = True
+    report["status"] = resp.status_code
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict):
+        report["outcome"] = answer.get("outcome")
+        if resp.status_code >= 400 and answer.get("detail"):
+            report["answer_detail"] = str(answer["detail"])[:300]
+    report["ok"] = resp.status_code == 200 and report["outcome"] == TEST
+    report["detail"] = _hint(resp.status_code, report["outcome"], signed)
+    return report
