@@ -1,8 +1,526 @@
-"""Config snapshots in git. FIRST VERSION (foundation): not set up yet; the snapshot issue
-replaces the body. Contract: never raises; returns (commit sha or None, error or None)."""
+"""Config snapshots: each submit commits ``<name>/config.json`` and ``<name>/dataloader.json``
+(stable key order, secrets removed) to the git repository at ``STCLOUD_HOME/configs/``;
+history, files at a commit, a job's snapshot with its diff against the previous run of the
+same config name, and the re-run of a job (exactly, or with the current data).
+
+``snapshot_for_submit`` never raises: a missing git or a broken repository must never block
+a submit; the job records the reason in ``snapshot_error`` instead.
+"""
 from __future__ import annotations
+
+import importlib
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stcloud.errors import BadRequest, Conflict, NotFound, Unavailable
+from stcloud.snapshots import git
+
+log = logging.getLogger(__name__)
+
+NO_GIT_NOTICE = "git not installed: snapshot skipped"
+SETTING_KEY = "snapshots_enabled"
+REDACTED = "[redacted]"
+MAX_MESSAGE = 4000
+MAX_NAME = 100
+
+# ---- names -----------------------------------------------------------------------------
+
+_NAME_BAD = re.compile(r"[^\w.-]+", re.UNICODE)
+
+
+def safe_name(name: str | None) -> str:
+    """The directory name for a config name: letters, digits, ``_ . -`` only, no leading dot
+    or dash (so no ``..``, no ``.git``, no option-looking names), at most 100 characters."""
+    text = unicodedata.normalize("NFC", str(name or "")).strip()
+    text = _NAME_BAD.sub("-", text)
+    text = re.sub(r"-{2,}", "-", text).lstrip(".-_")[:MAX_NAME].rstrip(".-")
+    return text or "unnamed"
+
+
+def repo_root(home: str | Path) -> Path:
+    return Path(home) / "configs"
+
+
+# ---- secrets ---------------------------------------------------------------------------
+
+# Substrings of a key (lower-case, separators removed) that mark a secret. "token" is
+# matched unless it is part of "tokenizer"/"tokenise" (``tokenizer_max_length`` is a
+# training setting a snapshot must keep).
+_SECRET_PARTS = ("secret", "password", "passwd", "passphrase", "credential", "privatekey",
+                 "accesskey", "apikey", "sessionkey", "authorization", "cookie")
+_TOKEN = re.compile(r"token(?!i[sz])")
+_SECRET_SEGMENTS = {"pwd", "auth"}
+# Values that are secrets whatever key holds them (Replicate, Hugging Face, webhook, AWS,
+# GitHub and OpenAI-style keys).
+_SECRET_VALUE = re.compile(
+    r"^(r8_[A-Za-z0-9]{16,}|hf_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9+/=]{8,}|(AKIA|ASIA)[0-9A-Z]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})$")
+
+
+def is_secret_key(key: Any) -> bool:
+    k = str(key).lower()
+    compact = re.sub(r"[^a-z0-9]", "", k)
+    if any(part in compact for part in _SECRET_PARTS) or _TOKEN.search(compact):
+        return True
+    return any(seg in _SECRET_SEGMENTS for seg in re.split(r"[^a-z0-9]+", k))
+
+
+def _secret_value(value: Any) -> bool:
+    return isinstance(value, str) and bool(_SECRET_VALUE.match(value.strip()))
+
+
+def _strip_entry(key: Any, value: Any) -> bool:
+    """Numbers, booleans and nulls under a secret-looking key (``max_token_length: 77``)
+    are settings, not secrets; strings and containers under such a key are removed."""
+    if _secret_value(value):
+        return True
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    return is_secret_key(key)
+
+
+def strip_secrets(obj: Any) -> Any:
+    """A copy of ``obj`` without secrets: secret dict entries are removed (at any depth,
+    including ``publishing_config`` entries); list items that are token-shaped strings are
+    replaced by ``[redacted]`` (so positions stay aligned for ``restore_secrets``)."""
+    if isinstance(obj, dict):
+        return {k: strip_secrets(v) for k, v in obj.items() if not _strip_entry(k, v)}
+    if isinstance(obj, list):
+        return [REDACTED if _secret_value(v) else strip_secrets(v) for v in obj]
+    return obj
+
+
+def restore_secrets(committed: Any, original: Any) -> Any:
+    """``committed`` (as stored in a snapshot) with the secrets ``strip_secrets`` removed put
+    back from ``original`` (the job's stored config). Nothing else is taken from
+    ``original``: the snapshot stays the source of truth for every setting."""
+    if isinstance(committed, dict) and isinstance(original, dict):
+        out = {k: restore_secrets(v, original.get(k)) for k, v in committed.items()}
+        for k, v in original.items():
+            if k not in committed and _strip_entry(k, v):
+                out[k] = v
+        return out
+    if isinstance(committed, list) and isinstance(original, list):
+        # Items pair up by position, but only an item that *is* the stored one minus its
+        # secrets gets them back: the submit path may append entries (publishing settings),
+        # and a secret must never land in a different entry.
+        out = []
+        for i, c in enumerate(committed):
+            o = original[i] if i < len(original) else None
+            if c == REDACTED and _secret_value(o):
+                out.append(o)
+            elif isinstance(c, (dict, list)) and strip_secrets(o) == c:
+                out.append(restore_secrets(c, o))
+            else:
+                out.append(c)
+        return out
+    return committed
+
+
+# ---- the submit hook -------------------------------------------------------------------
+
+def enabled() -> bool:
+    """The user's switch (Configs page); on by default. Outside an app context: on."""
+    try:
+        from flask import has_app_context
+
+        if not has_app_context():
+            return True
+        from stcloud import settings
+
+        value = settings.get(SETTING_KEY)
+        return value is None or bool(value)
+    except Exception:  # the switch must never be the reason a submit fails
+        log.exception("could not read the snapshot setting; snapshots stay on")
+        return True
+
+
+def _clean_message(message: str | None) -> str | None:
+    if not message:
+        return None
+    text = "".join(ch for ch in str(message) if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    text = text.strip()[:MAX_MESSAGE].strip()
+    return text or None
+
+
+def commit_message(name: str, job_id: str, message: str | None) -> str:
+    parts = [f"Snapshot {name} for {job_id}"]
+    user = _clean_message(message)
+    if user:
+        parts.append(user)
+    parts.append(f"Job-Id: {job_id}\nConfig-Name: {name}")
+    return "\n\n".join(parts) + "\n"
 
 
 def snapshot_for_submit(home: str, name: str, config: dict, dataloader_config: list,
                         job_id: str, message: str | None = None) -> tuple[str | None, str | None]:
-    return None, None
+    """Commit the job's config and dataloader under ``configs/<safe name>/``.
+
+    Returns ``(commit sha, None)``, ``(None, None)`` when the user switched snapshots off,
+    or ``(None, error)``. Never raises."""
+    try:
+        if not enabled():
+            return None, None
+        if not git.git_path():
+            return None, NO_GIT_NOTICE
+        dir_name = safe_name(name)
+        files = {
+            git.CONFIG_FILE: git.dumps(strip_secrets(config if config is not None else {})),
+            git.DATALOADER_FILE: git.dumps(strip_secrets(dataloader_config if dataloader_config is not None else [])),
+        }
+        sha = git.commit_files(repo_root(home), dir_name, files, commit_message(dir_name, job_id, message))
+        return sha, None
+    except git.GitMissing:
+        return None, NO_GIT_NOTICE
+    except git.GitError as exc:
+        log.warning("snapshot for %s failed: %s", job_id, exc)
+        return None, f"snapshot failed: {exc}"
+    except (TypeError, ValueError) as exc:
+        return None, f"snapshot failed: config is not JSON-serialisable ({exc})"
+    except Exception as exc:  # contract: never raises
+        log.exception("snapshot for %s failed", job_id)
+        return None, f"snapshot failed: {exc.__class__.__name__}: {exc}"
+
+
+# ---- reading ---------------------------------------------------------------------------
+
+def status(home: str | Path) -> dict:
+    """``{enabled, git, error}``: what the Configs page and API say about the repository."""
+    root = repo_root(home)
+    info = {"enabled": enabled(), "git": git.version(), "path": str(root), "error": None}
+    if info["git"] is None:
+        info["error"] = "git not installed: snapshots are skipped (install git to version configs)"
+    elif git.is_repo(root):
+        try:
+            git.ensure_repo(root)
+        except git.GitError as exc:
+            info["error"] = str(exc)
+    return info
+
+
+def _guard(fn, *args, **kw):
+    """Run a read against the repository: missing git / broken repo -> 503 with the reason."""
+    try:
+        return fn(*args, **kw)
+    except git.GitMissing:
+        raise Unavailable("git not installed: config snapshots are not available") from None
+    except git.GitError as exc:
+        raise Unavailable(str(exc)) from None
+
+
+def _commits(home) -> list[git.Commit]:
+    root = repo_root(home)
+    if not git.git_path():
+        raise git.GitMissing("git not installed")
+    if not git.is_repo(root):
+        return []
+    git.ensure_repo(root)
+    return git.log_commits(root)
+
+
+def _commit_dict(c: git.Commit) -> dict:
+    return {"commit": c.sha, "short": c.sha[:10], "at": c.at, "job_id": c.job_id,
+            "name": c.name, "message": c.message}
+
+
+def list_configs(home: str | Path) -> list[dict]:
+    """Saved configs, most recently used first: ``[{name, snapshots, last_commit, last_at,
+    last_job_id, last_message}]``. Raises Unavailable (no git, broken repository)."""
+    def _list():
+        commits = _commits(home)
+        names = set(git.tracked_names(repo_root(home))) if commits else set()
+        out: dict[str, dict] = {}
+        for c in commits:  # newest first: the first one seen per name is its latest
+            if not c.name:
+                continue
+            entry = out.get(c.name)
+            if entry is None:
+                out[c.name] = {"name": c.name, "snapshots": 1, "last_commit": c.sha, "last_at": c.at,
+                               "last_job_id": c.job_id, "last_message": c.message}
+            else:
+                entry["snapshots"] += 1
+        return [e for e in out.values() if e["name"] in names]
+
+    return _guard(_list)
+
+
+def history(home: str | Path, name: str, limit: int = 100) -> list[dict]:
+    """Snapshots of config ``name``, newest first. Raises NotFound, Unavailable."""
+    dir_name = _checked_name(name)
+    commits = _guard(_commits, home)
+    items = [_commit_dict(c) for c in commits if c.name == dir_name]
+    if not items:
+        raise NotFound(f"no snapshots of config {dir_name!r}")
+    return items[:limit]
+
+
+def _checked_name(name: str) -> str:
+    cleaned = safe_name(name)
+    if cleaned != name:
+        raise NotFound(f"no config named {name!r}")
+    return cleaned
+
+
+def _check_commit(commit: str) -> str:
+    try:
+        return git.check_rev(commit)
+    except ValueError:
+        raise BadRequest(f"commit must be a hex commit id, got {commit!r}") from None
+
+
+def _parse(text: str | None):
+    import json
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def files_at(home: str | Path, name: str, commit: str) -> dict:
+    """The files of config ``name`` at ``commit``: ``{name, commit, files, config,
+    dataloader_config, config_blob, job_id, at, message, previous, diff, diff_lines}``. Raises BadRequest, NotFound, Unavailable."""
+    dir_name = _checked_name(name)
+    rev = _check_commit(commit)
+    root = repo_root(home)
+
+    def _read():
+        if not git.is_repo(root):
+            raise NotFound("no config snapshots yet")
+        git.ensure_repo(root)
+        sha = git.resolve(root, rev)
+        if sha is None:
+            raise NotFound(f"commit {commit} not found in the config repository")
+        files = {f: git.show(root, sha, f"{dir_name}/{f}") for f in git.FILES}
+        if files[git.CONFIG_FILE] is None:
+            raise NotFound(f"config {dir_name!r} does not exist at commit {sha[:10]}")
+        commits = [c for c in git.log_commits(root, sha) if c.name == dir_name or c.sha == sha]
+        meta = commits[0] if commits and commits[0].sha == sha else None
+        prev = _previous(commits, sha, dir_name)
+        text = git.diff(root, prev.sha, sha, [f"{dir_name}/{f}" for f in git.FILES]) if prev else None
+        return {"name": dir_name, "commit": sha, "files": files,
+                "previous": {"job_id": prev.job_id, "commit": prev.sha, "at": prev.at} if prev else None,
+                "diff": text, "diff_lines": diff_lines(text),
+                "config": _parse(files[git.CONFIG_FILE]),
+                "dataloader_config": _parse(files[git.DATALOADER_FILE]),
+                "config_blob": git.blob_id(root, sha, f"{dir_name}/{git.CONFIG_FILE}"),
+                "job_id": meta.job_id if meta else None, "at": meta.at if meta else None,
+                "message": meta.message if meta else None}
+
+    return _guard(_read)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What the snapshot view needs of a job (plain values, no ORM row)."""
+
+    id: str
+    name: str
+    config_name: str | None
+    snapshot: str | None
+    snapshot_error: str | None
+
+    @property
+    def dir_name(self) -> str:
+        return safe_name(self.config_name or self.name)
+
+    @classmethod
+    def of(cls, job) -> "JobRef":
+        return cls(id=job.id, name=job.name, config_name=job.config_name, snapshot=job.snapshot,
+                   snapshot_error=job.snapshot_error)
+
+
+def job_snapshot(home: str | Path, ref: JobRef) -> dict:
+    """A job's snapshot: ``{job_id, config_name, commit, snapshot_error, files, config_blob,
+    diff, previous: {job_id, commit} | None, error}``. ``commit``/``files``/``diff`` are null
+    when the job has no snapshot (``snapshot_error`` says why) or the repository cannot be
+    read (``error`` says why); never raises for those."""
+    out = {"job_id": ref.id, "config_name": ref.dir_name, "commit": ref.snapshot,
+           "snapshot_error": ref.snapshot_error, "files": None, "config_blob": None, "diff": None,
+           "diff_lines": [], "previous": None, "error": None}
+    if not ref.snapshot:
+        return out
+    root = repo_root(home)
+    try:
+        if not git.git_path():
+            raise git.GitMissing("git not installed")
+        if not git.is_repo(root):
+            raise git.GitError(f"config repository {root} is missing")
+        git.ensure_repo(root)
+        sha = git.resolve(root, ref.snapshot)
+        if sha is None:
+            raise git.GitError(f"commit {ref.snapshot[:10]} is not in the config repository")
+        out["commit"] = sha
+        out["files"] = {f: git.show(root, sha, f"{ref.dir_name}/{f}") for f in git.FILES}
+        out["config_blob"] = git.blob_id(root, sha, f"{ref.dir_name}/{git.CONFIG_FILE}")
+        prev = _previous(git.log_commits(root), sha, ref.dir_name)
+        if prev is not None:
+            out["previous"] = {"job_id": prev.job_id, "commit": prev.sha, "at": prev.at}
+            paths = [f"{ref.dir_name}/{f}" for f in git.FILES]
+            out["diff"] = git.diff(root, prev.sha, sha, paths)
+            out["diff_lines"] = diff_lines(out["diff"])
+    except git.GitMissing:
+        out["error"] = "git not installed: the snapshot cannot be shown"
+    except (git.GitError, ValueError) as exc:
+        out["error"] = str(exc)
+    return out
+
+
+def _previous(commits: list[git.Commit], sha: str, name: str) -> git.Commit | None:
+    """The snapshot of the run of ``name`` submitted just before commit ``sha``."""
+    seen = False
+    for c in commits:  # newest first
+        if c.sha == sha:
+            seen = True
+            continue
+        if seen and c.name == name:
+            return c
+    return None
+
+
+def diff_lines(text: str | None) -> list[dict]:
+    """A unified diff as ``[{kind, text}]``, kind in add | del | hunk | file | meta | ctx."""
+    out = []
+    for line in (text or "").splitlines():
+        if line.startswith(("+++", "---")):
+            kind = "file"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith(("diff --git", "index ", "new file", "deleted file", "similarity", "rename ")):
+            kind = "meta"
+        elif line.startswith("\\"):
+            kind = "meta"
+        else:
+            kind = "ctx"
+        out.append({"kind": kind, "text": line})
+    return out
+
+
+# ---- re-run ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RerunSource:
+    """Plain values of the original job that a re-run needs."""
+
+    id: str
+    name: str
+    config_name: str | None
+    provider: str
+    hardware: str | None
+    max_cost_usd: float | None
+    delivery: dict | None
+    config: dict
+    dataloader_config: list
+    dataset_sha256: str | None
+    snapshot: str | None
+    requirements: dict | None
+
+    @classmethod
+    def of(cls, job) -> "RerunSource":
+        return cls(id=job.id, name=job.name, config_name=job.config_name, provider=job.provider,
+                   hardware=job.hardware, max_cost_usd=job.max_cost_usd, delivery=job.delivery,
+                   config=dict(job.config or {}), dataloader_config=list(job.dataloader_config or []),
+                   dataset_sha256=job.dataset_sha256, snapshot=job.snapshot,
+                   requirements=job.requirements)
+
+
+def rerun_body(home: str | Path, src: RerunSource, *, exact: bool,
+               data_consent: bool | None = None, snapshot_message: str | None = None) -> tuple[dict, str]:
+    """``(submit body, config source)`` that re-runs ``src``; the source is "snapshot" or "job".
+
+    exact: the config and dataloader as committed in its snapshot (secrets put back from the
+    job's stored config), the original dataset sha256 as ``expected_dataset_sha256``.
+    Without a snapshot the job's stored config is used (``config_source: "job"``).
+    Not exact: the job's stored config with the current data.
+    Raises Unavailable when the job has a snapshot that cannot be read."""
+    config, dataloader, source = src.config, src.dataloader_config, "job"
+    if exact and src.snapshot:
+        dir_name = safe_name(src.config_name or src.name)
+        root = repo_root(home)
+
+        def _read():
+            if not git.is_repo(root):
+                raise git.GitError(f"config repository {root} is missing")
+            git.ensure_repo(root)
+            sha = git.resolve(root, src.snapshot)
+            if sha is None:
+                raise git.GitError(f"snapshot commit {src.snapshot[:10]} is not in the config repository")
+            return (git.show(root, sha, f"{dir_name}/{git.CONFIG_FILE}"),
+                    git.show(root, sha, f"{dir_name}/{git.DATALOADER_FILE}"))
+
+        cfg_text, dl_text = _guard(_read)
+        committed_cfg, committed_dl = _parse(cfg_text), _parse(dl_text)
+        if not isinstance(committed_cfg, dict) or not isinstance(committed_dl, list):
+            raise Unavailable(f"snapshot {src.snapshot[:10]} of {dir_name!r} has no readable "
+                              f"config.json/dataloader.json")
+        config = restore_secrets(committed_cfg, src.config)
+        dataloader = restore_secrets(committed_dl, src.dataloader_config)
+        source = "snapshot"
+    body: dict[str, Any] = {
+        "provider": src.provider,
+        "name": src.name,
+        "config_name": src.config_name or src.name,
+        "config": config,
+        "dataloader_config": dataloader,
+        "rerun_of": src.id,
+        "snapshot_message": snapshot_message or (
+            f"{'exact ' if exact else ''}re-run of {src.id}"
+            + (f" (snapshot {src.snapshot[:10]})" if exact and src.snapshot else "")),
+    }
+    for key, value in (("hardware", src.hardware), ("max_cost_usd", src.max_cost_usd),
+                       ("delivery", src.delivery), ("requirements", src.requirements)):
+        if value is not None:
+            body[key] = value
+    if exact and src.dataset_sha256:
+        body["expected_dataset_sha256"] = src.dataset_sha256
+    if data_consent is not None:
+        body["data_consent"] = bool(data_consent)
+    return body, source
+
+
+def is_dataset_changed(exc: Conflict) -> bool:
+    text = f"{exc.detail} {exc.extra}".lower()
+    return "dataset changed" in text or exc.extra.get("reason") == "dataset_changed"
+
+
+def rerun(home: str | Path, job_id: str, *, exact: bool, data_consent: bool | None = None,
+          snapshot_message: str | None = None):
+    """Re-run job ``job_id`` through the submit service; returns its SubmitResult.
+
+    Raises NotFound, Unavailable (snapshot unreadable), Conflict (409; when the dataset
+    changed since the original run it carries ``offer: {"exact": false}``), and whatever the
+    submit service raises (consent, spend limit, provider errors)."""
+    from stcloud import db
+    from stcloud.jobs import service as jobs_service
+
+    with db.session() as s:
+        src = RerunSource.of(jobs_service.get_job(s, job_id))
+    body, _source = rerun_body(home, src, exact=exact, data_consent=data_consent,
+                               snapshot_message=snapshot_message)
+    try:
+        submit_mod = importlib.import_module("stcloud.jobs.submit")
+    except ModuleNotFoundError as exc:
+        if exc.name != "stcloud.jobs.submit":
+            raise
+        raise Unavailable("re-run needs the submit service (stcloud.jobs.submit), "
+                          "which is not installed in this build") from None
+    try:
+        return submit_mod.submit(body, source="rerun")
+    except Conflict as exc:
+        if exact and is_dataset_changed(exc):
+            exc.extra = {**exc.extra, "reason": "dataset_changed", "rerun_of": job_id,
+                         "expected_dataset_sha256": src.dataset_sha256,
+                         "offer": {"exact": False, "label": "Re-run with current data",
+                                   "method": "POST", "url": f"/api/cloud/jobs/{job_id}/rerun",
+                                   "body": {"exact": False}}}
+        raise
