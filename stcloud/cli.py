@@ -254,3 +254,7 @@ def init_app(app):
     @app.cli.command("db-upgrade")
     def _flask_db_upgrade():
         upgrade_db(app)
+
+
+if __name__ == "__main__":  # `python -m stcloud.cli` (the serve_process test fixture uses it)
+    main()
