@@ -228,8 +228,11 @@ def cancel(job_id: str, *, source: str = "api", reason: str | None = None) -> Jo
         if states.is_terminal(job.status):
             return job
         provider, provider_job_id = job.provider, job.provider_job_id
-    service = registry.maybe_get(provider)
-    if service is not None and provider_job_id:
+    # A job that exists on the provider is cancelled there first; if the provider cannot
+    # be reached (e.g. its token was removed) the error surfaces instead of a local-only
+    # cancel that would leave the remote run billing.
+    service = registry.get(provider) if provider_job_id and registry.has_factory(provider) else None
+    if service is not None:
         try:
             service.cancel_job(provider_job_id)
         except ProviderError:

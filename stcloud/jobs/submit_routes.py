@@ -1,8 +1,224 @@
-from stcloud.web.placeholder import section
+"""Submitting: the REST API (``POST /api/cloud/jobs/submit``, ``POST /api/cloud/data-preview``,
+``POST /api/cloud/jobs/<id>/refresh``, ``GET /api/cloud/jobs/submit/progress``) and the Submit
+page (preview -> consent -> submit with a progress bar), plus the job page's Refresh button."""
+from __future__ import annotations
 
-bp = section("submit_pages", "/submit", "submit_page", "Submit a job", "submit",
-             "Submitting is not configured yet.")
+import json
+import uuid
+
+from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request, url_for
+
+from stcloud import db
+from stcloud.errors import BadRequest, StcloudError
+from stcloud.jobs import service as jobs_service
+from stcloud.jobs import submit as submit_service
+from stcloud.providers import config as provider_config
+from stcloud.providers import poller
+from stcloud.web.htmx import is_fragment_request, render
+from stcloud.web.params import json_body
+
+api = Blueprint("submit_api", __name__, url_prefix="/api/cloud")
+pages = Blueprint("submit_pages", __name__)
+
+DELIVERY_CHOICES = (
+    ("", "Keep outputs with the provider"),
+    ("builtin", "This machine (built-in S3 endpoint)"),
+    ("hub", "Hugging Face Hub"),
+    ("s3", "External S3 bucket"),
+)
+S3_FIELDS = ("endpoint_url", "bucket", "prefix", "region", "access_key_id", "secret_access_key")
+
+
+# ---- API -------------------------------------------------------------------------------------
+
+@api.post("/jobs/submit")
+def submit_job():
+    result = submit_service.submit(json_body(), source="api")
+    return jsonify(result.to_response()), result.status_code
+
+
+@api.get("/jobs/submit/progress")
+def submit_progress():
+    key = request.args.get("idempotency_key", "").strip()
+    if not key:
+        raise BadRequest("idempotency_key is required", extra={"field": "idempotency_key"})
+    return jsonify({"idempotency_key": key, "job": submit_service.job_for_key(key)})
+
+
+@api.post("/data-preview")
+def data_preview():
+    return jsonify(submit_service.preview(json_body()))
+
+
+@api.post("/jobs/<job_id>/refresh")
+def refresh_job(job_id):
+    outcome = poller.refresh(job_id, source="refresh")
+    with db.session() as s:
+        return jsonify({"job": jobs_service.to_dict(jobs_service.get_job(s, job_id)),
+                        "refreshed": True, "moved": outcome.moved})
+
+
+# ---- pages -----------------------------------------------------------------------------------
+
+def _sample() -> dict:
+    """Config + dataloader text from the sample (when the trainer package provides one)."""
+    cached = current_app.extensions.get("stcloud.submit_sample")
+    if cached is not None:
+        return cached
+    out = {"config": "{}", "dataloader": "[]"}
+    try:
+        from pathlib import Path
+
+        from stcloud.trainer.sample import ensure_sample
+
+        paths = ensure_sample(Path(current_app.config["STCLOUD_HOME"]) / "sample")
+        out = {"config": Path(paths["config_path"]).read_text(),
+               "dataloader": Path(paths["dataloader_path"]).read_text()}
+    except Exception:  # noqa: BLE001 - no sample: empty editors
+        current_app.logger.debug("no sample config", exc_info=True)
+    current_app.extensions["stcloud.submit_sample"] = out
+    return out
+
+
+def _hardware_choices() -> list[dict]:
+    from stcloud.costs import service as costs
+
+    out = []
+    with db.session() as s:
+        for name, prof in submit_service.hardware_profiles().items():
+            try:
+                rate = costs.estimate(s, "replicate", name, {}).rate_usd_per_second
+            except Exception:  # noqa: BLE001 - a rate we cannot read is shown as unknown
+                rate = None
+            out.append({"name": name, "label": prof.get("label") or name, "rate": rate,
+                        "per_hour": rate * 3600 if rate is not None else None})
+    return out
+
+
+def _form_context(form: dict | None = None) -> dict:
+    sample = _sample()
+    form = dict(form or {})
+    form.setdefault("provider", "replicate")
+    form.setdefault("config_json", sample["config"])
+    form.setdefault("dataloader_json", sample["dataloader"])
+    form.setdefault("hardware", provider_config.get_config("replicate").get("hardware") or "gpu-l40s")
+    return {"form": form, "hardware_choices": _hardware_choices(), "delivery_choices": DELIVERY_CHOICES,
+            "consent": submit_service.consent_setting(),
+            "consent_label": submit_service.CONSENT_CHOICES[submit_service.consent_setting()],
+            "idempotency_key": uuid.uuid4().hex, "token_set": bool(provider_config.replicate_token()),
+            "nav": "submit"}
+
+
+@pages.get("/submit")
+def submit_page():
+    return render("submit/index.html", **_form_context())
+
+
+def _body_from_form(form) -> dict:
+    def text(key):
+        return (form.get(key) or "").strip()
+
+    body: dict = {"provider": text("provider") or "replicate", "name": text("name") or None,
+                  "config": text("config_json") or None, "dataloader_config": text("dataloader_json") or None,
+                  "idempotency_key": text("idempotency_key") or None,
+                  "config_name": text("config_name") or None, "snapshot_message": text("snapshot_message") or None,
+                  "max_cost_usd": text("max_cost_usd") or None,
+                  "data_consent": text("data_consent") in ("1", "true", "yes", "on")}
+    if body["provider"] == "replicate":
+        body["hardware"] = text("hardware") or None
+    delivery_type = text("delivery_type")
+    if delivery_type == "hub":
+        body["delivery"] = {"type": "hub", "hub_model_id": text("hub_model_id")}
+    elif delivery_type == "s3":
+        body["delivery"] = {"type": "s3", **{k: text(f"s3_{k}") for k in S3_FIELDS}}
+    elif delivery_type:
+        body["delivery"] = {"type": delivery_type}
+    if body["provider"] in submit_service.SELF_HOSTED:
+        req = {}
+        if text("labels"):
+            labels = {}
+            for part in text("labels").split(","):
+                k, sep, v = part.partition("=")
+                if not sep or not k.strip():
+                    raise BadRequest(f"labels: {part.strip()!r} is not key=glob", extra={"field": "labels"})
+                labels[k.strip()] = v.strip()
+            req["labels"] = labels
+        for key in ("min_gpus", "min_vram_gb"):
+            if text(key):
+                req[key] = text(key)
+        if req:
+            body["requirements"] = req
+    return body
+
+
+def _fragment(template: str, http_status: int = 200, headers: dict | None = None, **ctx):
+    resp = make_response(render_template(template, **ctx), http_status)
+    resp.headers.add("Vary", "HX-Request")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+@pages.post("/submit/preview")
+def submit_preview():
+    form = request.form
+    try:
+        data = submit_service.preview({"provider": form.get("provider") or "replicate",
+                                       "dataloader_config": (form.get("dataloader_json") or "").strip() or None})
+    except StcloudError as err:
+        return _fragment("submit/_message.html", 422, error=err.detail, field=err.extra.get("field"))
+    return _fragment("submit/_summary.html", preview=data, summary=data["summary"])
+
+
+@pages.post("/submit")
+def submit_form():
+    body: dict = {}
+    try:
+        body = _body_from_form(request.form)
+        result = submit_service.submit(body, source="ui")
+    except StcloudError as err:
+        if not is_fragment_request():
+            ctx = _form_context(dict(request.form))
+            consent = err.extra.get("summary") if err.extra.get("consent_required") else None
+            return render("submit/index.html", status=err.status, error=None if consent else err.detail,
+                          consent_summary=consent, **ctx)
+        new_key = uuid.uuid4().hex
+        if err.status == 409 and err.extra.get("consent_required"):
+            return _fragment("submit/_consent.html", 409, summary=err.extra.get("summary") or {},
+                             provider=body.get("provider"))
+        return _fragment("submit/_message.html", 422, error=err.detail, field=err.extra.get("field"),
+                         job_id=err.extra.get("job_id"), new_key=new_key, title=err.title)
+    job_url = url_for("jobs_pages.job_page", job_id=result.job["id"])
+    if is_fragment_request():
+        return _fragment("submit/_message.html", 200, headers={"HX-Redirect": job_url},
+                         ok=True, job_id=result.job["id"], warnings=result.warnings)
+    return redirect(job_url, 303)
+
+
+@pages.get("/submit/progress")
+def submit_progress_fragment():
+    key = (request.args.get("idempotency_key") or "").strip()
+    job = submit_service.job_for_key(key) if key else None
+    return _fragment("submit/_progress.html", job=job, stages=submit_service.STAGES)
+
+
+@pages.post("/jobs/<job_id>/refresh")
+def refresh_page(job_id):
+    from stcloud.jobs import routes as job_routes
+
+    try:
+        poller.refresh(job_id, source="refresh")
+    except StcloudError as err:
+        if is_fragment_request():
+            return _fragment("_error.html", 200, headers={"HX-Retarget": "#refresh-result", "HX-Reswap": "innerHTML"},
+                             status=err.status, title=err.title, detail=err.detail)
+        raise
+    if is_fragment_request():
+        return job_routes.job_page(job_id)
+    return redirect(url_for("jobs_pages.job_page", job_id=job_id), 303)
 
 
 def init_app(app):
-    app.register_blueprint(bp)
+    app.register_blueprint(api)
+    app.register_blueprint(pages)
+    app.jinja_env.filters.setdefault("pretty_json", lambda v: json.dumps(v, indent=2, sort_keys=True))

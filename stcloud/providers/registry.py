@@ -27,6 +27,10 @@ def validate_name(name: str) -> str:
     return name
 
 
+def has_factory(name: str) -> bool:
+    return name in _factories
+
+
 def get(name: str) -> CloudTrainerService:
     """The adapter for ``name``. Raises BadRequest (unknown) or the factory's NotConfigured."""
     validate_name(name)

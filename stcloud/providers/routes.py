@@ -1,8 +1,400 @@
-from stcloud.web.placeholder import section
+"""Providers: ``/api/cloud/providers/*`` (the seeds' API reference) and the Providers page.
 
-bp = section("providers_pages", "/providers", "providers_page", "Providers", "providers",
-             "No provider is configured yet.")
+The Replicate token is write-only: stored in ``secrets.json`` (0600), reported only as
+"set / from env / stored", never returned and never logged — not even in error messages.
+"""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import requests
+from flask import Blueprint, current_app, jsonify, make_response, render_template, request
+from sqlalchemy import func, select
+
+from stcloud import db, secrets
+from stcloud import settings as settings_store
+from stcloud.errors import BadRequest, ProviderError, RateLimited, StcloudError
+from stcloud.jobs import states
+from stcloud.models import HardwareRate, Job, utcnow
+from stcloud.providers import config, registry
+from stcloud.providers.replicate import (
+    DEFAULT_HARDWARE,
+    HARDWARE_PROFILES,
+    TOKEN_MISSING,
+    ReplicateAPIError,
+)
+from stcloud.web.htmx import render
+from stcloud.web.params import json_body
+
+api = Blueprint("providers_api", __name__, url_prefix="/api/cloud/providers")
+pages = Blueprint("providers_pages", __name__)
+
+PUBLIC_URL_HELP = "set your public URL without the path; stcloud appends /api/webhooks/replicate"
+BILLING_NOTE = ("Replicate has no API for the account balance, so balance is null. Check it at "
+                "https://replicate.com/account/billing. The spend figures are stcloud's own records of "
+                "the jobs it ran (predict_time × the rate recorded on each job).")
+STATUS_PAGE = "https://www.replicatestatus.com"
+STATUS_API = "https://www.replicatestatus.com/api/v2/status.json"
+STATUS_CACHE_SECONDS = 60
+TOKEN_PREFIX = "r8_"
+
+
+# ---- helpers (the routes stay thin) ---------------------------------------------------------
+
+def _service():
+    from stcloud.providers import factories
+
+    return factories.replicate_service()
+
+
+def _provider_error(exc: ReplicateAPIError) -> StcloudError:
+    if exc.kind == "rate_limited":
+        headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
+        return RateLimited(f"Replicate: {exc}", headers=headers)
+    return ProviderError(f"Replicate: {exc}", extra={"kind": exc.kind, "provider_status": exc.status})
+
+
+def _rates() -> dict[str, float | None]:
+    from stcloud.costs import service as costs
+    from stcloud.jobs.submit import hardware_profiles
+
+    out = {}
+    names = hardware_profiles()
+    with db.session() as s:
+        for hw in sorted(names):
+            try:
+                out[hw] = costs.estimate(s, "replicate", hw, {}).rate_usd_per_second
+            except Exception:  # noqa: BLE001 - shown as unknown
+                out[hw] = None
+    return out
+
+
+def replicate_view() -> dict:
+    cfg = config.get_config("replicate")
+    visible = {k: v for k, v in cfg.items() if "secret" not in k and "token" not in k}
+    from stcloud.jobs.submit import hardware_profiles
+
+    rates = _rates()
+    known = hardware_profiles()
+    profiles = []
+    for name, rate in rates.items():
+        prof = known.get(name, {})
+        profiles.append({"name": name, "label": prof.get("label") or name, "vram_gb": prof.get("vram_gb"),
+                         "usd_per_second": rate, "usd_per_hour": round(rate * 3600, 4) if rate is not None else None,
+                         "default": name == (cfg.get("hardware") or DEFAULT_HARDWARE)})
+    return {
+        "provider": "replicate",
+        **visible,
+        "webhook_url": cfg.get("public_url"),  # the seeds' name for the same setting
+        "webhook_endpoint": config.webhook_endpoint(cfg),
+        "public_url_help": PUBLIC_URL_HELP,
+        "token_set": bool(config.replicate_token()),
+        "token_source": config.replicate_token_source(),
+        "hardware_profiles": profiles,
+    }
+
+
+def _parse_rates(raw) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise BadRequest("hardware_rates must be an object of hardware -> $/second (or {usd_per_hour: n})",
+                         extra={"field": "hardware_rates"})
+    out = {}
+    for hw, value in raw.items():
+        if not isinstance(hw, str) or not hw or len(hw) > 64:
+            raise BadRequest(f"hardware_rates: bad hardware name {hw!r}", extra={"field": "hardware_rates"})
+        if isinstance(value, dict):
+            if "usd_per_second" in value:
+                value = value["usd_per_second"]
+            elif "usd_per_hour" in value and isinstance(value["usd_per_hour"], (int, float)):
+                value = value["usd_per_hour"] / 3600
+            else:
+                raise BadRequest(f"hardware_rates.{hw} needs usd_per_second or usd_per_hour",
+                                 extra={"field": "hardware_rates"})
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 100):
+            raise BadRequest(f"hardware_rates.{hw} must be a positive number of dollars per second",
+                             extra={"field": "hardware_rates"})
+        out[hw] = float(value)
+    return out
+
+
+def update_replicate(changes: dict) -> dict:
+    """Validate everything first, then write (nothing half-written). Raises BadRequest."""
+    changes = dict(changes)
+    rates = _parse_rates(changes.pop("hardware_rates")) if "hardware_rates" in changes else {}
+    if not changes and not rates:
+        raise BadRequest("nothing to change: send at least one setting")
+    clean = config.validate_replicate(changes)
+    if "hardware" in clean:
+        from stcloud.jobs.submit import hardware_profiles
+
+        known = set(hardware_profiles()) | set(rates)
+        if clean["hardware"] not in known:
+            raise BadRequest(f"hardware: unknown profile {clean['hardware']!r}; expected one of "
+                             f"{', '.join(sorted(known))}", extra={"field": "hardware"})
+    if clean:
+        config.update_config("replicate", changes)
+    if "public_url" in clean:
+        settings_store.put("public_url", clean["public_url"])
+    if rates:
+        now = utcnow()
+        with db.transaction() as s:
+            for hw, rate in rates.items():
+                prof = HARDWARE_PROFILES.get(hw, {})
+                s.add(HardwareRate(provider="replicate", hardware=hw, label=prof.get("label"),
+                                   gpu_count=prof.get("gpu_count") or 1, vram_gb=prof.get("vram_gb"),
+                                   usd_per_second=rate, effective_from=now,
+                                   note="set via PUT /api/cloud/providers/replicate"))
+    return replicate_view()
+
+
+def save_token(token) -> dict:
+    """Store the Replicate token (0600). Raises BadRequest without echoing the value."""
+    if not isinstance(token, str) or not token.strip():
+        raise BadRequest("token is required (a Replicate API token starting with r8_)", extra={"field": "token"})
+    token = token.strip()
+    if not token.startswith(TOKEN_PREFIX):
+        raise BadRequest("token must start with r8_ (copy it from https://replicate.com/account/api-tokens)",
+                         extra={"field": "token"})
+    if any(c.isspace() for c in token) or not token.isprintable() or len(token) > 200 or len(token) < 8:
+        raise BadRequest("token looks malformed (spaces, line breaks or a wrong length); paste it again",
+                         extra={"field": "token"})
+    secrets.put(current_app.config["STCLOUD_HOME"], config.TOKEN_SECRET_KEY, token)
+    return token_view()
+
+
+def delete_token() -> dict:
+    secrets.delete(current_app.config["STCLOUD_HOME"], config.TOKEN_SECRET_KEY)
+    return token_view()
+
+
+def token_view() -> dict:
+    source = config.replicate_token_source()
+    view = {"token_set": source is not None, "token_source": source}
+    if source == "env":
+        view["note"] = "REPLICATE_API_TOKEN is set in the environment and takes precedence over a stored token"
+    elif source is None:
+        view["note"] = TOKEN_MISSING
+    return view
+
+
+def validate() -> dict:
+    """Raises NotConfigured (no token) or ProviderError (unreachable)."""
+    service = _service()
+    source = config.replicate_token_source()
+    try:
+        account = service.validate_credentials()
+    except ReplicateAPIError as exc:
+        if exc.kind == "auth":
+            return {"valid": False, "error": str(exc), "token_source": source}
+        raise _provider_error(exc) from None
+    return {"valid": True, "account": account, "token_source": source}
+
+
+def versions() -> dict:
+    service = _service()
+    try:
+        items = service.list_versions()
+    except ReplicateAPIError as exc:
+        raise _provider_error(exc) from None
+    pinned = service.version
+    newest = items[0]["id"] if items else None
+    for v in items:
+        v["newest"] = v["id"] == newest
+        v["pinned"] = v["id"] == pinned
+    return {"model": service.model, "pinned": pinned, "newest": newest,
+            "in_use": pinned or newest, "versions": items}
+
+
+def billing() -> dict:
+    now = utcnow()
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    windows = {"today_usd": day, "last_7_days_usd": now - timedelta(days=7),
+               "last_30_days_usd": now - timedelta(days=30), "all_time_usd": None}
+    spend = {}
+    with db.session() as s:
+        for key, start in windows.items():
+            stmt = select(func.coalesce(func.sum(Job.cost_usd), 0.0)).where(
+                Job.provider == "replicate", Job.cost_usd.is_not(None))
+            if start is not None:
+                stmt = stmt.where(Job.completed_at >= start)
+            spend[key] = round(float(s.scalar(stmt) or 0.0), 4)
+        spend["jobs_billed"] = int(s.scalar(select(func.count()).select_from(Job).where(
+            Job.provider == "replicate", Job.cost_usd.is_not(None))) or 0)
+        active_n, active_est = s.execute(
+            select(func.count(), func.coalesce(func.sum(Job.estimated_cost_usd), 0.0))
+            .where(Job.provider == "replicate", Job.status.in_(tuple(states.ACTIVE)))).one()
+    return {"provider": "replicate", "balance": None, "currency": "USD", "note": BILLING_NOTE,
+            "billing_url": "https://replicate.com/account/billing", "spend": spend,
+            "active": {"jobs": int(active_n), "estimated_usd": round(float(active_est or 0.0), 4)},
+            "as_of": now.isoformat().replace("+00:00", "Z")}
+
+
+def status_page() -> dict:
+    """Replicate's public status page; optional, short timeout, cached, never raises."""
+    cache = current_app.extensions.setdefault("stcloud.replicate_status", {})
+    if cache.get("at") and time.monotonic() - cache["at"] < STATUS_CACHE_SECONDS:
+        return cache["data"]
+    url = current_app.config.get("REPLICATE_STATUS_URL", STATUS_API)
+    try:
+        resp = requests.get(url, timeout=(1.5, 2.5))
+        resp.raise_for_status()
+        body = resp.json()
+        st = body.get("status") or {}
+        data = {"available": True, "indicator": st.get("indicator"), "description": st.get("description"),
+                "url": STATUS_PAGE}
+    except Exception as exc:  # noqa: BLE001 - offline is normal; degrade
+        data = {"available": False, "url": STATUS_PAGE,
+                "error": f"status page unreachable ({type(exc).__name__}); stcloud works without it"}
+    cache.update(at=time.monotonic(), data=data)
+    return data
+
+
+def providers_list() -> list[dict]:
+    rep = replicate_view()
+    return [
+        {"name": "replicate", "label": "Replicate", "kind": "cloud", "configured": rep["token_set"],
+         "token_source": rep["token_source"], "model": rep.get("model"), "version": rep.get("version"),
+         "hardware": rep.get("hardware"), "webhook_endpoint": rep["webhook_endpoint"],
+         "supports_cost_tracking": True, "supports_live_logs": True,
+         **({} if rep["token_set"] else {"note": TOKEN_MISSING})},
+        {"name": "worker", "label": "Self-hosted workers", "kind": "self-hosted", "configured": True,
+         "supports_cost_tracking": False, "supports_live_logs": True},
+        {"name": "local", "label": "This machine (embedded worker)", "kind": "self-hosted", "configured": True,
+         "supports_cost_tracking": False, "supports_live_logs": True},
+    ]
+
+
+# ---- API -------------------------------------------------------------------------------------
+
+@api.get("")
+def list_providers():
+    return jsonify({"providers": providers_list()})
+
+
+@api.get("/<name>")
+def get_provider(name):
+    registry.validate_name(name)
+    if name != "replicate":
+        return jsonify({"provider": name, "kind": "self-hosted", "configured": True,
+                        "note": "self-hosted providers are managed on the Workers page"})
+    return jsonify(replicate_view())
+
+
+@api.put("/replicate")
+def put_replicate():
+    return jsonify(update_replicate(json_body()))
+
+
+@api.get("/replicate/versions")
+def replicate_versions():
+    return jsonify(versions())
+
+
+@api.get("/replicate/validate")
+def replicate_validate():
+    return jsonify(validate())
+
+
+@api.get("/replicate/billing")
+def replicate_billing():
+    return jsonify(billing())
+
+
+@api.get("/replicate/status")
+def replicate_status():
+    return jsonify(status_page())
+
+
+@api.put("/replicate/token")
+def put_token():
+    return jsonify(save_token(json_body().get("token")))
+
+
+@api.delete("/replicate/token")
+def del_token():
+    return jsonify(delete_token())
+
+
+# ---- pages -----------------------------------------------------------------------------------
+
+def _fragment(template: str, http_status: int = 200, **ctx):
+    resp = make_response(render_template(template, **ctx), http_status)
+    resp.headers.add("Vary", "HX-Request")
+    return resp
+
+
+@pages.get("/providers")
+def providers_page():
+    return render("providers/index.html", view=replicate_view(), nav="providers", title="Providers")
+
+
+@pages.post("/providers/replicate/token")
+def token_form():
+    try:
+        view = save_token(request.form.get("token", ""))
+    except StcloudError as err:
+        return _fragment("providers/_token.html", 422, token=token_view(), error=err.detail)
+    return _fragment("providers/_token.html", token=view, saved=True)
+
+
+@pages.post("/providers/replicate/token/delete")
+def token_delete_form():
+    return _fragment("providers/_token.html", token=delete_token(), deleted=True)
+
+
+@pages.get("/providers/replicate/validate")
+def validate_fragment():
+    try:
+        result = validate()
+    except StcloudError as err:
+        result = {"valid": False, "error": err.detail}
+    return _fragment("providers/_validate.html", result=result)
+
+
+@pages.get("/providers/replicate/versions")
+def versions_fragment():
+    try:
+        data, error = versions(), None
+    except StcloudError as err:
+        data, error = None, err.detail
+    return _fragment("providers/_versions.html", data=data, error=error)
+
+
+@pages.get("/providers/replicate/status")
+def status_fragment():
+    return _fragment("providers/_status.html", status=status_page())
+
+
+def _lines(text: str) -> list[str]:
+    return [p.strip() for chunk in (text or "").splitlines() for p in chunk.split(",") if p.strip()]
+
+
+@pages.post("/providers/replicate/settings")
+def settings_form():
+    f = request.form
+    changes = {
+        "public_url": f.get("public_url", "").strip() or None,
+        "webhook_allowed_ips": _lines(f.get("webhook_allowed_ips", "")),
+        "trusted_proxies": _lines(f.get("trusted_proxies", "")),
+        "model": f.get("model", "").strip() or "simpletuner/advanced-trainer",
+        "version": f.get("version", "").strip() or None,
+        "hardware": f.get("hardware", "").strip() or DEFAULT_HARDWARE,
+    }
+    if "webhook_require_signature_present" in f:
+        changes["webhook_require_signature"] = f.get("webhook_require_signature") in ("1", "on", "true")
+    try:
+        view = update_replicate(changes)
+    except StcloudError as err:
+        view = {**replicate_view(), **{k: v for k, v in changes.items()}}
+        return _fragment("providers/_settings.html", 422, view=view, error=err.detail,
+                         field=err.extra.get("field"))
+    return _fragment("providers/_settings.html", view=view, saved=True)
 
 
 def init_app(app):
-    app.register_blueprint(bp)
+    from stcloud.providers import factories
+
+    factories.register_all()
+    app.register_blueprint(api)
+    app.register_blueprint(pages)

@@ -1,0 +1,1 @@
+from tests.providers.fixtures import dataset, fake, rapp, rclient  # noqa: F401
