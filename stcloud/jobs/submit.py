@@ -436,51 +436,60 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
                                                "summary": summary.to_dict()})
 
     job_id = new_id("job")
-    run_config, extra_inputs, delivery_record = publishing.prepare_for_submit(
-        job_id, req.provider, req.delivery, req.config)
-    with db.session() as s:
-        est = costs.estimate(s, req.provider, req.hardware, run_config)
-    profile = hardware_profiles().get(req.hardware or "", {}) if cloud else {}
-    name = req.name or req.config.get("tracker_run_name") or req.config_name or \
-        f"{req.provider}-{utcnow().strftime('%Y%m%d-%H%M%S')}"
+    prebuilt = None
+    if req.expected_dataset_sha256 and has_local:
+        # Exact re-run: compare the data first, so a changed dataset is refused before any
+        # row, snapshot or credential exists.
+        prebuilt = _build_archive(job_id, req, None)
     try:
-        with db.transaction() as s:
-            if req.idempotency_key:
-                row = s.get(IdempotencyKey, req.idempotency_key)
-                if row is not None:
-                    if _fresh(row):
-                        raise _KeyTaken()
-                    s.delete(row)
-                    s.flush()
-            check = costs.check_and_reserve(s, req.provider, est.estimated_cost_usd)
-            job = Job(
-                id=job_id, name=str(name)[:200], provider=req.provider, status=states.PENDING,
-                config=run_config, dataloader_config=req.dataloader_config, hardware=req.hardware,
-                gpu_count=int(profile.get("gpu_count") or 1), rate_usd_per_second=est.rate_usd_per_second,
-                estimated_cost_usd=est.estimated_cost_usd,
-                estimate={"basis": est.basis, "seconds": est.seconds, "p50_usd": est.p50_usd,
-                          "p90_usd": est.p90_usd},
-                max_cost_usd=req.max_cost_usd, config_name=req.config_name or str(name)[:200],
-                idempotency_key=req.idempotency_key, data_summary=summary.to_dict(),
-                delivery=delivery_record, requirements=req.requirements, rerun_of=req.rerun_of,
-                progress={"stage": "scan", "submit_percent": STAGE_SPAN["scan"][1]},
-                provider_data={"submit_fingerprint": req.fingerprint()},
-            )
-            s.add(job)
-            s.flush()
-            jobs_service.transition(s, job, states.UPLOADING, source=source,
-                                    detail=f"submitted ({source})")
-            if req.idempotency_key:
-                s.add(IdempotencyKey(key=req.idempotency_key, job_id=job_id, created_at=utcnow()))
+        run_config, extra_inputs, delivery_record = publishing.prepare_for_submit(
+            job_id, req.provider, req.delivery, req.config)
+        with db.session() as s:
+            est = costs.estimate(s, req.provider, req.hardware, run_config)
+        profile = hardware_profiles().get(req.hardware or "", {}) if cloud else {}
+        name = req.name or req.config.get("tracker_run_name") or req.config_name or \
+            f"{req.provider}-{utcnow().strftime('%Y%m%d-%H%M%S')}"
+        try:
+            with db.transaction() as s:
+                if req.idempotency_key:
+                    row = s.get(IdempotencyKey, req.idempotency_key)
+                    if row is not None:
+                        if _fresh(row):
+                            raise _KeyTaken()
+                        s.delete(row)
+                        s.flush()
+                check = costs.check_and_reserve(s, req.provider, est.estimated_cost_usd)
+                job = Job(
+                    id=job_id, name=str(name)[:200], provider=req.provider, status=states.PENDING,
+                    config=run_config, dataloader_config=req.dataloader_config, hardware=req.hardware,
+                    gpu_count=int(profile.get("gpu_count") or 1), **est.job_fields(),
+                    max_cost_usd=req.max_cost_usd, config_name=req.config_name or str(name)[:200],
+                    idempotency_key=req.idempotency_key, data_summary=summary.to_dict(),
+                    delivery=delivery_record, requirements=req.requirements, rerun_of=req.rerun_of,
+                    progress={"stage": "scan", "submit_percent": STAGE_SPAN["scan"][1]},
+                    provider_data={"submit_fingerprint": req.fingerprint()},
+                )
+                s.add(job)
                 s.flush()
-    except (_KeyTaken, IntegrityError):
-        if not req.idempotency_key:
-            raise
-        # Another request with the same key got in first: answer with its job.
-        replay = _replay(req.idempotency_key, req)
-        if replay is None:
-            raise Conflict("a concurrent submit with the same idempotency key failed; try again") from None
-        return replay
+                jobs_service.transition(s, job, states.UPLOADING, source=source,
+                                        detail=f"submitted ({source})")
+                if req.idempotency_key:
+                    s.add(IdempotencyKey(key=req.idempotency_key, job_id=job_id, created_at=utcnow()))
+                    s.flush()
+        except (_KeyTaken, IntegrityError):
+            if not req.idempotency_key:
+                raise
+            # Another request with the same key got in first: answer with its job.
+            replay = _replay(req.idempotency_key, req)
+            if prebuilt is not None:
+                Path(prebuilt.path).unlink(missing_ok=True)
+            if replay is None:
+                raise Conflict("a concurrent submit with the same idempotency key failed; try again") from None
+            return replay
+    except BaseException:
+        if prebuilt is not None:
+            Path(prebuilt.path).unlink(missing_ok=True)
+        raise
     warnings = list(getattr(check, "warnings", ()) or ())
 
     progress = _Progress(job_id)
@@ -489,7 +498,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
         _snapshot(job_id, req, name)
         archive = None
         if has_local:
-            archive = _package(job_id, req, progress)
+            archive = _package(job_id, req, progress, prebuilt)
             archive_path = Path(archive.path)
         if cloud:
             job = _submit_replicate(job_id, req, archive, extra_inputs, progress, source)
@@ -549,7 +558,9 @@ def _snapshot(job_id: str, req: SubmitRequest, name: str) -> None:
             job.snapshot, job.snapshot_error = sha, error
 
 
-def _package(job_id: str, req: SubmitRequest, progress: _Progress):
+def _build_archive(job_id: str, req: SubmitRequest, progress):
+    """Package the local datasets to ``uploads/<job_id>.zip``; for an exact re-run, check
+    the archive against the original's sha256 (409 and nothing kept on a mismatch)."""
     from stcloud import packaging
 
     cloud = req.provider in CLOUD_PROVIDERS
@@ -557,9 +568,8 @@ def _package(job_id: str, req: SubmitRequest, progress: _Progress):
     archive = packaging.build_archive(
         req.dataloader_config, dest, base_dir=data_base_dir(),
         max_bytes=max_upload_bytes() if cloud else None,
-        progress=lambda stage, done, total: progress(stage, done, total),
+        progress=(lambda stage, done, total: progress(stage, done, total)) if progress else None,
         archive_name=f"{job_id}.zip", limit_name="Replicate" if cloud else "the upload target")
-    progress("package", archive.size, archive.size, force=True)
     if req.expected_dataset_sha256 and archive.sha256 != req.expected_dataset_sha256:
         Path(archive.path).unlink(missing_ok=True)
         raise Conflict(
@@ -567,6 +577,12 @@ def _package(job_id: str, req: SubmitRequest, progress: _Progress):
             f"was {req.expected_dataset_sha256[:12]}…)",
             extra={"reason": "dataset_changed", "dataset_sha256": archive.sha256,
                    "expected_dataset_sha256": req.expected_dataset_sha256})
+    return archive
+
+
+def _package(job_id: str, req: SubmitRequest, progress: _Progress, prebuilt=None):
+    archive = prebuilt or _build_archive(job_id, req, progress)
+    progress("package", archive.size, archive.size, force=True)
     with db.transaction() as s:
         job = s.get(Job, job_id)
         job.dataset_sha256 = archive.sha256

@@ -98,7 +98,8 @@ def _hardware_choices() -> list[dict]:
 def _form_context(form: dict | None = None) -> dict:
     sample = _sample()
     form = dict(form or {})
-    form.setdefault("provider", "replicate")
+    # Without a Replicate token the job that works is a local one (make run: no account).
+    form.setdefault("provider", "replicate" if provider_config.replicate_token() else "local")
     form.setdefault("config_json", sample["config"])
     form.setdefault("dataloader_json", sample["dataloader"])
     form.setdefault("hardware", provider_config.get_config("replicate").get("hardware") or "gpu-l40s")
@@ -111,7 +112,22 @@ def _form_context(form: dict | None = None) -> dict:
 
 @pages.get("/submit")
 def submit_page():
-    return render("submit/index.html", **_form_context())
+    """The submit form. ``?config_name=N&commit=SHA`` (the Configs page's "use this
+    version") starts from that snapshot."""
+    form, error = {}, None
+    name, commit = request.args.get("config_name"), request.args.get("commit")
+    if name and commit:
+        from stcloud.snapshots import service as snapshots
+
+        try:
+            snap = snapshots.files_at(current_app.config["STCLOUD_HOME"], name, commit)
+            form = {"config_json": json.dumps(snap["config"], indent=2),
+                    "dataloader_json": json.dumps(snap["dataloader_config"], indent=2),
+                    "config_name": name, "name": name, "based_on": snap["commit"],
+                    "snapshot_message": f"based on {snap['commit'][:10]}"}
+        except StcloudError as exc:
+            error = f"Could not load config {name!r} at {commit[:12]}: {exc.detail}"
+    return render("submit/index.html", error=error, **_form_context(form))
 
 
 def _body_from_form(form) -> dict:

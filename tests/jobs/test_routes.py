@@ -138,3 +138,27 @@ def test_unknown_api_route_is_problem_json(client):
 def test_non_json_body_is_400_not_500(client, seeded):
     r = client.post(f"/api/cloud/jobs/{seeded['a']}/cancel", data="{{{", content_type="application/json")
     assert r.status_code in (200, 400)
+
+
+def test_cancel_refuses_when_provider_unreachable(app, client):
+    """No local-only cancel for a job that runs remotely: its run would keep billing."""
+    from stcloud.errors import NotConfigured
+    from stcloud.providers import registry
+
+    def factory():
+        raise NotConfigured("REPLICATE_API_TOKEN not set")
+
+    previous = registry._factories.get("replicate")
+    registry.register("replicate", factory)
+    try:
+        jid = make_job(app, "running", provider_job_id="pred_x")
+        body = problem(client.post(f"/api/cloud/jobs/{jid}/cancel", json={}), 400)
+        assert "REPLICATE_API_TOKEN not set" in body["detail"]
+        assert client.get(f"/api/cloud/jobs/{jid}").get_json()["job"]["status"] == "running"
+        # a job that never reached the provider is cancelled locally
+        jid2 = make_job(app, "uploading")
+        assert client.post(f"/api/cloud/jobs/{jid2}/cancel", json={}).get_json()["job"]["status"] == "cancelled"
+    finally:
+        registry._factories.pop("replicate", None)
+        if previous is not None:
+            registry.register("replicate", previous)

@@ -103,3 +103,30 @@ def test_plain_form_consent_flow_without_javascript(rclient, fake, dataset):
     assert 'id="consent-dialog"' in html and 'name="config_json"' in html  # the form is kept
     r = rclient.post("/submit", data=form_for(dataset, csrf_token=csrf_of(rclient), data_consent="1"))
     assert r.status_code == 303 and fake.predictions_created == 1
+
+
+def test_submit_page_starts_from_a_snapshot(app, client, tmp_path):
+    import shutil
+
+    if shutil.which("git") is None:
+        import pytest
+
+        pytest.skip("git not installed")
+    data = tmp_path / "snapds"
+    data.mkdir()
+    (data / "x.png").write_bytes(b"\x89PNG x")
+    body = {"provider": "worker", "name": "from-snap", "config_name": "cfgsnap",
+            "config": {"max_train_steps": 321, "learning_rate": 0.0007},
+            "dataloader_config": [{"id": "d", "type": "local", "instance_data_dir": str(data)}]}
+    job = client.post("/api/cloud/jobs/submit", json=body).get_json()["job"]
+    assert job["snapshot"], job
+    page = client.get(f"/submit?config_name=cfgsnap&commit={job['snapshot']}").get_data(as_text=True)
+    assert "321" in page and "0.0007" in page and 'id="based-on"' in page
+    assert f"based on {job['snapshot'][:10]}" in page
+    bad = client.get("/submit?config_name=cfgsnap&commit=" + "0" * 40)
+    assert bad.status_code == 200 and "Could not load config" in bad.get_data(as_text=True)
+
+
+def test_submit_page_defaults_to_local_without_token(client):
+    page = client.get("/submit").get_data(as_text=True)
+    assert 'value="local" checked' in page
