@@ -1,2 +1,119 @@
+"""The worker (machine) API under ``/api/workers``: Bearer worker-token auth, no CSRF.
+
+    POST /api/workers/register                {hostname, agent_version, gpus, labels, name, current_job_id}
+    POST /api/workers/heartbeat               {job_id?, progress?} -> {cancel: [ids], drain, ...}
+    POST /api/workers/claim                   -> 200 {job: {...}} | 204 (nothing to do) | 200 {job: null, drain: true}
+    POST /api/workers/goodbye                 the agent exits
+    GET  /api/workers/jobs/<id>/archive       the dataset ZIP (holding worker only)
+    POST /api/workers/jobs/<id>/logs          {seq, lines: [...]}
+    POST /api/workers/jobs/<id>/progress      {progress: {...}}
+    POST /api/workers/jobs/<id>/checkpoint    {key, step, files}
+    POST /api/workers/jobs/<id>/complete      {status, exit_code, last_lines, outputs, error}
+    POST /api/workers/jobs/<id>/release       {reason}
+
+401 for a missing/bad token, 403 for a job this worker does not hold.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Blueprint, g, jsonify, send_file
+
+from stcloud.errors import BadRequest, NotFound
+from stcloud.web import auth
+from stcloud.web.params import json_body
+from stcloud.workers import service
+
+bp = auth.machine(Blueprint("workers_api", __name__, url_prefix="/api/workers"))
+
+
+@bp.before_request
+def _authenticate():
+    g.worker_id = service.authenticate(auth.bearer())
+
+
+@bp.post("/register")
+def register():
+    return jsonify(service.register(g.worker_id, json_body(required=False)))
+
+
+@bp.post("/heartbeat")
+def heartbeat():
+    return jsonify(service.heartbeat(g.worker_id, json_body(required=False)))
+
+
+@bp.post("/claim")
+def claim():
+    try:
+        job = service.claim(g.worker_id)
+    except service.Draining:
+        return jsonify({"job": None, "drain": True})
+    if job is None:
+        return "", 204
+    return jsonify({"job": job})
+
+
+@bp.post("/goodbye")
+def goodbye():
+    service.goodbye(g.worker_id)
+    return "", 204
+
+
+@bp.get("/jobs/<job_id>/archive")
+def archive(job_id):
+    path, sha256 = service.archive_for(g.worker_id, job_id)
+    if not os.path.isfile(path):
+        raise NotFound(f"the dataset archive of job {job_id} is missing on the server")
+    resp = send_file(path, mimetype="application/zip", as_attachment=True,
+                     download_name=f"{job_id}.zip", conditional=True, max_age=0)
+    if sha256:
+        resp.headers["X-Content-SHA256"] = sha256
+    return resp
+
+
+@bp.post("/jobs/<job_id>/logs")
+def logs(job_id):
+    body = json_body()
+    return jsonify(service.report_logs(g.worker_id, job_id, body.get("seq"), body.get("lines")))
+
+
+@bp.post("/jobs/<job_id>/progress")
+def progress(job_id):
+    body = json_body()
+    return jsonify(service.report_progress(g.worker_id, job_id, body.get("progress")))
+
+
+@bp.post("/jobs/<job_id>/checkpoint")
+def checkpoint(job_id):
+    return jsonify(service.report_checkpoint(g.worker_id, job_id, json_body()))
+
+
+@bp.post("/jobs/<job_id>/complete")
+def complete(job_id):
+    return jsonify(service.finish(g.worker_id, job_id, json_body()))
+
+
+@bp.post("/jobs/<job_id>/release")
+def release(job_id):
+    body = json_body(required=False)
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadRequest("reason must be a string")
+    return jsonify(service.release(g.worker_id, job_id, reason))
+
+
+class _QuietPolls(logging.Filter):
+    """Agents poll claim (204 when idle) and heartbeat every few seconds: keep those out of
+    the request log so it still shows what people do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("/api/workers/heartbeat " in msg or ("/api/workers/claim " in msg and '" 204' in msg))
+
+
 def init_app(app):
-    pass
+    app.register_blueprint(bp)
+    wz = logging.getLogger("werkzeug")
+    if not any(isinstance(f, _QuietPolls) for f in wz.filters):
+        wz.addFilter(_QuietPolls())
