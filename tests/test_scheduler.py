@@ -12,6 +12,7 @@ def test_every_periodic_job_resolves(job_id, path, seconds):
 def test_start_once_per_process(app, monkeypatch):
     monkeypatch.setattr(scheduler, "PERIODIC", [("scheduler_heartbeat", "stcloud.scheduler:beat", 3600)])
     monkeypatch.setattr(scheduler, "_started_pid", None)
+    monkeypatch.setitem(app.extensions, "stcloud.schedule_hooks", [])  # only the declared jobs
     sched = scheduler.start(app)
     try:
         jobs = sched.get_jobs()
@@ -19,6 +20,17 @@ def test_start_once_per_process(app, monkeypatch):
         assert jobs[0].max_instances == 1 and jobs[0].coalesce is True
         with pytest.raises(RuntimeError):
             scheduler.start(app)
+    finally:
+        sched.shutdown(wait=False)
+
+
+def test_schedule_hooks_add_period_boundary_jobs(app, monkeypatch):
+    monkeypatch.setattr(scheduler, "_started_pid", None)
+    sched = scheduler.start(app)
+    try:
+        ids = {j.id for j in sched.get_jobs()}
+        assert {i for i, _, _ in scheduler.PERIODIC} <= ids and len(ids) > len(scheduler.PERIODIC)
+        assert all(j.max_instances == 1 and j.coalesce for j in sched.get_jobs())
     finally:
         sched.shutdown(wait=False)
 

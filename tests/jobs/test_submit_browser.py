@@ -69,3 +69,22 @@ def test_preview_consent_submit_shows_the_job(live_server, page, fake, dataset, 
     fake.start(pred_id, logs="stage: training\nstep 10/100 loss=0.5\n")
     page.click("#refresh-button")
     page.locator("#status-panel .badge", has_text="running").wait_for()
+
+
+def test_submit_right_after_an_edit_is_not_swallowed(live_server, page, dataset):
+    """A field edit fires a cost-estimate request; clicking Submit while it is in flight must
+    still submit (the estimate must not inherit the form's disabled-element/indicator)."""
+    import time
+
+    def slow(route):
+        time.sleep(1.5)
+        route.continue_()
+
+    page.route("**/api/cloud/cost-estimate", slow)
+    page.goto(f"{live_server}/submit")
+    page.check("input[name=provider][value=worker]")
+    page.fill("textarea[name=dataloader_json]", json.dumps(dataloader_for(dataset)))
+    page.fill("input[name=name]", "quick-click")
+    page.click("#submit-button")  # the estimate for the edit above is still running
+    page.wait_for_url(re.compile(r".*/jobs/job_[0-9a-z]+$"), timeout=20000)
+    assert "quick-click" in page.locator("h1").inner_text()
