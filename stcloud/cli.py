@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 
 import click
 
 from stcloud import ROOT
-from stcloud.client import ApiError, Client
+from stcloud.cli_options import call as client_call
+from stcloud.cli_options import fail, server_opt, token_opt  # noqa: F401 - fail is used by commands
+from stcloud.client import Client
 
 # (group or None for top level, "module:attr")
 EXTRA_COMMANDS = [
@@ -23,11 +22,6 @@ EXTRA_COMMANDS = [
     (None, "stcloud.costs.cli:cost_group"),
     (None, "stcloud.snapshots.cli:configs_group"),
 ]
-
-
-def fail(message: str, code: int = 1):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def alembic_config(url: str):
@@ -149,16 +143,6 @@ def scheduler_cmd():
 
 # ---- jobs (REST client) ------------------------------------------------------------------
 
-server_opt = click.option("--server", envvar="STCLOUD_SERVER", default="http://127.0.0.1:8080",
-                          show_default=True, help="stcloud base URL")
-token_opt = click.option("--token", envvar="STCLOUD_ADMIN_TOKEN", default=None, help="admin token")
-
-
-def client_call(fn):
-    try:
-        return fn()
-    except ApiError as exc:
-        fail(str(exc))
 
 
 @main.group()

@@ -5,21 +5,12 @@ import json
 
 import click
 
-from stcloud.client import ApiError, Client
+from stcloud.client import Client
 
 SCOPES = ("all", "replicate", "worker", "local")
 
-server_opt = click.option("--server", envvar="STCLOUD_SERVER", default="http://127.0.0.1:8080",
-                          show_default=True, help="stcloud base URL")
-token_opt = click.option("--token", envvar="STCLOUD_ADMIN_TOKEN", default=None, help="admin token")
-json_opt = click.option("--json", "as_json", is_flag=True, help="print the API answer as JSON")
-
-
-def _call(fn):
-    try:
-        return fn()
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
+from stcloud.cli_options import call as _call
+from stcloud.cli_options import json_opt, server_opt, token_opt
 
 
 def _money(v) -> str:

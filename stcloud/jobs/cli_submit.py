@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from stcloud.cli_options import server_opt, token_opt
 from stcloud.client import ApiError, Client
 
 STAGE_LABELS = {"scan": "scanning", "package": "packaging", "upload": "uploading", "submit": "submitting",
@@ -166,9 +167,8 @@ def run_submit(client: Client, body: dict, *, show_progress: bool = True, interv
 
 
 @click.command("submit")
-@click.option("--server", envvar="STCLOUD_SERVER", default="http://127.0.0.1:8080", show_default=True,
-              help="stcloud base URL")
-@click.option("--token", envvar="STCLOUD_ADMIN_TOKEN", default=None, help="admin token")
+@server_opt
+@token_opt
 @click.option("--provider", required=True, type=click.Choice(["replicate", "worker", "local"]))
 @click.option("--config", "config_path", required=True, help="training config (JSON file)")
 @click.option("--dataloader", "dataloader_path", required=True, help="dataloader config (JSON list file)")

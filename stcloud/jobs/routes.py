@@ -6,7 +6,6 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from stcloud import db
 from stcloud.errors import BadRequest
 from stcloud.jobs import service, states
-from stcloud.models import JobEvent
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import int_arg

@@ -37,6 +37,7 @@ from replicate.exceptions import ReplicateError
 from replicate.version import Versions
 
 from stcloud.providers.base import CloudJobInfo, CloudTrainerService, RunRequest
+from stcloud.timeutil import parse_iso
 
 try:  # replicate's resources are pydantic v1 models
     from pydantic.v1 import ValidationError as _PydanticValidationError
@@ -150,16 +151,6 @@ class _Transport(httpx.HTTPTransport):
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(value) -> datetime | None:
-    if not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 class _ProgressFile(io.FileIO):
@@ -432,7 +423,7 @@ class ReplicateService(CloudTrainerService):
                 if ((pred.get("input") or {}).get(JOB_ID_INPUT)) == job_id:
                     return pred
             results = page.get("results") or []
-            oldest = _parse_time(results[-1].get("created_at")) if results else None
+            oldest = parse_iso(results[-1].get("created_at")) if results else None
             if not page.get("next") or (horizon and oldest and oldest < horizon):
                 return None
             url = page["next"]

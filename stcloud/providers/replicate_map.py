@@ -3,24 +3,13 @@ poller, the webhook receiver and the submit path so all three apply a prediction
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from stcloud.jobs import states
 from stcloud.jobs.service import JobUpdate
 from stcloud.providers.base import CloudJobInfo, CloudJobStatus
+from stcloud.timeutil import parse_iso
 
 log = logging.getLogger(__name__)
-
-
-def parse_time(value) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def map_status(raw: str | None) -> CloudJobStatus | None:
@@ -45,9 +34,9 @@ def info_from_prediction(pred: dict) -> CloudJobInfo:
         output=pred.get("output"),
         error=error,
         billed_seconds=float(predict_time) if predict_time is not None else None,
-        created_at=parse_time(pred.get("created_at")),
-        started_at=parse_time(pred.get("started_at")),
-        completed_at=parse_time(pred.get("completed_at")),
+        created_at=parse_iso(pred.get("created_at")),
+        started_at=parse_iso(pred.get("started_at")),
+        completed_at=parse_iso(pred.get("completed_at")),
         extra={"urls": pred.get("urls") or {}, "version": pred.get("version")},
     )
 

@@ -6,24 +6,21 @@ import sys
 
 import click
 
-from stcloud.client import ApiError, Client
+from stcloud.client import Client
 
-server_opt = click.option("--server", envvar="STCLOUD_SERVER", default="http://127.0.0.1:8080",
-                          show_default=True, help="stcloud base URL")
-token_opt = click.option("--token", envvar="STCLOUD_ADMIN_TOKEN", default=None, help="admin token")
-json_opt = click.option("--json", "as_json", is_flag=True, help="print the API answer as JSON")
+from stcloud.cli_options import call, json_opt, server_opt, token_opt
+
+
+def _rerun_hint(exc) -> str | None:
+    offer = (exc.body or {}).get("offer")
+    if offer and offer.get("exact") is False:
+        return ("the dataset changed since the original run; "
+                "re-run with the current data: stcloud configs rerun --current-data JOB_ID")
+    return None
 
 
 def _call(fn):
-    try:
-        return fn()
-    except ApiError as exc:
-        click.echo(f"error: {exc}", err=True)
-        offer = (exc.body or {}).get("offer")
-        if offer and offer.get("exact") is False:
-            click.echo("hint: the dataset changed since the original run; "
-                       "re-run with the current data: stcloud configs rerun --current-data JOB_ID", err=True)
-        sys.exit(1)
+    return call(fn, hint=_rerun_hint)
 
 
 def _echo_diff(text: str) -> None:

@@ -1,0 +1,26 @@
+"""ISO-8601 timestamps as the APIs we talk to write them (``...Z``). Pure."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def parse_iso(value) -> datetime | None:
+    """An aware UTC-or-offset datetime, or None for empty/unparseable values; naive values
+    are taken as UTC."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def iso_z(dt: datetime | None) -> str | None:
+    """``2026-01-02T03:04:05.123456Z`` (UTC), or None."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
