@@ -1,0 +1,40 @@
+"""Upload files to an external S3-compatible bucket with boto3. No Flask, no db."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class S3DeliveryError(Exception):
+    pass
+
+
+def client(endpoint_url: str | None, region: str, access_key: str, secret_key: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or "us-east-1",
+                        aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                        config=Config(s3={"addressing_style": "path"}, connect_timeout=10, read_timeout=120,
+                                      retries={"max_attempts": 3, "mode": "standard"}))
+
+
+def upload_files(files: list[tuple[Path, str]], *, endpoint_url: str | None, bucket: str, region: str,
+                 access_key: str, secret_key: str) -> None:
+    """Upload [(local path, key)]. Raises S3DeliveryError."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        c = client(endpoint_url, region, access_key, secret_key)
+        for path, key in files:
+            c.upload_file(str(path), bucket, key)
+    except (ClientError, BotoCoreError, S3UploadFailedError, OSError) as exc:
+        raise S3DeliveryError(f"upload to s3://{bucket} at {endpoint_url or 'AWS'} failed: "
+                              f"{str(exc).splitlines()[0][:300]}") from exc
+
+
+def object_url(endpoint_url: str | None, bucket: str, key: str) -> str:
+    from urllib.parse import quote
+
+    base = (endpoint_url or "https://s3.amazonaws.com").rstrip("/")
+    return f"{base}/{quote(bucket)}/{quote(key, safe='/')}"

@@ -1,0 +1,209 @@
+"""The credentials JSON API, per-job keys and their lifetime, and who may read through the
+S3 endpoint without SigV4 (the dashboard)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from stcloud import db
+from stcloud.models import Job, StorageCredential, utcnow
+from stcloud.storage import credentials
+
+
+def s3(endpoint, creds):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=creds["access_key_id"], aws_secret_access_key=creds["secret_access_key"],
+                        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30))
+
+
+def make_job(app, status="running", completed_ago=None) -> str:
+    with app.app_context(), db.transaction() as s:
+        job = Job(name="t", provider="worker", status=status)
+        if completed_ago is not None:
+            job.completed_at = utcnow() - completed_ago
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def test_mint_list_revoke(client, app, live_server):
+    r = client.post("/api/cloud/storage/credentials",
+                    json={"bucket": "models", "prefix": "runs/", "ttl_seconds": 600, "description": "ci"})
+    assert r.status_code == 201, r.json
+    key = r.json
+    assert set(key) >= {"access_key_id", "secret_access_key", "endpoint_url", "bucket", "prefix", "expires_at"}
+    assert key["endpoint_url"] == live_server + "/api/cloud/storage"
+    assert key["bucket"] == "models" and key["prefix"] == "runs/" and key["state"] == "active"
+    listed = client.get("/api/cloud/storage/credentials").json["credentials"]
+    assert [k["access_key_id"] for k in listed] == [key["access_key_id"]]
+    assert "secret_access_key" not in listed[0] and key["secret_access_key"] not in str(listed)
+    with app.app_context(), db.session() as s:
+        row = s.get(StorageCredential, key["access_key_id"])
+        assert key["secret_access_key"] not in row.secret_enc  # encrypted at rest
+    c = s3(key["endpoint_url"], key)
+    c.put_object(Bucket="models", Key="runs/a.bin", Body=b"1")  # the bucket was created by the mint
+    r = client.delete(f"/api/cloud/storage/credentials/{key['access_key_id']}")
+    assert r.status_code == 200 and r.json["credential"]["state"] == "revoked"
+    with pytest.raises(ClientError) as e:
+        c.get_object(Bucket="models", Key="runs/a.bin")
+    assert e.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    r = client.delete("/api/cloud/storage/credentials/STCNOPE")
+    assert r.status_code == 404 and r.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "bucket"), ({"bucket": "Bad_Name"}, "bucket"), ({"bucket": "credentials"}, "bucket"),
+    ({"bucket": "ok-b", "ttl_seconds": 0}, "ttl_seconds"), ({"bucket": "ok-b", "ttl_seconds": "60"}, "ttl_seconds"),
+    ({"bucket": "ok-b", "ttl_seconds": True}, "ttl_seconds"), ({"bucket": "ok-b", "read_only": "yes"}, "read_only"),
+    ({"bucket": "ok-b", "prefix": 5}, "prefix"), ({"bucket": "ok-b", "job_id": "job_missing"}, "job_id"),
+    ({"bucket": "ok-b", "surprise": 1}, "surprise"),
+])
+def test_mint_validation(client, body, field):
+    r = client.post("/api/cloud/storage/credentials", json=body)
+    assert r.status_code == 400 and r.mimetype == "application/problem+json"
+    assert r.json["field"] == field and r.json["detail"]
+
+
+def test_mint_bad_bodies(client):
+    r = client.post("/api/cloud/storage/credentials", data="not json", content_type="application/json")
+    assert r.status_code == 400 and r.mimetype == "application/problem+json"
+    r = client.post("/api/cloud/storage/credentials", json=["bucket"])
+    assert r.status_code == 400
+
+
+def test_admin_token_and_csrf(make_app):
+    app = make_app(STCLOUD_ADMIN_TOKEN="tok")
+    c = app.test_client()
+    r = c.post("/api/cloud/storage/credentials", json={"bucket": "b-b-b"})
+    assert r.status_code == 401 and r.mimetype == "application/problem+json"
+    assert c.get("/api/cloud/storage/credentials").status_code == 401
+    r = c.post("/api/cloud/storage/credentials", json={"bucket": "b-b-b"}, headers={"Authorization": "Bearer tok"})
+    assert r.status_code == 201
+    c.post("/login", data={"token": "tok", "next": "/"})
+    r = c.post("/api/cloud/storage/credentials", data={"bucket": "b-b-b"})  # a form post without CSRF token
+    assert r.status_code == 403
+    r = c.post("/api/cloud/storage/credentials", json={"bucket": "b-b-b"})  # JSON: no CSRF needed
+    assert r.status_code == 201
+
+
+def test_public_url_is_the_endpoint(make_app):
+    app = make_app(STCLOUD_PUBLIC_URL="https://train.example.com/")
+    r = app.test_client().post("/api/cloud/storage/credentials", json={"bucket": "pub-b"})
+    assert r.json["endpoint_url"] == "https://train.example.com/api/cloud/storage"
+
+
+def test_reserved_credentials_bucket_answers_s3_clients(app, live_server):
+    with app.app_context():
+        creds = credentials.mint(bucket="*", ttl_seconds=600)
+    c = s3(live_server + "/api/cloud/storage", creds)
+    with pytest.raises(ClientError) as e:
+        c.create_bucket(Bucket="credentials")
+    assert e.value.response["Error"]["Code"] == "InvalidBucketName"
+    with pytest.raises(ClientError) as e:
+        c.list_objects_v2(Bucket="credentials")
+    assert e.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+def test_job_key_lifetime(app, live_server):
+    app.config["STCLOUD_STORAGE_JOB_GRACE_SECONDS"] = 600
+    job_id = make_job(app)
+    with app.app_context():
+        key = credentials.credentials_for_job(job_id)
+        again = credentials.credentials_for_job(job_id)
+    assert again["access_key_id"] == key["access_key_id"] and again["secret_access_key"] == key["secret_access_key"]
+    assert key["bucket"] == "outputs" and key["prefix"] == f"{job_id}/" and key["region"] == "us-east-1"
+    c = s3(live_server + "/api/cloud/storage", key)
+    c.put_object(Bucket="outputs", Key=f"{job_id}/weights.safetensors", Body=b"w")
+    with pytest.raises(ClientError) as e:
+        c.put_object(Bucket="outputs", Key="job_other/weights.safetensors", Body=b"w")
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    # the job ends: the key keeps working during the grace period ...
+    with app.app_context(), db.transaction() as s:
+        job = s.get(Job, job_id)
+        job.status, job.completed_at = "completed", utcnow() - timedelta(seconds=300)
+    c.put_object(Bucket="outputs", Key=f"{job_id}/late.txt", Body=b"late")
+    # ... and expires after it
+    with app.app_context(), db.transaction() as s:
+        s.get(Job, job_id).completed_at = utcnow() - timedelta(seconds=601)
+    with pytest.raises(ClientError) as e:
+        c.put_object(Bucket="outputs", Key=f"{job_id}/too-late.txt", Body=b"x")
+    assert e.value.response["Error"]["Code"] == "ExpiredToken"
+    with app.app_context():
+        listed = {k["access_key_id"]: k for k in credentials.list_credentials()}
+        assert listed[key["access_key_id"]]["state"] == "expired"
+        assert credentials.credentials_for_job(job_id)["access_key_id"] != key["access_key_id"]
+
+
+def test_purge_pins_and_deletes(app):
+    job_id = make_job(app, status="completed", completed_ago=timedelta(days=10))
+    with app.app_context():
+        key = credentials.credentials_for_job(job_id)
+        orphan = credentials.credentials_for_job("job_never_created")
+        live = credentials.mint(bucket="keep-me", ttl_seconds=3600)
+        with db.transaction() as s:
+            s.get(StorageCredential, orphan["access_key_id"]).created_at = utcnow() - timedelta(minutes=20)
+        assert credentials.lookup(orphan["access_key_id"]).state == "expired"
+        assert credentials.purge_expired() == 1  # the job ended 10 days ago: expired > 7 days
+        ids = {k["access_key_id"] for k in credentials.list_credentials()}
+        assert key["access_key_id"] not in ids and live["access_key_id"] in ids
+        assert orphan["access_key_id"] in ids  # expired minutes ago: still listed for a week
+
+
+@pytest.fixture
+def guarded(make_app, home):
+    from werkzeug.serving import make_server
+    import threading
+
+    app = make_app(STCLOUD_ADMIN_TOKEN="tok")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    app.config["STCLOUD_LOCAL_URL"] = url
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    with app.app_context():
+        creds = credentials.mint(bucket="outputs", ttl_seconds=600)
+    s3(url + "/api/cloud/storage", creds).put_object(Bucket="outputs", Key="job_x/page.html",
+                                                     Body=b"<script>alert(1)</script>", ContentType="text/html")
+    yield app, url
+    server.shutdown()
+    t.join(5)
+
+
+def test_dashboard_reads_need_admin(guarded):
+    import requests
+
+    app, url = guarded
+    obj = f"{url}/api/cloud/storage/outputs/job_x/page.html"
+    r = requests.get(obj, timeout=5)
+    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
+    r = requests.get(obj, headers={"Authorization": "Bearer wrong"}, timeout=5)
+    assert r.status_code == 403
+    r = requests.get(obj, headers={"Authorization": "Bearer tok"}, timeout=5)
+    assert r.status_code == 200 and r.content == b"<script>alert(1)</script>"
+    assert r.headers["Content-Disposition"].startswith("attachment")
+    assert "sandbox" in r.headers["Content-Security-Policy"] and r.headers["X-Content-Type-Options"] == "nosniff"
+    r = requests.get(f"{url}/api/cloud/storage/outputs?list-type=2", headers={"Authorization": "Bearer tok"}, timeout=5)
+    assert r.status_code == 200 and "<Key>job_x/page.html</Key>" in r.text
+    session = requests.Session()
+    session.post(f"{url}/login", data={"token": "tok", "next": "/"}, timeout=5)
+    assert session.get(obj, timeout=5).status_code == 200
+    for method in ("DELETE", "PUT"):  # a session never writes through the S3 endpoint
+        r = session.request(method, obj, data=b"x", headers={"Authorization": "Bearer tok"}, timeout=5)
+        assert r.status_code == 403 and "AccessDenied" in r.text
+    assert session.get(obj, timeout=5).status_code == 200
+
+
+def test_without_admin_token_the_dashboard_is_open(app, live_server):
+    import requests
+
+    with app.app_context():
+        creds = credentials.mint(bucket="open-b", ttl_seconds=600)
+    s3(live_server + "/api/cloud/storage", creds).put_object(Bucket="open-b", Key="k.txt", Body=b"v")
+    r = requests.get(f"{live_server}/api/cloud/storage/open-b/k.txt", timeout=5)
+    assert r.status_code == 200 and r.content == b"v"
+    r = requests.delete(f"{live_server}/api/cloud/storage/open-b/k.txt", timeout=5)
+    assert r.status_code == 403
