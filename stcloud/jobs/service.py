@@ -19,6 +19,7 @@ from stcloud.errors import BadRequest, Conflict, NotFound, ProviderError
 from stcloud.jobs import progress as progress_mod
 from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
+from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +301,10 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "terminal": states.is_terminal(job.status),
     }
     if include_config:
-        d["config"] = job.config
-        d["dataloader_config"] = job.dataloader_config
+        # The stored config carries what the trainer needs (publishing keys, tokens); what
+        # leaves the server is masked.
+        d["config"] = redact(job.config or {})
+        d["dataloader_config"] = redact(job.dataloader_config or [])
     return d
 
 

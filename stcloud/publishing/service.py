@@ -36,6 +36,7 @@ from sqlalchemy import select
 from stcloud import db, secrets
 from stcloud.errors import BadRequest
 from stcloud.models import Job, utcnow
+from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +167,7 @@ def _prepare_hf(delivery: dict, config: dict):
 
 def redact_config(config: dict) -> dict:
     """A copy of ``config`` without publishing secrets (for storage and display)."""
-    out = dict(config or {})
-    entries = out.get("publishing_config")
-    if isinstance(entries, list):
-        out["publishing_config"] = [
-            {k: ("[redacted]" if k in ("secret_key", "secret_access_key", "access_key") and v else v)
-             for k, v in e.items()} if isinstance(e, dict) else e for e in entries]
-    for k in ("hf_token", "hub_token"):
-        if k in out:
-            out[k] = "[redacted]"
-    return out
+    return redact(config or {})
 
 
 # ---- delivery -----------------------------------------------------------------------------

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from stcloud.errors import BadRequest, Conflict, NotFound, Unavailable
+from stcloud.redact import REDACTED, is_secret_key, restore_secrets, strip_secrets  # noqa: F401 - re-exported
 from stcloud.snapshots import git
 
 log = logging.getLogger(__name__)
 
 NO_GIT_NOTICE = "git not installed: snapshot skipped"
 SETTING_KEY = "snapshots_enabled"
-REDACTED = "[redacted]"
 MAX_MESSAGE = 4000
 MAX_NAME = 100
 
@@ -43,82 +43,6 @@ def safe_name(name: str | None) -> str:
 
 def repo_root(home: str | Path) -> Path:
     return Path(home) / "configs"
-
-
-# ---- secrets ---------------------------------------------------------------------------
-
-# Substrings of a key (lower-case, separators removed) that mark a secret. "token" is
-# matched unless it is part of "tokenizer"/"tokenise" (``tokenizer_max_length`` is a
-# training setting a snapshot must keep).
-_SECRET_PARTS = ("secret", "password", "passwd", "passphrase", "credential", "privatekey",
-                 "accesskey", "apikey", "sessionkey", "authorization", "cookie")
-_TOKEN = re.compile(r"token(?!i[sz])")
-_SECRET_SEGMENTS = {"pwd", "auth"}
-# Values that are secrets whatever key holds them (Replicate, Hugging Face, webhook, AWS,
-# GitHub and OpenAI-style keys).
-_SECRET_VALUE = re.compile(
-    r"^(r8_[A-Za-z0-9]{16,}|hf_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9+/=]{8,}|(AKIA|ASIA)[0-9A-Z]{16}"
-    r"|gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})$")
-
-
-def is_secret_key(key: Any) -> bool:
-    k = str(key).lower()
-    compact = re.sub(r"[^a-z0-9]", "", k)
-    if any(part in compact for part in _SECRET_PARTS) or _TOKEN.search(compact):
-        return True
-    return any(seg in _SECRET_SEGMENTS for seg in re.split(r"[^a-z0-9]+", k))
-
-
-def _secret_value(value: Any) -> bool:
-    return isinstance(value, str) and bool(_SECRET_VALUE.match(value.strip()))
-
-
-def _strip_entry(key: Any, value: Any) -> bool:
-    """Numbers, booleans and nulls under a secret-looking key (``max_token_length: 77``)
-    are settings, not secrets; strings and containers under such a key are removed."""
-    if _secret_value(value):
-        return True
-    if value is None or isinstance(value, (bool, int, float)):
-        return False
-    return is_secret_key(key)
-
-
-def strip_secrets(obj: Any) -> Any:
-    """A copy of ``obj`` without secrets: secret dict entries are removed (at any depth,
-    including ``publishing_config`` entries); list items that are token-shaped strings are
-    replaced by ``[redacted]`` (so positions stay aligned for ``restore_secrets``)."""
-    if isinstance(obj, dict):
-        return {k: strip_secrets(v) for k, v in obj.items() if not _strip_entry(k, v)}
-    if isinstance(obj, list):
-        return [REDACTED if _secret_value(v) else strip_secrets(v) for v in obj]
-    return obj
-
-
-def restore_secrets(committed: Any, original: Any) -> Any:
-    """``committed`` (as stored in a snapshot) with the secrets ``strip_secrets`` removed put
-    back from ``original`` (the job's stored config). Nothing else is taken from
-    ``original``: the snapshot stays the source of truth for every setting."""
-    if isinstance(committed, dict) and isinstance(original, dict):
-        out = {k: restore_secrets(v, original.get(k)) for k, v in committed.items()}
-        for k, v in original.items():
-            if k not in committed and _strip_entry(k, v):
-                out[k] = v
-        return out
-    if isinstance(committed, list) and isinstance(original, list):
-        # Items pair up by position, but only an item that *is* the stored one minus its
-        # secrets gets them back: the submit path may append entries (publishing settings),
-        # and a secret must never land in a different entry.
-        out = []
-        for i, c in enumerate(committed):
-            o = original[i] if i < len(original) else None
-            if c == REDACTED and _secret_value(o):
-                out.append(o)
-            elif isinstance(c, (dict, list)) and strip_secrets(o) == c:
-                out.append(restore_secrets(c, o))
-            else:
-                out.append(c)
-        return out
-    return committed
 
 
 # ---- the submit hook -------------------------------------------------------------------

@@ -162,3 +162,22 @@ def test_cancel_refuses_when_provider_unreachable(app, client):
         registry._factories.pop("replicate", None)
         if previous is not None:
             registry.register("replicate", previous)
+
+
+def test_job_api_masks_secrets_in_config(app, client):
+    jid = make_job(app, "queued", name="secretive")
+    from stcloud import db
+    from stcloud.models import Job
+
+    with app.app_context(), db.transaction() as s:
+        job = s.get(Job, jid)
+        job.config = {"max_train_steps": 5, "hf_token": "hf_abcdefghijklmnopqrstu",
+                      "publishing_config": [{"provider": "s3", "bucket": "outputs", "access_key": "AK",
+                                             "secret_key": "SK-very-secret"}]}
+    body = client.get(f"/api/cloud/jobs/{jid}").get_data(as_text=True)
+    assert "SK-very-secret" not in body and "hf_abcdefghijklmnopqrstu" not in body
+    cfg = client.get(f"/api/cloud/jobs/{jid}").get_json()["job"]["config"]
+    assert cfg["max_train_steps"] == 5 and cfg["publishing_config"][0]["bucket"] == "outputs"
+    assert cfg["publishing_config"][0]["secret_key"] == "[redacted]"
+    with app.app_context(), db.session() as s:  # the stored config still has what the trainer needs
+        assert s.get(Job, jid).config["publishing_config"][0]["secret_key"] == "SK-very-secret"
