@@ -483,12 +483,15 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
             replay = _replay(req.idempotency_key, req)
             if prebuilt is not None:
                 Path(prebuilt.path).unlink(missing_ok=True)
+            publishing.discard_for_submit(job_id)
             if replay is None:
                 raise Conflict("a concurrent submit with the same idempotency key failed; try again") from None
             return replay
     except BaseException:
         if prebuilt is not None:
             Path(prebuilt.path).unlink(missing_ok=True)
+        if not _job_exists(job_id):
+            publishing.discard_for_submit(job_id)  # no orphan storage key or stored secret
         raise
     warnings = list(getattr(check, "warnings", ()) or ())
 
@@ -513,6 +516,11 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
         if cloud and archive_path is not None:
             archive_path.unlink(missing_ok=True)  # uploaded (or failed): never kept for Replicate
     return SubmitResult(job, False, warnings, 201)
+
+
+def _job_exists(job_id: str) -> bool:
+    with db.session() as s:
+        return s.get(Job, job_id) is not None
 
 
 class _KeyTaken(Exception):

@@ -165,6 +165,21 @@ def _prepare_hf(delivery: dict, config: dict):
     return config, {"hf_token": token, "hub_model_id": hub_model_id}, record
 
 
+def discard_for_submit(job_id: str) -> None:
+    """Undo ``prepare_for_submit`` for a submit that failed before its job row existed: the
+    per-job storage key is revoked and a stored external-S3 secret is forgotten."""
+    from sqlalchemy import select
+
+    from stcloud.models import StorageCredential
+    from stcloud.storage import credentials
+
+    with db.session() as s:
+        keys = list(s.scalars(select(StorageCredential.access_key_id).where(StorageCredential.job_id == job_id)))
+    for key in keys:
+        credentials.revoke(key)
+    secrets.delete(current_app.config["STCLOUD_HOME"], SECRET_PREFIX + job_id)
+
+
 def redact_config(config: dict) -> dict:
     """A copy of ``config`` without publishing secrets (for storage and display)."""
     return redact(config or {})

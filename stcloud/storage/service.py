@@ -49,6 +49,9 @@ def job_of_key(bucket: str, key: str) -> str | None:
     return first if first.startswith("job_") else None
 
 
+CHECKPOINTS_DIR = "checkpoints/"
+
+
 def outputs_for_job(job_id: str) -> list[dict]:
     """Files under ``outputs/<job_id>/``: name (relative), key, bucket, size, sha256, etag,
     last_modified, download_url, destination "builtin". At most 1000, in key order."""
@@ -64,6 +67,8 @@ def outputs_for_job(job_id: str) -> list[dict]:
     for info in result.contents:
         if info.key.endswith("/"):
             continue  # folder markers
+        if info.key.startswith(f"{prefix}{CHECKPOINTS_DIR}"):
+            continue  # resume state uploaded by workers, not a deliverable (see the Storage page)
         if info.sha256 is None:
             try:
                 info.sha256 = b.ensure_sha256(JOB_BUCKET, info.key)

@@ -3,6 +3,7 @@ they must go, clear errors for every bad delivery setting."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,30 @@ def test_hub_token_only_in_provider_inputs(app, monkeypatch):
     assert cfg == {"push_to_hub": True, "hub_model_id": "me/lora"}
     assert extra == {"hf_token": "hf_secret_value", "hub_model_id": "me/lora"}
     assert record == {"type": "hf", "hub_model_id": "me/lora", "private": True, "state": "pending"}
+
+
+def test_failed_submit_leaves_no_storage_key_or_secret(app, client, live_server, tmp_path):
+    """A submit refused after the delivery was prepared (here: a block limit) revokes the
+    per-job key and forgets a stored external-S3 secret."""
+
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "a.png").write_bytes(b"\x89PNG a")
+    put = client.put("/api/cloud/cost-limits/worker", json={"enabled": True, "amount_usd": 0.0001,
+                                                            "period": "monthly", "action": "block"})
+    assert put.status_code == 200, put.get_json()
+    client.put("/api/cloud/rates", json={"provider": "worker", "hardware": "default", "usd_per_hour": 10})
+    before = {c["access_key_id"] for c in client.get("/api/cloud/storage/credentials").get_json()["credentials"]
+              if not c.get("revoked_at")}
+    body = {"provider": "worker", "name": "refused", "config": {"max_train_steps": 500},
+            "dataloader_config": [{"id": "d", "type": "local", "instance_data_dir": str(data)}]}
+    r = client.post("/api/cloud/jobs/submit", json={**body, "delivery": {"type": "builtin"}})
+    assert r.status_code == 402, r.get_json()
+    after = {c["access_key_id"] for c in client.get("/api/cloud/storage/credentials").get_json()["credentials"]
+             if not c.get("revoked_at")}
+    assert after == before
+    r = client.post("/api/cloud/jobs/submit", json={**body, "delivery": {
+        "type": "s3", "endpoint_url": "http://127.0.0.1:9", "bucket": "my-bucket", "prefix": "p/",
+        "access_key": "AK", "secret_key": "SK-never-kept"}})
+    assert r.status_code == 402, r.get_json()
+    assert "SK-never-kept" not in (Path(app.config["STCLOUD_HOME"]) / "secrets.json").read_text()

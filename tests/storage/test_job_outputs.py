@@ -29,23 +29,26 @@ def test_uploads_under_a_job_prefix_become_its_outputs(app, client, live_server,
     src = tmp_path / "w.safetensors"
     src.write_bytes(weights)
     c.upload_file(str(src), "outputs", f"{job_id}/pytorch_lora_weights.safetensors")
-    c.put_object(Bucket="outputs", Key=f"{job_id}/checkpoints/step 100/optimizer.bin", Body=b"opt")
+    c.put_object(Bucket="outputs", Key=f"{job_id}/samples/step 100/optimizer.bin", Body=b"opt")
+    # checkpoints are resume state, not deliverables: stored, but not listed on the job
+    c.put_object(Bucket="outputs", Key=f"{job_id}/checkpoints/checkpoint-100/state.json", Body=b"{}")
 
     outputs = client.get(f"/api/cloud/jobs/{job_id}").json["job"]["outputs"]
     builtin = [o for o in outputs if o["destination"] == "builtin"]
-    assert [o["name"] for o in builtin] == ["checkpoints/step 100/optimizer.bin", "pytorch_lora_weights.safetensors"]
-    w = builtin[1]
+    assert [o["name"] for o in builtin] == ["pytorch_lora_weights.safetensors", "samples/step 100/optimizer.bin"]
+    w = builtin[0]
     assert w["size"] == len(weights) and w["sha256"] == hashlib.sha256(weights).hexdigest()
     assert w["download_url"] == f"/api/cloud/storage/outputs/{job_id}/pytorch_lora_weights.safetensors"
     assert any(o["destination"] == "replicate" for o in outputs)  # other entries are kept
 
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "pytorch_lora_weights.safetensors" in page and w["sha256"][:16] in page
-    assert f'href="/api/cloud/storage/outputs/{job_id}/checkpoints/step%20100/optimizer.bin"' in page
+    assert f'href="/api/cloud/storage/outputs/{job_id}/samples/step%20100/optimizer.bin"' in page
+    assert "checkpoint-100" not in page
     got = client.get(w["download_url"])
     assert got.status_code == 200 and got.data == weights
 
-    c.delete_object(Bucket="outputs", Key=f"{job_id}/checkpoints/step 100/optimizer.bin")
+    c.delete_object(Bucket="outputs", Key=f"{job_id}/samples/step 100/optimizer.bin")
     names = [o["name"] for o in client.get(f"/api/cloud/jobs/{job_id}").json["job"]["outputs"]
              if o["destination"] == "builtin"]
     assert names == ["pytorch_lora_weights.safetensors"]
