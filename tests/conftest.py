@@ -198,3 +198,16 @@ def page(browser):
     pg.set_default_timeout(15000)
     yield pg
     ctx.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _trainer_full_speed():
+    """The sample config paces the reference trainer so a person can watch it; tests run it
+    at full speed unless they pass their own STCLOUD_TRAINER_STEP_DELAY to a process."""
+    old = os.environ.get("STCLOUD_TRAINER_STEP_DELAY")
+    os.environ["STCLOUD_TRAINER_STEP_DELAY"] = "0"
+    yield
+    if old is None:
+        os.environ.pop("STCLOUD_TRAINER_STEP_DELAY", None)
+    else:
+        os.environ["STCLOUD_TRAINER_STEP_DELAY"] = old

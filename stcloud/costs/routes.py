@@ -58,7 +58,11 @@ def _form_estimate_body() -> dict:
     raw = request.get_json(silent=True) if request.is_json else request.form.to_dict()
     raw = dict(raw or {})
     # the submit form posts provider "replicate" when no radio is checked: price it the same way
-    body: dict = {"provider": raw.get("provider") or "replicate", "hardware": raw.get("hardware") or None}
+    provider = raw.get("provider") or "replicate"
+    # The form's hardware select is for Replicate only (as in the submit form's own parsing):
+    # worker and local jobs are priced at their own profile.
+    body: dict = {"provider": provider,
+                  "hardware": (raw.get("hardware") or None) if provider == "replicate" else None}
     config = raw.get("config", raw.get("config_json"))
     if isinstance(config, str):
         try:

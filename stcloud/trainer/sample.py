@@ -161,6 +161,9 @@ def sample_config(dataloader_path: Path) -> dict[str, Any]:
         "tracker_project_name": "stcloud-sample",
         "tracker_run_name": "sample-lora",
         "validation_prompt": "a red circle on a blue to white horizontal gradient background",
+        # The reference trainer needs ~1 ms a step; pace the sample so the first run can be
+        # watched (progress bar, live log, loss chart). Remove it for full speed.
+        "step_delay_seconds": 0.03,
     }
 
 

@@ -155,3 +155,16 @@ def test_estimate_fragment_for_the_submit_form(app, client):
     r = client.post("/api/cloud/cost-estimate", data={"provider": "replicate", "config": "{oops"},
                     headers={"HX-Request": "true", "X-CSRF-Token": token})
     assert r.status_code == 200 and "config is not valid JSON" in r.get_data(as_text=True)
+
+
+def test_estimate_fragment_ignores_replicate_hardware_for_local_jobs(app, client):
+    """The submit form always posts its Replicate hardware select; a local job is priced at
+    the local profile, not at "gpu-l40s"."""
+    from tests.conftest import csrf_of
+
+    token = csrf_of(client)
+    r = client.post("/api/cloud/cost-estimate", data={"provider": "local", "hardware": "gpu-l40s",
+                                                      "config": '{"max_train_steps": 100}'},
+                    headers={"HX-Request": "true", "X-CSRF-Token": token})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "estimate-result" in html and "gpu-l40s" not in html
