@@ -104,6 +104,9 @@ class TrainConfig:
     resume_from_checkpoint: str | None = None
     checkpoints_total_limit: int | None = None
     step_delay_seconds: float = 0.0
+    # SIGTERM saves a checkpoint at the current step before stopping (the worker agent turns
+    # this on, so a cancelled run — e.g. one stopped by a spending cap — keeps its progress).
+    checkpoint_on_cancel: bool = False
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     adam_beta1: float = 0.9
@@ -254,6 +257,11 @@ def parse_config(raw: dict[str, Any], *, env: dict[str, str] | None = None) -> T
         )
     if has("step_delay_seconds"):
         cfg.step_delay_seconds = _to_float("step_delay_seconds", data["step_delay_seconds"], minimum=0.0, maximum=3600.0)
+    if has("checkpoint_on_cancel"):
+        v = data["checkpoint_on_cancel"]
+        if not isinstance(v, bool):
+            raise _bad("checkpoint_on_cancel", v, "true or false")
+        cfg.checkpoint_on_cancel = v
     if env.get(STEP_DELAY_ENV, "").strip():
         cfg.step_delay_seconds = _to_float(STEP_DELAY_ENV, env[STEP_DELAY_ENV], minimum=0.0, maximum=3600.0)
     if has("lr_scheduler"):
@@ -921,29 +929,39 @@ def train(cfg: TrainConfig, dataloader_path: Path, output_dir: Path, rep: Report
     seg_base = state.train_seconds
     bs = cfg.train_batch_size
     steps_run = 0
-    while state.step < total:
-        _check_cancel()
-        step = state.step + 1
-        idx = state.sampler.next_batch(bs)
-        x = data[idx]
-        xn = x + cfg.noise_std * state.noise_rng.standard_normal(x.shape) if cfg.noise_std else x
-        loss, grads = forward_backward(state.params, w0_t, x, xn, scale)
-        if not math.isfinite(loss):
-            raise TrainerError(f"training diverged (loss={loss}) at step {step}; lower learning_rate")
-        lr = learning_rate_at(cfg, step)
-        state.opt.step(state.params, grads, lr)
-        state.step = step
-        state.loss_history.append(loss)
-        state.train_seconds = seg_base + (time.monotonic() - seg_start)
-        steps_run += 1
-        if _should_log(cfg, step, first_step):
-            rep.line(format_progress(step, total, loss, lr))
-        if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
+    last_saved = state.step  # 0, or the checkpoint this run resumed from
+    try:
+        while state.step < total:
+            _check_cancel()
+            step = state.step + 1
+            idx = state.sampler.next_batch(bs)
+            x = data[idx]
+            xn = x + cfg.noise_std * state.noise_rng.standard_normal(x.shape) if cfg.noise_std else x
+            loss, grads = forward_backward(state.params, w0_t, x, xn, scale)
+            if not math.isfinite(loss):
+                raise TrainerError(f"training diverged (loss={loss}) at step {step}; lower learning_rate")
+            lr = learning_rate_at(cfg, step)
+            state.opt.step(state.params, grads, lr)
+            state.step = step
+            state.loss_history.append(loss)
+            state.train_seconds = seg_base + (time.monotonic() - seg_start)
+            steps_run += 1
+            if _should_log(cfg, step, first_step):
+                rep.line(format_progress(step, total, loss, lr))
+            if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
+                path = save_checkpoint(output_dir, state, cfg)
+                rep.line(format_checkpoint(str(path)))
+                prune_checkpoints(output_dir, cfg.checkpoints_total_limit)
+                last_saved = step
+            if cfg.step_delay_seconds and state.step < total:
+                _sleep(cfg.step_delay_seconds)
+    except Cancelled:
+        # Stopping between steps: the state is consistent, so it can be saved exactly.
+        if cfg.checkpoint_on_cancel and state.step > last_saved:
             path = save_checkpoint(output_dir, state, cfg)
             rep.line(format_checkpoint(str(path)))
             prune_checkpoints(output_dir, cfg.checkpoints_total_limit)
-        if cfg.step_delay_seconds and state.step < total:
-            _sleep(cfg.step_delay_seconds)
+        raise
     if steps_run == 0 and state.loss_history:
         rep.line(format_progress(state.step, total, state.loss_history[-1], learning_rate_at(cfg, state.step)))
     _check_cancel()

@@ -629,6 +629,11 @@ class Agent:
         config["output_dir"] = str(output_dir)
         dataloader_path = wd / "dataloader.json"
         config["data_backend_config"] = str(dataloader_path)
+        if not self.trainer_command and storage is not None:
+            # The built-in trainer saves a checkpoint at the step it is stopped at; the agent
+            # uploads it before reporting, so a cancelled run (a spending cap, a user) keeps
+            # its progress. Other trainers get their config untouched.
+            config.setdefault("checkpoint_on_cancel", True)
         for entry in config.get("publishing_config") or []:
             if isinstance(entry, dict) and entry.get("stcloud_builtin"):
                 entry["endpoint_url"] = storage.endpoint if storage else entry.get("endpoint_url")

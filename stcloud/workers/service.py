@@ -607,7 +607,9 @@ def report_checkpoint(worker_id: str, job_id: str, body: dict) -> dict:
     if not key.startswith(f"{job_id}/"):
         raise BadRequest(f"checkpoint key must be under {job_id}/")
     with db.transaction() as s:
-        job = _held_job(s, worker_id, job_id, running=True)
+        # Not only while running: a trainer stopped by a cancel saves a last checkpoint, which
+        # its worker (still the holder) reports after the job turned cancelled.
+        job = _held_job(s, worker_id, job_id, running=False)
         current = job.checkpoint or {}
         if current.get("step") is None or step >= int(current.get("step") or 0):
             job.checkpoint = {"bucket": body.get("bucket") or "outputs", "key": key, "step": step,

@@ -394,6 +394,38 @@ def test_sigterm_exits_promptly_without_partial_output(config_path, tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_sigterm_with_checkpoint_on_cancel_saves_the_current_step(full_run, config_path, tmp_path):
+    """The worker agent's cancel (e.g. a spending cap) keeps the progress: the trainer saves a
+    checkpoint at the step it stopped at, and resuming from it ends bit-identical."""
+    out = tmp_path / "out"
+    cfg = json.loads(config_path.read_text())
+    cfg["checkpoint_on_cancel"] = True
+    cfg_path = tmp_path / "cancel.json"
+    cfg_path.write_text(json.dumps(cfg))
+    run = LiveRun("--config", cfg_path, "--output-dir", out, cwd=tmp_path, STCLOUD_TRAINER_STEP_DELAY="0.05")
+    run.wait_for(lambda l: l.startswith("step 57/"), timeout=30)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=10) == 143
+    saved = [l for l in run.lines if l.startswith("checkpoint saved: ")]
+    stopped_at = int(saved[-1].rsplit("checkpoint-", 1)[1])
+    assert stopped_at >= 57 and stopped_at % 50 != 0 and saved[0].endswith("checkpoint-50")
+    assert run.lines[-1] == "stage: cancelled"
+    assert (out / f"checkpoint-{stopped_at}" / "trainer_state.json").exists()
+    assert not (out / "pytorch_lora_weights.safetensors").exists()
+
+    resumed = run_trainer("--config", config_path, "--output-dir", out, "--resume-from-checkpoint", "latest",
+                          cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {stopped_at}" in resumed.stdout
+    assert_same_weights(out / "pytorch_lora_weights.safetensors",
+                        full_run["out"] / "pytorch_lora_weights.safetensors")
+
+
+def test_checkpoint_on_cancel_must_be_boolean():
+    with pytest.raises(Exception, match="checkpoint_on_cancel"):
+        parse_config({"checkpoint_on_cancel": "yes"}, env={})
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -202,6 +202,14 @@ def test_cancel_reaches_a_running_trainer(serve_process, shared, agents):
         time.sleep(0.2)
     assert "stage: cancelled" in admin.log(jid)  # the trainer's own SIGTERM handling ran
     assert admin.job(jid)["status"] == "cancelled"
+    # the progress is kept: a checkpoint at the step the trainer stopped at, reported by the
+    # worker after the cancel (checkpoints are every 10 steps; this one is in between)
+    deadline = time.time() + 20
+    while time.time() < deadline and "checkpoint at step" not in admin.log(jid).split("stage: cancelled")[-1]:
+        time.sleep(0.2)
+    ckpt = admin.job(jid)["checkpoint"]
+    saved = [int(n) for n in re.findall(r"checkpoint saved: \S*checkpoint-(\d+)", admin.log(jid))]
+    assert ckpt and ckpt["step"] == saved[-1] >= 3 and ckpt["key"].endswith(f"checkpoint-{saved[-1]}")
     # the worker is free again and takes the next job
     done = admin.wait_job(nxt, lambda j: j["status"] == "completed", timeout=60, what="next job completed")
     assert done["worker_id"] == w["worker_id"]
