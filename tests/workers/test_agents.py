@@ -148,7 +148,7 @@ def test_sigkill_agent_job_requeued_and_resumed_from_checkpoint(serve_process, s
         time.sleep(0.2)
     assert not trainers_of("agent-0")
 
-    a2 = agents.start(srv.url, w2["token"], env={"STCLOUD_TRAINER_STEP_DELAY": "0.01"})
+    agents.start(srv.url, w2["token"], env={"STCLOUD_TRAINER_STEP_DELAY": "0.01"})
     requeued = admin.wait_job(jid, lambda j: j["attempt"] == 2, timeout=30, what="re-queued as attempt 2")
     # not before the lease ran out: timeout 3 s after the last heartbeat (beats every 1 s)
     assert time.time() - killed_at >= 1.5
