@@ -59,10 +59,12 @@ def start(app) -> BackgroundScheduler:
     global _started_pid
     if _started_pid == os.getpid():
         raise RuntimeError("scheduler already running in this process")
+    # Every run of every job at INFO would drown the server log; failures are logged by _wrap.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched = BackgroundScheduler(timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True,
                                                                "misfire_grace_time": 30})
     for job_id, path, seconds in PERIODIC:
-        sched.add_job(_wrap(app, path), "interval", seconds=seconds, id=job_id,
+        sched.add_job(_wrap(app, path), "interval", seconds=seconds, id=job_id, name=job_id,
                       next_run_time=datetime.now(timezone.utc))
     extra = app.extensions.get("stcloud.schedule_hooks", [])
     for hook in extra:  # e.g. period-boundary jobs added by the cost module

@@ -6,7 +6,6 @@ from datetime import timedelta
 import pytest
 
 from stcloud import db
-from stcloud.costs import rates
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest
 from stcloud.jobs import service as jobs

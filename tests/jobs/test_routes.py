@@ -1,7 +1,6 @@
 """Jobs API: each route, filters, and bad input -> the right problem+json."""
 import pytest
 
-from stcloud import db
 from stcloud.jobs import service
 from stcloud.jobs.service import JobUpdate
 from tests.jobs.factories import age, make_job
