@@ -48,21 +48,25 @@ def pg_url():
                              "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
                              "start"], check=True, capture_output=True, timeout=120)
     url = f"postgresql+psycopg://stcloud@127.0.0.1:{port}/postgres"
-    deadline = time.time() + 30
-    while True:
-        try:
-            eng = create_engine(url)
-            with eng.connect() as c:
-                c.execute(text("select 1"))
-            eng.dispose()
-            break
-        except Exception:
-            if time.time() > deadline:
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                eng = create_engine(url)
+                with eng.connect() as c:
+                    c.execute(text("select 1"))
+                eng.dispose()
+                break
+            except ModuleNotFoundError:
                 raise
-            time.sleep(0.3)
-    yield url
-    subprocess.run(run_as + [pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True, timeout=60)
-    shutil.rmtree(base, ignore_errors=True)
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield url
+    finally:  # also when setup fails: never leave a cluster running
+        subprocess.run(run_as + [pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_migrations_up_down_up(pg_url):
