@@ -2,6 +2,7 @@
 live server (thread or real ``stcloud serve`` process) and a headless Chromium."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -89,19 +90,29 @@ def csrf_of(client) -> str:
     raise AssertionError("no CSRF token in the session")
 
 
-@pytest.fixture
-def live_server(app):
-    """The app served by a threaded werkzeug server on loopback; yields its base URL."""
+@contextlib.contextmanager
+def serve_in_thread(app, ssl_context=None):
+    """Serve ``app`` with a threaded werkzeug server on loopback; yields its base URL (also
+    recorded as ``STCLOUD_LOCAL_URL``)."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    url = f"http://127.0.0.1:{server.server_port}"
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)
+    url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{server.server_port}"
     app.config["STCLOUD_LOCAL_URL"] = url
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
-    yield url
-    server.shutdown()
-    t.join(5)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        t.join(5)
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served by a threaded werkzeug server on loopback; yields its base URL."""
+    with serve_in_thread(app) as url:
+        yield url
 
 
 class ServeProcess:

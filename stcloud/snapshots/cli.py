@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from stcloud.client import Client
-
 from stcloud.cli_options import call, json_opt, server_opt, token_opt
+from stcloud.client import Client
+from stcloud.snapshots.service import diff_lines
 
 
 def _rerun_hint(exc) -> str | None:
@@ -23,19 +23,14 @@ def _call(fn):
     return call(fn, hint=_rerun_hint)
 
 
+DIFF_COLOURS = {"add": "green", "del": "red", "hunk": "cyan"}
+
+
 def _echo_diff(text: str) -> None:
     color = sys.stdout.isatty()
-    for line in text.splitlines():
-        fg = None
-        if line.startswith(("+++", "---")):
-            fg = None
-        elif line.startswith("+"):
-            fg = "green"
-        elif line.startswith("-"):
-            fg = "red"
-        elif line.startswith("@@"):
-            fg = "cyan"
-        click.echo(click.style(line, fg=fg) if (color and fg) else line)
+    for line in diff_lines(text):
+        fg = DIFF_COLOURS.get(line["kind"])
+        click.echo(click.style(line["text"], fg=fg) if (color and fg) else line["text"])
 
 
 @click.group("configs")

@@ -274,12 +274,7 @@ def job_snapshot(home: str | Path, ref: JobRef) -> dict:
     try:
         if not git.git_path():
             raise git.GitMissing("git not installed")
-        if not git.is_repo(root):
-            raise git.GitError(f"config repository {root} is missing")
-        git.ensure_repo(root)
-        sha = git.resolve(root, ref.snapshot)
-        if sha is None:
-            raise git.GitError(f"commit {ref.snapshot[:10]} is not in the config repository")
+        sha = _resolve_snapshot(root, ref.snapshot)
         out["commit"] = sha
         out["files"] = {f: git.show(root, sha, f"{ref.dir_name}/{f}") for f in git.FILES}
         out["config_blob"] = git.blob_id(root, sha, f"{ref.dir_name}/{git.CONFIG_FILE}")
@@ -294,6 +289,17 @@ def job_snapshot(home: str | Path, ref: JobRef) -> dict:
     except (git.GitError, ValueError) as exc:
         out["error"] = str(exc)
     return out
+
+
+def _resolve_snapshot(root: Path, rev: str) -> str:
+    """The full sha of snapshot ``rev`` in the config repository. Raises git.GitError."""
+    if not git.is_repo(root):
+        raise git.GitError(f"config repository {root} is missing")
+    git.ensure_repo(root)
+    sha = git.resolve(root, rev)
+    if sha is None:
+        raise git.GitError(f"snapshot commit {rev[:10]} is not in the config repository")
+    return sha
 
 
 def _previous(commits: list[git.Commit], sha: str, name: str) -> git.Commit | None:
@@ -373,12 +379,7 @@ def rerun_body(home: str | Path, src: RerunSource, *, exact: bool,
         root = repo_root(home)
 
         def _read():
-            if not git.is_repo(root):
-                raise git.GitError(f"config repository {root} is missing")
-            git.ensure_repo(root)
-            sha = git.resolve(root, src.snapshot)
-            if sha is None:
-                raise git.GitError(f"snapshot commit {src.snapshot[:10]} is not in the config repository")
+            sha = _resolve_snapshot(root, src.snapshot)
             return (git.show(root, sha, f"{dir_name}/{git.CONFIG_FILE}"),
                     git.show(root, sha, f"{dir_name}/{git.DATALOADER_FILE}"))
 

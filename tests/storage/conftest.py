@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_in_thread
 
 
 def make_config(variant: str = "default", **extra) -> Config:
@@ -88,18 +87,10 @@ def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def tls_live_server(app, tls_cert):
     """Like ``live_server`` but over HTTPS; yields its base URL."""
-    from werkzeug.serving import make_server
-
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(tls_cert[0]), str(tls_cert[1]))
-    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ctx)
-    url = f"https://127.0.0.1:{server.server_port}"
-    app.config["STCLOUD_LOCAL_URL"] = url
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield url
-    server.shutdown()
-    t.join(5)
+    with serve_in_thread(app, ctx) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
