@@ -48,6 +48,9 @@ def test_job_list_and_job_page_live_log(app, live_server, page):
     with app.app_context():
         service.apply_update(jid, JobUpdate(logs_append="done\n", status="completed"), source="worker")
     page.wait_for_function("() => document.querySelector('#log-tail[data-complete]') !== null", timeout=10000)
+    # the status panel polls on its own (every 2 s): wait for its next refresh
+    page.wait_for_function("() => document.querySelector('#status-panel .badge').innerText.includes('completed')",
+                           timeout=10000)
     assert "completed" in page.locator("#status-panel .badge").inner_text()
 
 
