@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install browser bench clean
+.PHONY: run test install system bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,21 +18,14 @@ run: install
 	$(VENV)/bin/stcloud db upgrade
 	$(VENV)/bin/stcloud serve --host 127.0.0.1 --port 8080 --local-worker
 
-# Browser tests need Debian's chromium: installed here when missing and we are root;
-# otherwise they are skipped with a loud notice (and fail when CI=true).
-browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian chromium for the browser tests"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "!!! could not install chromium: browser tests will be skipped (or fail with CI=true)"; \
-	  else \
-	    echo "!!! /usr/bin/chromium missing and not root: browser tests will be skipped (or fail with CI=true)"; \
-	  fi; \
-	fi
+# Debian packages and other system pieces the tests start (chromium, daemons): listed in
+# .ci/apt.d/*.txt and .ci/setup.d/*.sh, installed when missing and we are root; otherwise the
+# tests that need them skip with a loud notice (and fail when CI=true).
+system:
+	@bash .ci/system-deps
 
 # pytest exits 5 when it collected no tests: that is a failure here.
-test: install browser
+test: install system
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: no tests were collected"; exit 1; fi; exit $$rc
 
