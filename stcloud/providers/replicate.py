@@ -270,10 +270,6 @@ class ReplicateService(CloudTrainerService):
     def supports_webhooks(self) -> bool:
         return True
 
-    @property
-    def template(self) -> str | None:
-        return "providers/_replicate.html"
-
     def poll_interval(self, status: str) -> float | None:
         fast, slow = POLL_INTERVALS.get(status, (15, 60))
         return slow if self.webhook_url else fast
