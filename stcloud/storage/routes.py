@@ -118,7 +118,10 @@ def _dashboard_admin() -> bool:
     if request.method not in ("GET", "HEAD"):
         return False
     bucket, key = _bucket_and_key()
-    return auth.may_read_stored(service.job_of_key(bucket, key) if key else None)
+    access = auth.stored_access(service.job_of_key(bucket, key) if key else None)
+    if access == "hidden":  # another member's job: it does not exist for this member
+        raise S3Error("NoSuchKey", "The specified key does not exist.", status=404)
+    return access == "yes"
 
 
 def _authenticate(hreq: sigv4.HttpRequest):

@@ -25,7 +25,7 @@ import secrets
 from urllib.parse import urlparse
 
 import flask_login
-from flask import Blueprint, Flask, current_app, g, redirect, request, session, url_for
+from flask import Blueprint, Flask, current_app, g, make_response, redirect, request, session, url_for
 from flask_limiter import Limiter
 
 from stcloud.accounts import audit, policy, scope
@@ -43,6 +43,7 @@ PUBLIC_ENDPOINTS = {"static", "web.login", "web.login_post", "web.logout", "web.
 CSRF_METHODS = {"POST"}  # the only unsafe method a cross-site form or simple fetch can send
 SAFE_METHODS = policy.SAFE_METHODS
 LOGIN_ENDPOINTS = ("web.login_post", "accounts_api.login")
+LOGIN_METHODS = "stcloud.login_methods"  # app.extensions key
 # The accounts service audits these itself (it knows the user, target and detail); the
 # hook adds only their refusals.
 SELF_AUDITED_PREFIX = "accounts_"
@@ -175,18 +176,22 @@ def login_admin_token(candidate: str) -> None:
                  detail={"method": "admin token"})
 
 
-def may_read_stored(job_id: str | None) -> bool:
+def stored_access(job_id: str | None) -> str:
     """May this request's signed-in user read a stored object through the dashboard (the
-    S3 endpoint's unsigned GETs)? Members only their own jobs' files; nobody anonymous."""
+    S3 endpoint's unsigned GETs)? ``"yes"``; ``"no"`` (anonymous, bad credential, a member
+    listing); ``"hidden"`` (another member's job: for this member it does not exist).
+    Admins and viewers read everything, members their own jobs' files."""
     try:
         actor = resolve_actor()
     except StcloudError:
-        return False
+        return "no"
     if actor is None:
-        return False
+        return "no"
     if actor.role != scope.MEMBER:
-        return True
-    return bool(job_id) and accounts.job_owner(job_id) == actor.user_id
+        return "yes"
+    if not job_id:
+        return "no"
+    return "yes" if accounts.job_owner(job_id) == actor.user_id else "hidden"
 
 
 def current_actor() -> scope.Actor | None:
@@ -197,8 +202,8 @@ def _refuse_anonymous():
     if request.path.startswith("/api/") or request.method not in SAFE_METHODS:
         raise Unauthorized("sign in first: log in, or send Authorization: Bearer <API key>")
     target = url_for("web.login", next=request.full_path.rstrip("?"))
-    if request.headers.get("HX-Request"):
-        raise Unauthorized("your session ended; sign in again", headers={"HX-Redirect": target})
+    if request.headers.get("HX-Request"):  # a poll after the session ended: htmx loads the login page
+        return make_response("sign in again", 401, {"HX-Redirect": target})
     return redirect(target)
 
 
@@ -356,10 +361,18 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["auth_enabled"] = lambda: auth_enabled(app)
     app.jinja_env.globals["current_actor"] = current_actor
+    # Other sign-in methods (OIDC...) append {"label", "url"}: buttons under the password form.
+    app.extensions.setdefault(LOGIN_METHODS, [])
+    app.jinja_env.globals["login_methods"] = lambda: app.extensions[LOGIN_METHODS]
 
     login_manager = flask_login.LoginManager()
-    login_manager.init_app(app)
     login_manager.user_loader(accounts.load_session_user)
+    if auth_enabled(app):
+        login_manager.init_app(app)
+    else:
+        # No remember-cookie hook: it reads the session on every response, which adds
+        # ``Vary: Cookie`` to pages that (auth off) do not depend on who asks.
+        app.login_manager = login_manager
     app.extensions["stcloud.limiter"] = Limiter(
         key_func=_limit_key, app=app, storage_uri=app.config.get("STCLOUD_RATE_LIMIT_STORAGE") or "memory://",
         headers_enabled=True)
