@@ -231,3 +231,16 @@ def _trainer_full_speed():
         os.environ.pop("STCLOUD_TRAINER_STEP_DELAY", None)
     else:
         os.environ["STCLOUD_TRAINER_STEP_DELAY"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _auth_off_by_default():
+    """Apps a test builds by itself (``create_app({...})``, CLI commands, subprocesses) start
+    with sign-in off like ``make_app``; a test that wants it passes STCLOUD_AUTH="on"."""
+    old = os.environ.get("STCLOUD_AUTH")
+    os.environ["STCLOUD_AUTH"] = "off"
+    yield
+    if old is None:
+        os.environ.pop("STCLOUD_AUTH", None)
+    else:
+        os.environ["STCLOUD_AUTH"] = old
