@@ -31,6 +31,10 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.Column("last_login_at", sa.DateTime(), nullable=True),
         sa.Column("password_changed_at", sa.DateTime(), nullable=True),
+        sa.Column("max_concurrent_jobs", sa.Integer(), nullable=True),
+        sa.Column("spend_limit_usd", sa.Float(), nullable=True),
+        sa.Column("spend_period", sa.String(16), nullable=False, server_default="monthly"),
+        sa.Column("spend_action", sa.String(8), nullable=False, server_default="block"),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("username", name="uq_users_username"),
     )

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from stcloud import db
 from stcloud.accounts import audit, passwords, scope
+from stcloud.accounts import limits as user_limits
 from stcloud.accounts.external import ExternalIdentity
 from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from stcloud.models import ApiKey, Job, LoginLink, User, utcnow
@@ -86,7 +87,7 @@ def user_to_dict(u: User) -> dict:
     return {"id": u.id, "username": u.username, "display_name": u.display_name, "email": u.email,
             "role": u.role, "disabled": u.disabled, "source": u.source,
             "has_password": u.password_hash is not None, "created_at": iso_z(u.created_at),
-            "last_login_at": iso_z(u.last_login_at)}
+            "last_login_at": iso_z(u.last_login_at), "limits": user_limits.to_dict(u)}
 
 
 def normalize_username(value) -> str:
@@ -184,7 +185,7 @@ def _enabled_admins(s: Session) -> int:
 def update_user(username: str, changes: dict, *, home: Path | None = None) -> dict:
     """Change role, disabled, display_name, email or password (admin). Refuses to leave no
     enabled admin."""
-    allowed = {"role", "disabled", "display_name", "email", "password"}
+    allowed = {"role", "disabled", "display_name", "email", "password", *user_limits.FIELDS}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -203,6 +204,8 @@ def update_user(username: str, changes: dict, *, home: Path | None = None) -> di
             user.display_name = _text(changes["display_name"], "display_name", 200)
         if "email" in changes:
             user.email = _email(changes["email"])
+        for key, value in user_limits.validate(changes).items():
+            setattr(user, key, value)
         if "password" in changes:
             user.password_hash = passwords.hash_password(_new_password(changes["password"]))
             user.password_changed_at = utcnow()
@@ -213,10 +216,12 @@ def update_user(username: str, changes: dict, *, home: Path | None = None) -> di
         result = user_to_dict(user)
     if "password" in changes:
         _forget_initial_password(result["username"], home)
-    detail = {k: changes[k] for k in ("role", "disabled") if k in changes}
+    detail = {k: changes[k] for k in ("role", "disabled", *user_limits.FIELDS) if k in changes}
     detail.update({k: "changed" for k in ("display_name", "email", "password") if k in changes})
     if set(changes) == {"role"}:
         action = "user.role"
+    elif set(changes) <= set(user_limits.FIELDS):
+        action = "user.limits"
     elif set(changes) == {"disabled"}:
         action = "user.disable" if changes["disabled"] else "user.enable"
     else:
