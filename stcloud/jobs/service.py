@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stcloud import db
-from stcloud.accounts import scope
+from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotFound, ProviderError
 from stcloud.jobs import progress as progress_mod
 from stcloud.jobs import states
@@ -248,8 +248,10 @@ def cancel(job_id: str, *, source: str = "api", reason: str | None = None) -> Jo
             raise ProviderError(f"{provider}: cancel failed: {exc}") from exc
     with db.transaction() as s:
         job = get_job(s, job_id)
-        transition(s, job, states.CANCELLED, source=source, detail=reason or "cancelled by user")
-        return job
+        moved = transition(s, job, states.CANCELLED, source=source, detail=reason or "cancelled by user")
+    if moved and scope.current() is None:  # requests are audited by the web hook; this is background code
+        audit.record("job.cancel", target=job_id, actor="system", detail={"source": source, "reason": reason})
+    return job
 
 
 def delete(job_id: str) -> None:

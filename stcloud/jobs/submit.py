@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from stcloud import db, settings
+from stcloud.accounts import scope
 from stcloud.errors import (
     BadRequest,
     Conflict,
@@ -344,7 +345,8 @@ def job_for_key(key: str) -> dict | None:
         if row is None or not _fresh(row):
             return None
         job = s.get(Job, row.job_id)
-        return jobs_service.to_dict(job, include_config=False) if job else None
+        visible = job is not None and scope.may_see(job.owner_id)  # keys are global; jobs are not
+        return jobs_service.to_dict(job, include_config=False) if visible else None
 
 
 def _replay(key: str, req: SubmitRequest) -> SubmitResult | None:
@@ -355,6 +357,8 @@ def _replay(key: str, req: SubmitRequest) -> SubmitResult | None:
         job = s.get(Job, row.job_id)
         if job is None:
             return None
+        if not scope.may_see(job.owner_id):
+            raise Conflict(f"idempotency key {key!r} is already in use; use a new key")
         first = (job.provider_data or {}).get("submit_fingerprint")
         if first and first != req.fingerprint():
             raise Conflict(f"idempotency key {key!r} was already used for a different submission "

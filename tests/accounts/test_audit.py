@@ -10,6 +10,7 @@ from sqlalchemy import text
 from stcloud import db
 from stcloud.accounts import audit
 from stcloud.accounts.cli import audit_group
+from stcloud.jobs import service as jobs
 from stcloud.trainer.sample import ensure_sample
 from tests.accounts.helpers import PASSWORD, add_user, login, set_owner
 from tests.jobs.factories import make_job
@@ -176,3 +177,13 @@ def test_concurrent_appends_keep_one_chain(secure_app):
     with secure_app.app_context():
         result = audit.verify()
     assert result.ok and len(_records(secure_app, action="test.concurrent")) == 40
+
+
+def test_background_cancel_is_recorded_as_system(secure_app):
+    job_id = make_job(secure_app, "running", provider="worker")
+    with secure_app.app_context():
+        jobs.cancel(job_id, source="scheduler", reason="spend cap reached")
+        jobs.cancel(job_id, source="scheduler", reason="again")  # already cancelled: nothing new
+    rec = _records(secure_app, action="job.cancel")
+    assert len(rec) == 1 and rec[0]["actor"] == "system" and rec[0]["target"] == job_id
+    assert rec[0]["detail"] == {"source": "scheduler", "reason": "spend cap reached"}

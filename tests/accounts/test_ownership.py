@@ -108,3 +108,21 @@ def test_no_actor_sees_everything(secure_app, crew):
     with secure_app.app_context(), db.session() as s:
         assert jobs.get_job(s, job_id).id == job_id
         assert jobs.list_jobs(s)[1] == 1
+
+
+def test_idempotency_keys_do_not_reveal_others_jobs(secure_app, crew):
+    data = ensure_sample(secure_app.config["STCLOUD_HOME"])
+    body = {"provider": "local", "name": "keyed", "idempotency_key": "shared-key",
+            "config": json.loads(open(data["config_path"]).read()),
+            "dataloader_config": json.loads(open(data["dataloader_path"]).read())}
+    c = secure_app.test_client()
+    first = c.post("/api/cloud/jobs/submit", json=body, headers=crew["member"].headers)
+    assert first.status_code == 201
+    again = c.post("/api/cloud/jobs/submit", json=body, headers=crew["member"].headers)
+    assert again.status_code == 200 and again.json["job"]["id"] == first.json["job"]["id"]  # a replay
+    other = c.post("/api/cloud/jobs/submit", json=body, headers=crew["member2"].headers)
+    assert other.status_code == 409 and first.json["job"]["id"] not in other.get_data(as_text=True)
+    r = c.get("/api/cloud/jobs/submit/progress?idempotency_key=shared-key", headers=crew["member2"].headers)
+    assert r.status_code == 200 and r.json["job"] is None
+    r = c.get("/api/cloud/jobs/submit/progress?idempotency_key=shared-key", headers=crew["member"].headers)
+    assert r.json["job"]["id"] == first.json["job"]["id"]
