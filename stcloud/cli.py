@@ -21,6 +21,10 @@ EXTRA_COMMANDS = [
     (None, "stcloud.workers.agent:worker_command"),
     (None, "stcloud.costs.cli:cost_group"),
     (None, "stcloud.snapshots.cli:configs_group"),
+    (None, "stcloud.accounts.cli:login_command"),
+    (None, "stcloud.accounts.cli:logout_command"),
+    (None, "stcloud.accounts.cli:audit_group"),
+    (None, "stcloud.accounts.cli:users_group"),
 ]
 
 
@@ -81,15 +85,27 @@ def db_downgrade(revision):
               help="Run the embedded local worker beside the server.")
 @click.option("--scheduler/--no-scheduler", default=True, show_default=True,
               help="Run the scheduler in this process (turn off when `stcloud scheduler` runs).")
-def serve(host, port, local_worker, scheduler):
+@click.option("--login-link", is_flag=True,
+              help="Print a one-time sign-in link for the first admin (what `make run` does).")
+def serve(host, port, local_worker, scheduler, login_link):
     """Serve the dashboard and API (migrates the database first)."""
     from werkzeug.serving import make_server
 
     from stcloud import create_app
     from stcloud import scheduler as sched_mod
+    from stcloud.accounts import bootstrap
+    from stcloud.errors import StcloudError
+    from stcloud.web import auth
 
-    app = create_app()
+    try:
+        app = create_app()
+    except StcloudError as exc:
+        fail(exc.detail, 2)
+    if not auth.auth_enabled(app) and not auth.is_loopback_host(host):
+        fail(f"STCLOUD_AUTH=off is refused on a non-loopback address (--host {host}); "
+             "bind to 127.0.0.1 or turn authentication on", 2)
     upgrade_db(app)
+    bootstrap.ensure_admin(app)
     public = app.config.get("STCLOUD_PUBLIC_URL")
     server = make_server(host, port, app, threaded=True)
     url = f"http://{host}:{server.server_port}"
@@ -104,6 +120,8 @@ def serve(host, port, local_worker, scheduler):
         worker = start_local_worker(app, url)
     click.echo(f"stcloud serving on {url}" + (f" (public URL {public})" if public else "")
                + (" with the local worker" if local_worker else ""), err=True)
+    if login_link and auth.auth_enabled(app):
+        click.echo(f"Sign in: {bootstrap.login_link_url(app, url)}  (one-time link, valid 15 minutes)", err=True)
 
     def _stop(*_):
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -1,10 +1,12 @@
-"""A small REST client for the CLI (``--server``, ``--token``). Errors become ``ApiError``
+"""A small REST client for the CLI (``--server``, ``--token``, else what ``stcloud login`` stored). Errors become ``ApiError``
 with the problem+json detail, so the CLI prints one line and exits non-zero."""
 from __future__ import annotations
 
 import os
 
 import requests
+
+from stcloud import clientconfig
 
 
 class ApiError(Exception):
@@ -16,8 +18,11 @@ class ApiError(Exception):
 
 class Client:
     def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30):
-        self.server = (server or os.environ.get("STCLOUD_SERVER") or "http://127.0.0.1:8080").rstrip("/")
-        self.token = token or os.environ.get("STCLOUD_ADMIN_TOKEN") or None
+        self.server = (server or os.environ.get("STCLOUD_SERVER") or clientconfig.default_server()).rstrip("/")
+        # An explicit --token / STCLOUD_TOKEN / STCLOUD_ADMIN_TOKEN wins over the key that
+        # `stcloud login` stored for this server.
+        self.token = (token or os.environ.get("STCLOUD_TOKEN") or os.environ.get("STCLOUD_ADMIN_TOKEN")
+                      or clientconfig.token_for(self.server) or None)
         self.timeout = timeout
         self.http = requests.Session()
         if self.token:
