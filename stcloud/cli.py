@@ -16,6 +16,7 @@ EXTRA_COMMANDS = [
     (None, "stcloud.workers.agent:worker_command"),
     (None, "stcloud.costs.cli:cost_group"),
     (None, "stcloud.snapshots.cli:configs_group"),
+    (None, "stcloud.cli_completion:completion_command"),
 ]
 
 
