@@ -82,7 +82,9 @@ def run_seconds(job: dict) -> float | None:
 def end_reason(job: dict, events: list[dict]) -> str | None:
     """Why a job ended as it did: its error, else the detail of the move into its status."""
     if job["status"] == "failed" and job.get("error"):
-        return first_line(job["error"])
+        lines = [ln.strip() for ln in job["error"].strip().splitlines() if ln.strip()]
+        cause = next((ln for ln in reversed(lines[1:]) if "error" in ln.lower()), None)
+        return first_line(lines[0] + (f" — {cause}" if cause else ""), 300)
     for ev in reversed(events):
         if ev.get("accepted") and ev.get("to") == job["status"] and ev.get("detail"):
             return first_line(ev["detail"])
@@ -115,7 +117,7 @@ def progress_text(job: dict) -> str:
         if secs:
             rate = step / secs
             parts.append(f"{rate:.2f} steps/s, ETA {duration((total - step) / rate) if rate else '—'}")
-    if prog.get("stage") and prog.get("stage") not in ("done",):
+    if prog.get("stage") and not job.get("terminal"):
         parts.append(f"stage {prog['stage']}")
     return "  ".join(parts) or "—"
 
@@ -218,7 +220,7 @@ def jobs_show(server, token, job_id, lines, as_json):
         where.append(job["hardware"])
     if job.get("worker_id"):
         where.append(f"worker {job['worker_id']}")
-    if job.get("attempt") and (job.get("max_attempts") or 1) > 1:
+    if (job.get("attempt") or 1) > 1:  # a retry
         where.append(f"attempt {job['attempt']}/{job['max_attempts']}")
     rows = [("status", f"{status}  ({', '.join(where)})")]
     if job.get("terminal") and status != "completed":
