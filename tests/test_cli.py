@@ -69,7 +69,7 @@ def test_show_human_and_json(app, live_server):
     jid = make_job(app, "running", name="show me", provider="worker", estimated_cost_usd=0.5, max_cost_usd=2.0,
                    outputs=[{"name": "sample.png", "url": "https://example.invalid/sample.png", "size": 2048,
                              "destination": "replicate"},
-                            {"name": "w.safetensors", "download_url": f"/api/cloud/storage/outputs/x/w.safetensors",
+                            {"name": "w.safetensors", "download_url": "/api/cloud/storage/outputs/x/w.safetensors",
                              "destination": "builtin"}])
     text = "".join(f"step {i}/40 loss={1 / i:.4f}\n" for i in range(1, 31))
     with app.app_context():
