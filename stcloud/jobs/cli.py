@@ -7,6 +7,7 @@ Exit codes of ``logs -f`` and ``wait``: 0 the job completed, 1 it failed or was 
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -265,6 +266,16 @@ def jobs_show(server, token, job_id, lines, as_json):
 
 # ---- logs / wait ------------------------------------------------------------------------
 
+def _unsized_terminal(stream) -> bool:
+    """A terminal that reports no size (a pty nobody sized, e.g. under ``script``): tqdm would
+    draw nothing there, so it gets a fixed 80x24."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return True
+    return not (size.columns and size.lines)
+
+
 class TrainingBar:
     """A tqdm bar on stderr fed from the job's progress; log lines are printed above it.
     Off (plain lines) when stderr is not a terminal."""
@@ -281,8 +292,9 @@ class TrainingBar:
         if self.bar is None:
             if not total:
                 return  # nothing to draw before the trainer said how many steps
-            self.bar = tqdm(total=total, initial=step, unit="step", file=sys.stderr, dynamic_ncols=True,
-                            leave=True, desc=job["status"])
+            fixed = _unsized_terminal(sys.stderr)
+            self.bar = tqdm(total=total, initial=step, unit="step", file=sys.stderr, leave=True, desc=job["status"],
+                            dynamic_ncols=not fixed, ncols=80 if fixed else None, nrows=24 if fixed else None)
         if total and total != self.bar.total:
             self.bar.total = total
         if step >= self.bar.n:
