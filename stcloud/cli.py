@@ -3,21 +3,17 @@ other packages contribute, listed in ``EXTRA_COMMANDS``)."""
 from __future__ import annotations
 
 import importlib
-import json
 import signal
 import threading
-import time
 
 import click
 
 from stcloud import ROOT
-from stcloud.cli_options import call as client_call
-from stcloud.cli_options import fail, server_opt, token_opt  # noqa: F401 - fail is used by commands
-from stcloud.client import Client
+from stcloud.cli_options import fail
 
 # (group or None for top level, "module:attr")
 EXTRA_COMMANDS = [
-    ("jobs", "stcloud.jobs.cli_submit:submit_command"),
+    (None, "stcloud.jobs.cli:jobs_group"),
     (None, "stcloud.workers.agent:worker_command"),
     (None, "stcloud.costs.cli:cost_group"),
     (None, "stcloud.snapshots.cli:configs_group"),
@@ -25,6 +21,7 @@ EXTRA_COMMANDS = [
     (None, "stcloud.accounts.cli:logout_command"),
     (None, "stcloud.accounts.cli:audit_group"),
     (None, "stcloud.accounts.cli:users_group"),
+    (None, "stcloud.cli_completion:completion_command"),
 ]
 
 
@@ -159,83 +156,7 @@ def scheduler_cmd():
     app.extensions["stcloud.scheduler"].shutdown(wait=False)
 
 
-# ---- jobs (REST client) ------------------------------------------------------------------
-
-
-
-@main.group()
-def jobs():
-    """List, inspect, follow and cancel jobs."""
-
-
-@jobs.command("list")
-@server_opt
-@token_opt
-@click.option("--status", default=None, help="comma-separated statuses")
-@click.option("--provider", default=None)
-@click.option("-q", "query", default=None, help="name contains")
-@click.option("--limit", default=20, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True)
-def jobs_list(server, token, status, provider, query, limit, as_json):
-    c = Client(server, token)
-    params = {k: v for k, v in {"status": status, "provider": provider, "q": query, "limit": limit}.items() if v}
-    data = client_call(lambda: c.get("/api/cloud/jobs", params=params))
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    click.echo(f"{'ID':<32} {'STATUS':<10} {'PROVIDER':<10} {'PROGRESS':<12} {'COST':>9}  NAME")
-    for j in data["jobs"]:
-        prog = j.get("progress") or {}
-        p = f"{prog.get('step')}/{prog.get('total_steps')}" if prog.get("total_steps") else "-"
-        cost = j.get("cost_usd") if j.get("cost_usd") is not None else j.get("estimated_cost_usd")
-        cost_s = f"${cost:.2f}" if cost is not None else "-"
-        click.echo(f"{j['id']:<32} {j['status']:<10} {j['provider']:<10} {p:<12} {cost_s:>9}  {j['name']}")
-    click.echo(f"({len(data['jobs'])} of {data['total']})", err=True)
-
-
-@jobs.command("show")
-@server_opt
-@token_opt
-@click.argument("job_id")
-def jobs_show(server, token, job_id):
-    c = Client(server, token)
-    job = client_call(lambda: c.get(f"/api/cloud/jobs/{job_id}"))["job"]
-    events = client_call(lambda: c.get(f"/api/cloud/jobs/{job_id}/events"))["events"]
-    click.echo(json.dumps({"job": job, "events": events}, indent=2))
-
-
-@jobs.command("logs")
-@server_opt
-@token_opt
-@click.argument("job_id")
-@click.option("-f", "--follow", is_flag=True, help="keep following until the job ends")
-@click.option("--interval", default=2.0, show_default=True)
-def jobs_logs(server, token, job_id, follow, interval):
-    c = Client(server, token)
-    offset = 0
-    while True:
-        data = client_call(lambda: c.get(f"/api/cloud/jobs/{job_id}/logs", params={"offset": offset}))
-        if data["text"]:
-            click.echo(data["text"], nl=False)
-        offset = data["next_offset"]
-        if data["complete"] or not follow:
-            break
-        if offset >= data.get("size", 0):
-            time.sleep(interval)
-
-
-@jobs.command("cancel")
-@server_opt
-@token_opt
-@click.argument("job_id")
-def jobs_cancel(server, token, job_id):
-    c = Client(server, token)
-    job = client_call(lambda: c.post(f"/api/cloud/jobs/{job_id}/cancel"))["job"]
-    click.echo(f"{job['id']} {job['status']}")
-
-
 def _attach_extras():
-    groups = {"jobs": jobs}
     for group, path in EXTRA_COMMANDS:
         module, _, attr = path.partition(":")
         try:
@@ -244,7 +165,7 @@ def _attach_extras():
             if exc.name == module:  # that feature is not installed in this tree
                 continue
             raise
-        (groups[group] if group else main).add_command(cmd)
+        (main.commands[group] if group else main).add_command(cmd)
 
 
 _attach_extras()

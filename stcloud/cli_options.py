@@ -25,7 +25,7 @@ def call(fn, hint=None):
     try:
         return fn()
     except ApiError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)  # one line, whatever the detail holds
         if hint is not None:
             extra = hint(exc)
             if extra:

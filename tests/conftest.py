@@ -130,8 +130,10 @@ class ServeProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / f"serve-{self.port}.log"
-        full_env = {**os.environ, "STCLOUD_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env.setdefault("STCLOUD_AUTH", auth_default(env or {}))  # loopback bind: allowed off
+        # Sign-in follows what this server was given (not the suite-wide default in os.environ):
+        # off on a loopback bind unless ``env`` asks for it or protects it with an admin token.
+        auth = {"STCLOUD_AUTH": auth_default(env or {})} if "STCLOUD_AUTH" not in (env or {}) else {}
+        full_env = {**os.environ, "STCLOUD_HOME": str(home), "PYTHONUNBUFFERED": "1", **auth, **(env or {})}
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stcloud.cli", "serve", "--port", str(self.port), *args],
