@@ -48,7 +48,8 @@ from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import SubmitRequest, parse_body, parse_dataloader, provider_of
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
-from stcloud.providers.base import CloudJobInfo, CloudTrainerService, ProviderFailure, RunRequest
+from stcloud.providers import registry
+from stcloud.providers.base import AVAILABLE, CloudJobInfo, CloudTrainerService, ProviderFailure, RunRequest
 from stcloud.publishing import service as publishing
 from stcloud.snapshots.service import snapshot_for_submit
 
@@ -102,11 +103,17 @@ def _upload_limit(service: CloudTrainerService) -> int | None:
     return service.max_upload_bytes if service.uploads_data else None
 
 
+def _first_uploading() -> str | None:
+    """The provider a preview without one is for: the first that takes data off this machine."""
+    names = registry.names_where(lambda svc: svc.uploads_data and svc.status == AVAILABLE)
+    return names[0] if names else None
+
+
 def preview(body: dict) -> dict:
     """``POST /api/cloud/data-preview``: what a submit would upload, without uploading."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    service = provider_of(body, default="replicate" if "provider" not in body else None)
+    service = provider_of(body, default=None if "provider" in body else _first_uploading())
     summary = scan(parse_dataloader(body.get("dataloader_config")))
     has_local = summary.dataset_count > 0
     setting = consent.current()
