@@ -315,6 +315,10 @@ class CloudTrainerService(abc.ABC):
         ``run_job`` returned), or None."""
         return None
 
+    def download_headers(self, url: str) -> dict:
+        """Headers to download one of this provider's output URLs (e.g. its auth), or {}."""
+        return {}
+
     def find_orphan(self, job_id: str, since: datetime | None) -> CloudJobInfo | None:
         """After an ``uncertain`` run_job failure: the remote job made for ``job_id``, if any."""
         return None
