@@ -87,7 +87,7 @@ def job_list():
         return render("jobs/list.html", block="job_table", jobs=jobs, total=total, page=page,
                       pages_total=pages_total, filters=f, nav="jobs",
                       newest_id=service.newest_job_id(s), self_url=request.full_path.rstrip("?"),
-                      providers=registry.names(), statuses=states.STATUSES)
+                      providers=registry.display_order(), statuses=states.STATUSES)
 
 
 @pages.get("/jobs/changes")

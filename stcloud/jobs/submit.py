@@ -255,7 +255,8 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
                 idempotency_key=req.idempotency_key, data_summary=summary.to_dict(),
                 delivery=delivery_record, requirements=req.requirements, rerun_of=req.rerun_of,
                 progress={"stage": "scan", "submit_percent": STAGE_SPAN["scan"][1]},
-                provider_data={"submit_fingerprint": req.fingerprint()},
+                provider_data={"submit_fingerprint": req.fingerprint(),
+                               **({"options": req.options} if req.options else {})},
             )
             s.add(job)
             s.flush()
@@ -323,7 +324,7 @@ def _launch(job_id: str, req: SubmitRequest, service: CloudTrainerService, archi
         dataloader_config=archive.dataloader_config if archive is not None else req.dataloader_config,
         hardware=req.hardware, archive_path=str(archive.path) if archive is not None else None,
         inputs=dict(extra_inputs or {}), archive_sha256=archive.sha256 if archive is not None else None,
-        requirements=req.requirements,
+        requirements=req.requirements, options=dict(req.options),
         progress=(lambda done, total: progress("upload", done, total)) if uploads else None,
         cancelled=lambda: _cancelled(job_id))
     info = service.run_job(request)

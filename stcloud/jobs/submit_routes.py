@@ -90,7 +90,8 @@ def _priced_by_profile(svc) -> bool:
 def _form_context(form: dict | None = None) -> dict:
     sample = _sample()
     form = dict(form or {})
-    services = registry.services()
+    order = registry.display_order()
+    services = sorted(registry.services(), key=lambda p: order.index(p[0]) if p[0] in order else len(order))
     choices = [svc.capabilities() for _name, svc in services]
     ready = [c["name"] for c in choices if c["status"] == "available" and c["configured"]]
     # The first ready cloud provider, else a self-hosted one (make run: no account needed).

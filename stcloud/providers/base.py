@@ -68,6 +68,7 @@ class RunRequest:
     inputs: dict = field(default_factory=dict)  # provider-specific extra inputs (publishing, hub id)
     archive_sha256: str | None = None
     requirements: dict | None = None
+    options: dict = field(default_factory=dict)  # the job's own settings for this provider (validate_options)
     # Called with (bytes done, bytes total) while the archive uploads.
     progress: Callable[[int, int], None] | None = field(default=None, compare=False)
     # True once the user cancelled the job: stop before creating anything remote.
@@ -124,7 +125,8 @@ class SettingField:
     """A setting an adapter declares; the Providers page renders it and
     ``PUT /api/cloud/providers/<name>`` validates against it.
 
-    kind: ``string | text | secret | integer | number | boolean | choice | url``. A ``secret`` is
+    kind: ``string | text | secret | integer | number | boolean | choice | url | list`` (of
+    strings; a form sends one per line). A ``secret`` is
     write-only: stored in ``secrets.json``, never shown again."""
 
     name: str
@@ -144,6 +146,12 @@ class SettingField:
                 raise ValueError(f"{self.name} is required")
             return None
         kind = self.kind
+        if kind == "list":
+            if isinstance(value, str):
+                value = [p.strip() for line in value.splitlines() for p in line.split(",") if p.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{self.name} must be a list of strings")
+            return [v.strip() for v in value]
         if kind == "boolean":
             if isinstance(value, bool):
                 return value
@@ -296,6 +304,14 @@ class CloudTrainerService(abc.ABC):
     def settings_fields(self) -> tuple[SettingField, ...]:
         """Settings the generic panel shows; values reach the adapter through its factory."""
         return ()
+
+    def validate_options(self, options: dict) -> dict:
+        """Per-job settings sent in the submit body under the provider's name (e.g.
+        ``{"slurm": {"partition": "gpu"}}``) -> the clean dict ``run_job`` gets in
+        ``request.options``. Raises ValueError saying what is wrong (answered as 400)."""
+        if options:
+            raise ValueError(f"{self.provider_name} takes no per-job settings")
+        return {}
 
     def not_ready_reason(self) -> str | None:
         """Why jobs cannot be submitted now (e.g. no token), or None."""
