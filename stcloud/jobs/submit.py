@@ -215,7 +215,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
         if has_local:
             archive = _package(job_id, req, service, progress, prebuilt)
             archive_path = Path(archive.path)
-        job = _launch(job_id, req, service, archive, extra_inputs, progress, source)
+        job = _launch(job_id, name, req, service, archive, extra_inputs, progress, source)
     except _Cancelled:
         with db.session() as s:
             job = jobs_service.to_dict(jobs_service.get_job(s, job_id))
@@ -309,8 +309,8 @@ def _cancelled(job_id: str) -> bool:
         return states.is_terminal(jobs_service.get_job(s, job_id).status)
 
 
-def _launch(job_id: str, req: SubmitRequest, service: CloudTrainerService, archive, extra_inputs: dict,
-            progress: SubmitProgress, source: str) -> dict:
+def _launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerService, archive,
+            extra_inputs: dict, progress: SubmitProgress, source: str) -> dict:
     """``run_job`` outside any transaction, then its answer through the one update path."""
     if _cancelled(job_id):
         raise _Cancelled()
@@ -320,7 +320,7 @@ def _launch(job_id: str, req: SubmitRequest, service: CloudTrainerService, archi
     with db.session() as s:
         run_config = dict(jobs_service.get_job(s, job_id).config or {})
     request = RunRequest(
-        job_id=job_id, name=req.name or job_id, config=run_config,
+        job_id=job_id, name=name, config=run_config,
         dataloader_config=archive.dataloader_config if archive is not None else req.dataloader_config,
         hardware=req.hardware, archive_path=str(archive.path) if archive is not None else None,
         inputs=dict(extra_inputs or {}), archive_sha256=archive.sha256 if archive is not None else None,

@@ -260,7 +260,9 @@ class CloudTrainerService(abc.ABC):
 
     @property
     def supports_webhooks(self) -> bool:
-        """The provider posts job events to ``/api/webhooks/<provider_name>`` (``parse_webhook``)."""
+        """The provider posts job events that ``parse_webhook`` reads. (The receiver route,
+        ``POST /api/webhooks/replicate`` with Standard Webhooks verification, exists for
+        Replicate; another provider's route is not there yet.)"""
         return False
 
     @property
