@@ -53,7 +53,7 @@ def unsupported_get(call: S3Call) -> Response:
 
 def put_acl(call: S3Call) -> Response:
     p = call.principal
-    if not p.bucket_ok(call.bucket) or p.read_only or p.admin:
+    if not p.bucket_ok(call.bucket) or p.read_only:
         raise deny()
     service.backend().bucket_info(call.bucket)
     accept_private_acl(call)
@@ -149,7 +149,7 @@ def list_uploads(call: S3Call) -> Response:
 def delete_objects(call: S3Call) -> Response:
     p = call.principal
     b = service.backend()
-    if not p.bucket_ok(call.bucket) or p.read_only or p.admin:
+    if not p.bucket_ok(call.bucket) or p.read_only:
         raise deny()
     b.bucket_info(call.bucket)
     root = s3request.parse_xml(s3request.read_small_body(call))

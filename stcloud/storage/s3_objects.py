@@ -96,10 +96,6 @@ def _read_object(call: S3Call, *, head: bool) -> Response:
             headers[f"x-amz-meta-{name}"] = value
         if info.parts:
             headers["x-amz-mp-parts-count"] = str(info.parts)
-        if call.principal.admin:
-            name = key.rsplit("/", 1)[-1] or "download"
-            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
-            headers["Cache-Control"] = "private, no-store"
         for param, header in _OVERRIDES.items():
             value = request.args.get(param)
             if value is not None:

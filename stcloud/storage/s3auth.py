@@ -2,19 +2,15 @@
 query, checked against the access keys in ``credentials``. The key's scope (bucket, prefix,
 read-only) is then checked by each handler through the returned ``Principal``.
 
-No SigV4 at all, GET/HEAD only: the dashboard. A valid admin bearer token or an admin session
-may read and list everything. Without ``STCLOUD_ADMIN_TOKEN`` the whole dashboard is open
-(SPEC §1), and so is this read access.
+Nothing of the endpoint — object, listing or bucket — answers without a valid signature or
+presigned URL: not a session cookie, not the admin bearer token, not an instance without
+``STCLOUD_ADMIN_TOKEN``. The dashboard downloads through its own route (``pages.download``),
+which the dashboard's auth guards.
 """
 from __future__ import annotations
 
-from flask import request, session
-
 from stcloud.storage import credentials, s3request, sigv4
 from stcloud.storage.errors import S3Error
-from stcloud.web import auth
-
-ADMIN = credentials.Principal("dashboard", "*", "", read_only=True, admin=True)
 
 
 def authenticate(hreq: sigv4.HttpRequest):
@@ -24,8 +20,6 @@ def authenticate(hreq: sigv4.HttpRequest):
     if v2 is not None:
         return _authenticate_v2(hreq, v2), None, None
     if parsed is None:
-        if _dashboard_admin():
-            return ADMIN, None, None
         raise S3Error("AccessDenied", "Anonymous access is not allowed: sign requests with AWS Signature V4 "
                                       "using an access key from stcloud.")
     akid = parsed.credential.access_key_id
@@ -34,17 +28,6 @@ def authenticate(hreq: sigv4.HttpRequest):
     if found.state == "expired":
         raise S3Error("ExpiredToken", "The provided token has expired.", AWSAccessKeyId=akid)
     return found.principal, ctx, parsed
-
-
-def _dashboard_admin() -> bool:
-    if request.method not in ("GET", "HEAD"):
-        return False
-    token = auth.bearer()
-    if token is not None:
-        return auth.check_token(token)
-    if not auth.admin_token():
-        return True  # no admin token configured: the dashboard is open to whoever reaches it
-    return bool(session.get("admin"))
 
 
 def _lookup(akid: str) -> credentials.LookupResult:
