@@ -15,8 +15,21 @@ from stcloud.storage.s3response import xml
 
 
 def list_buckets(call: S3Call) -> Response:
-    buckets = [bi for bi in service.backend().list_buckets() if call.principal.bucket_ok(bi.name)]
-    return xml("list_buckets.xml", buckets=buckets)
+    """ListBuckets, with the optional ``max-buckets``/``continuation-token``/``prefix`` paging."""
+    prefix = request.args.get("prefix", "")
+    token = request.args.get("continuation-token")
+    after = s3request.continuation_token(token) if token else ""
+    limit = s3request.max_arg("max-buckets") if request.args.get("max-buckets") else None
+    if limit == 0:
+        raise S3Error("InvalidArgument", "max-buckets must be between 1 and 10000", ArgumentName="max-buckets")
+    buckets = [bi for bi in service.backend().list_buckets()
+               if call.principal.bucket_ok(bi.name) and bi.name.startswith(prefix) and bi.name > after]
+    next_token = None
+    if limit is not None and len(buckets) > limit:
+        buckets = buckets[:limit]
+        next_token = base64.urlsafe_b64encode(buckets[-1].name.encode()).decode().rstrip("=")
+    return xml("list_buckets.xml", buckets=buckets, prefix=prefix if "prefix" in request.args else None,
+               next_token=next_token)
 
 
 def _existing(call: S3Call) -> None:
@@ -72,11 +85,17 @@ def accept_private_acl(call: S3Call) -> None:
 
 
 def create_bucket(call: S3Call) -> Response:
+    """CreateBucket. Any region is accepted; re-creating a bucket you own succeeds without a
+    LocationConstraint (S3's us-east-1 rule) and is BucketAlreadyOwnedByYou with one."""
     if not call.principal.can_admin_buckets():
         raise deny("This access key may not create buckets.")
     bk.check_new_bucket_name(call.bucket)
-    s3request.read_small_body(call)  # CreateBucketConfiguration: any region is fine
-    service.backend().create_bucket(call.bucket)
+    body = s3request.read_small_body(call)
+    location = ""
+    if body.strip():
+        location = s3request.child_text(s3request.parse_xml(body), "LocationConstraint") or ""
+    b = service.backend()
+    b.create_bucket(call.bucket, exist_ok=location in ("", credentials.REGION))
     return Response(status=200, headers={"Location": f"/{call.bucket}"})
 
 
@@ -164,15 +183,21 @@ def delete_objects(call: S3Call) -> Response:
         key = s3request.child_text(obj, "Key")
         if not key:
             raise S3Error("MalformedXML", "Every Object needs a Key.")
+        # Unversioned buckets: "null" is every object's version; another id names nothing.
+        version = s3request.child_text(obj, "VersionId") or None
+        entry = {"key": key, "version_id": version}
+        if version not in (None, "null"):
+            errors.append({**entry, "code": "NoSuchVersion", "message": "The specified version does not exist."})
+            continue
         if not p.can_write(call.bucket, key):
-            errors.append({"key": key, "code": "AccessDenied", "message": "Access Denied"})
+            errors.append({**entry, "code": "AccessDenied", "message": "Access Denied"})
             continue
         try:
             b.delete(call.bucket, key)
             service.after_write(call.bucket, key)
         except S3Error as err:
-            errors.append({"key": key, "code": err.code, "message": err.message})
+            errors.append({**entry, "code": err.code, "message": err.message})
             continue
         if not quiet:
-            deleted.append(key)
+            deleted.append(entry)
     return xml("delete_result.xml", deleted=deleted, errors=errors)

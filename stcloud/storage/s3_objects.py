@@ -83,8 +83,26 @@ def head_object(call: S3Call) -> Response:
     return _read_object(call, head=True)
 
 
+def _part_range(info: bk.ObjectInfo) -> tuple[int, int] | None:
+    """(start, length) of ``?partNumber=N``, or None without one. A plain object is one part."""
+    raw = request.args.get("partNumber")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= bk.MAX_PARTS:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=raw[:50])
+    if request.headers.get("Range"):
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+    number = int(raw)
+    sizes = info.part_sizes or ([info.size] if not info.parts else [])
+    if number > len(sizes):
+        raise S3Error("InvalidPart", "The requested partnumber is not satisfiable", PartNumber=raw)
+    return sum(sizes[:number - 1]), sizes[number - 1]
+
+
 def _read_object(call: S3Call, *, head: bool) -> Response:
     key = call.key
+    s3request.version_id()
     info, fh = service.backend().open(call.bucket, key)
     try:
         status = _check_conditions(info, request.headers, for_get=True)
@@ -104,7 +122,11 @@ def _read_object(call: S3Call, *, head: bool) -> Response:
             fh.close()
             return Response(status=304, headers={k: v for k, v in headers.items()
                                                  if k in ("ETag", "Last-Modified")})
+        part = _part_range(info)
         byte_range = s3request.parse_range(request.headers.get("Range"), info.size)
+        if part is not None and info.parts:
+            start, length = part
+            byte_range = (start, start + length - 1) if length else None
         if byte_range is None:
             start, length, code = 0, info.size, 200
             if request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
@@ -178,7 +200,11 @@ def copy_object(call: S3Call) -> Response:
 
 
 def delete_object(call: S3Call) -> Response:
+    version = s3request.version_id()
     service.backend().delete(call.bucket, call.key)
+    if version:
+        service.after_write(call.bucket, call.key)
+        return Response(status=204, headers={"x-amz-version-id": version})
     service.after_write(call.bucket, call.key)
     return Response(status=204)
 
@@ -247,7 +273,8 @@ def complete_upload(call: S3Call) -> Response:
     upload_id = request.args.get("uploadId", "")
     b = service.backend()
     b.bucket_info(bucket)
-    b.upload_info(bucket, key, upload_id)  # NoSuchUpload before reading the body
+    if b.completed_upload(bucket, key, upload_id) is None:
+        b.upload_info(bucket, key, upload_id)  # NoSuchUpload before reading the body
     root = s3request.parse_xml(s3request.read_small_body(call))
     if s3request.local(root.tag) != "CompleteMultipartUpload":
         raise S3Error("MalformedXML")

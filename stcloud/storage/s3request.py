@@ -218,7 +218,7 @@ def object_meta() -> dict:
     for name in ("Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control", "Expires"):
         value = request.headers.get(name)
         if name == "Content-Encoding" and value:
-            value = ",".join(e.strip() for e in value.split(",") if e.strip() and e.strip().lower() != "aws-chunked")
+            value = content_encoding(value)
         if value:
             headers[name] = value
     metadata = {}
@@ -231,6 +231,24 @@ def object_meta() -> dict:
                       MaxSizeAllowed=str(bk.MAX_USER_METADATA))
     return {"content_type": request.headers.get("Content-Type") or bk.DEFAULT_CONTENT_TYPE,
             "headers": headers, "metadata": metadata}
+
+
+def content_encoding(value: str) -> str:
+    """The Content-Encoding to store: ``aws-chunked`` (a transfer detail) removed, the rest as
+    sent (``deflate, gzip`` stays ``deflate, gzip``; ``aws-chunked, gzip`` becomes ``gzip``)."""
+    codings = [e.strip() for e in value.split(",")]
+    if not any(c.lower() == "aws-chunked" for c in codings):
+        return value.strip()
+    return ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
+
+
+def version_id() -> str | None:
+    """``versionId`` of an object request. Buckets here are unversioned: every object is the
+    version ``null``; any other id names a version that does not exist."""
+    value = request.args.get("versionId")
+    if value is not None and value != "null":
+        raise S3Error("NoSuchVersion", Key=None, VersionId=value[:200])
+    return value
 
 
 # ---- bodies ---------------------------------------------------------------------------------
@@ -253,8 +271,11 @@ def body_reader(signing: sigv4.SigningContext | None, parsed: sigv4.ParsedAuth |
     raw = request.stream
     payload = parsed.payload_hash if parsed else sigv4.UNSIGNED_PAYLOAD
     encodings = [e.strip().lower() for e in request.headers.get("Content-Encoding", "").split(",") if e.strip()]
-    aws_chunked = payload in sigv4.STREAMING_MODES or "aws-chunked" in encodings
     decoded_length = int_header("x-amz-decoded-content-length")
+    # An aws-chunked body is announced by a STREAMING-* payload hash, or (clients that sign
+    # UNSIGNED-PAYLOAD) by aws-chunked with its decoded length. "aws-chunked" in the encoding
+    # alone is only a label: S3 stores such a body as sent.
+    aws_chunked = payload in sigv4.STREAMING_MODES or ("aws-chunked" in encodings and decoded_length is not None)
     expect = bk.Expectations()
     trailer_header = request.headers.get("x-amz-trailer", "").strip().lower()
     if trailer_header:
@@ -312,7 +333,7 @@ def read_small_body(call: S3Call, limit: int = MAX_XML_BODY) -> bytes:
     expect.max_size = limit
     b = service.backend()
     try:
-        received = b.receive(reader, expect)
+        received = b.receive(reader, expect, durable=False)
     except S3Error as err:
         if err.code == "EntityTooLarge":
             raise S3Error("MaxMessageLengthExceeded") from None
