@@ -931,10 +931,9 @@ def _write_json(path: Path, data: dict, tmp_dir: Path) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, separators=(",", ":"))
-            fh.flush()
-            _sync(fh.fileno())
+        # Not fsynced: a sidecar lost in a crash (or one of another version) is ignored and the
+        # object is served from its file (default content type, an etag from its inode).
         os.replace(name, path)
-        _sync_dir(path.parent)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
