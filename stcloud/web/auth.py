@@ -212,7 +212,7 @@ def _guard():
     g.actor = None
     scope.bind(None)
     scope.bind_client(None)
-    if is_machine_request():
+    if is_machine_request() or request.endpoint == "static":
         return None
     scope.bind_client(client_addr())
     if not auth_enabled():
