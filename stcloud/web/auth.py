@@ -259,7 +259,6 @@ ACTIONS = {
     "jobs_api.delete_job": "job.delete", "jobs_pages.delete_page": "job.delete",
     "rerun_api.api_rerun": "job.rerun", "rerun_pages.rerun_page": "job.rerun",
     "submit_api.refresh_job": "job.refresh", "submit_pages.refresh_page": "job.refresh",
-    "jobs_api.approve_job": "job.approve", "jobs_api.reject_job": "job.reject",
     "providers_api.put_provider": "provider.settings", "providers_pages.settings_form": "provider.settings",
     "providers_pages.declared_settings_form": "provider.settings",
     "providers_api.put_token": "provider.token.set", "providers_pages.token_form": "provider.token.set",
