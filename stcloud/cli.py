@@ -10,7 +10,7 @@ import time
 
 import click
 
-from stcloud import ROOT
+from stcloud import resources
 from stcloud.cli_options import call as client_call
 from stcloud.cli_options import fail, server_opt, token_opt  # noqa: F401 - fail is used by commands
 from stcloud.client import Client
@@ -27,8 +27,8 @@ EXTRA_COMMANDS = [
 def alembic_config(url: str):
     from alembic.config import Config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg = Config(str(resources.ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(resources.MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
