@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from stcloud import proxy_settings
 from stcloud.errors import NotConfigured
 from stcloud.providers import config, registry
 from stcloud.providers.replicate import TOKEN_MISSING, ReplicateService
@@ -23,9 +24,11 @@ def replicate_service(*, version: str | None = None, model: str | None = None) -
         raise NotConfigured(TOKEN_HELP, extra={"field": "token"})
     cfg = config.get_config("replicate")
     app_cfg = current_app.config
+    base_url = config.replicate_base_url()
     return ReplicateService(
         token,
-        base_url=config.replicate_base_url(),
+        base_url=base_url,
+        proxy=proxy_settings.current().for_url(base_url),
         model=model or cfg.get("model"),
         version=version if version is not None else cfg.get("version"),
         timeout=float(app_cfg.get("REPLICATE_TIMEOUT", 30.0)),

@@ -130,8 +130,8 @@ class _Transport(httpx.HTTPTransport):
     the client passed none, and a capped ``Retry-After`` so the client's GET retries stay
     short; the original value is kept in ``x-stcloud-retry-after``."""
 
-    def __init__(self, *, timeouts: dict, retry_after_cap: float):
-        super().__init__()
+    def __init__(self, *, timeouts: dict, retry_after_cap: float, proxy: str | None = None):
+        super().__init__(proxy=proxy)
         self._timeouts = timeouts
         self._cap = retry_after_cap
 
@@ -187,7 +187,7 @@ class ReplicateService(CloudTrainerService):
                  version: str | None = None, *, timeout: float = 30.0, connect_timeout: float = 5.0,
                  upload_timeout: float = 120.0, retry_after_cap: float = 2.0,
                  create_attempts: int = 4, backoff: float = 1.0, max_retry_wait: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, proxy: str | None = None):
         if not token:
             raise ReplicateAPIError(TOKEN_MISSING, kind="auth")
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -201,7 +201,7 @@ class ReplicateService(CloudTrainerService):
         transport = _Transport(
             timeouts={"connect": connect_timeout, "read": upload_timeout, "write": upload_timeout,
                       "pool": connect_timeout},
-            retry_after_cap=retry_after_cap)
+            retry_after_cap=retry_after_cap, proxy=proxy)  # proxy: stcloud.net decides, per base URL
         self.client = replicate.Client(
             api_token=token, base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),

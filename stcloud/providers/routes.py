@@ -8,11 +8,10 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-import requests
 from flask import Blueprint, current_app, jsonify, make_response, render_template, request
 from sqlalchemy import func, select
 
-from stcloud import db, secrets
+from stcloud import db, net, proxy_settings, secrets
 from stcloud import settings as settings_store
 from stcloud.errors import BadRequest, ProviderError, RateLimited, StcloudError
 from stcloud.jobs import states
@@ -237,7 +236,8 @@ def status_page() -> dict:
         return cache["data"]
     url = current_app.config.get("REPLICATE_STATUS_URL", STATUS_API)
     try:
-        resp = requests.get(url, timeout=(1.5, 2.5))
+        with net.requests_session(proxy_settings.current()) as http:
+            resp = http.get(url, timeout=(1.5, 2.5))
         resp.raise_for_status()
         body = resp.json()
         st = body.get("status") or {}

@@ -28,14 +28,14 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from stcloud import db
+from stcloud import db, proxy_settings
 from stcloud.errors import BadRequest, Forbidden, NotConfigured, Unauthorized, Unavailable
 from stcloud.jobs.service import apply_update_in
 from stcloud.models import Job, WebhookDelivery, utcnow
 from stcloud.providers import config as provider_config
 from stcloud.providers.replicate_map import info_from_prediction, update_from_info
 from stcloud.webhooks import netfilter, verify
-from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache, SecretUnavailable
+from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache, SecretUnavailable, fetch_secret
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ def max_body_bytes() -> int:
     return int(current_app.config.get("STCLOUD_WEBHOOK_MAX_BYTES") or DEFAULT_MAX_BODY_BYTES)
 
 
+def _fetch_secret_via_proxy(token: str, base_url: str) -> str:
+    return fetch_secret(token, base_url, proxy=proxy_settings.current().for_url(base_url))
+
+
 def secret_cache() -> SecretCache:
     """This process's cache of the signing secret (one per app)."""
     ext = current_app.extensions
@@ -80,7 +84,7 @@ def secret_cache() -> SecretCache:
     if cache is None:
         interval = current_app.config.get("STCLOUD_WEBHOOK_SECRET_MIN_REFRESH")
         cache = ext.setdefault("stcloud.webhook_secret", SecretCache(
-            min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
+            fetcher=_fetch_secret_via_proxy, min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
     return cache
 
 
