@@ -26,6 +26,8 @@ BLUEPRINT_MODULES = (
     "stcloud.workers.routes",
     "stcloud.costs.routes",
     "stcloud.snapshots.routes",
+    "stcloud.web.security",
+    "stcloud.ops.routes",
 )
 
 

@@ -15,7 +15,7 @@ import requests
 from tests.conftest import free_port
 from tests.daemons import unavailable
 from tests.publishing.conftest import filehost, hub  # noqa: F401  (re-exported fixtures)
-from tests.storage.conftest import moto_server  # noqa: F401  (re-exported fixture)
+from tests.storage.conftest import moto_server, tls_cert  # noqa: F401  (re-exported fixtures)
 
 VIA_NAME = "stcloud-test-proxy"
 

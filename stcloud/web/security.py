@@ -1,0 +1,63 @@
+"""HTTPS behind a reverse proxy, and the security headers of pages.
+
+- ``X-Forwarded-Proto`` is believed only from a peer in ``trusted_proxies`` (the Replicate
+  provider settings, the same list the webhook allowlist uses). Then the request counts as
+  HTTPS: ``url_for(..., _external=True)``, redirects and ``request.is_secure`` say https, and
+  the session cookie is sent with ``Secure``. From anyone else the header is ignored.
+- The trusted list is read from the database at most every ``TRUSTED_TTL`` seconds per
+  process, and only for requests that carry the header.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from flask import Flask, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
+
+from stcloud.providers import config as provider_config
+from stcloud.webhooks import netfilter
+
+TRUSTED_TTL = 5.0
+SCHEMES = ("http", "https")
+
+
+class TrustedForwardedProto:
+    """WSGI middleware: ``X-Forwarded-Proto`` from a trusted proxy sets ``wsgi.url_scheme``."""
+
+    def __init__(self, app: Flask, wsgi_app):
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self._lock = threading.Lock()
+        self._trusted: tuple = ()
+        self._read_at = float("-inf")
+
+    def trusted(self) -> tuple:
+        with self._lock:
+            if time.monotonic() - self._read_at > TRUSTED_TTL:
+                with self.app.app_context():
+                    values = provider_config.get_config("replicate").get("trusted_proxies") or []
+                self._trusted = netfilter.parse_networks(values)
+                self._read_at = time.monotonic()
+            return self._trusted
+
+    def __call__(self, environ, start_response):
+        proto = (environ.get("HTTP_X_FORWARDED_PROTO") or "").split(",")[-1].strip().lower()
+        if proto in SCHEMES:
+            peer = netfilter.parse_address(environ.get("REMOTE_ADDR"))
+            if peer is not None and any(peer.version == net.version and peer in net for net in self.trusted()):
+                environ["wsgi.url_scheme"] = proto
+        return self.wsgi_app(environ, start_response)
+
+
+class SecureWhenHttps(SecureCookieSessionInterface):
+    """``SESSION_COOKIE_SECURE``, or ``Secure`` whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app) or (has_request_context() and request.is_secure))
+
+
+def init_app(app: Flask) -> None:
+    app.wsgi_app = TrustedForwardedProto(app, app.wsgi_app)
+    if type(app.session_interface) is SecureCookieSessionInterface:
+        app.session_interface = SecureWhenHttps()
