@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
 from stcloud import __version__, db, scheduler
-from stcloud.errors import Forbidden
+from stcloud.errors import problem
 from stcloud.ops import metrics
 from stcloud.providers import config as provider_config
 from stcloud.web import auth
@@ -73,9 +73,9 @@ def _may_read_metrics() -> bool:
 
 @bp.get("/metrics")
 def metrics_page():
-    if not _may_read_metrics():
-        raise Forbidden("metrics need the admin key (Authorization: Bearer …) or a request from loopback "
-                        "or a trusted proxy's own address")
+    if not _may_read_metrics():  # machines read this: problem+json, never the HTML error page
+        return problem(403, "Forbidden", "metrics need the admin key (Authorization: Bearer …) or a request "
+                       "from loopback or a trusted proxy's own address")
     return Response(metrics.render(current_app), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -48,6 +48,9 @@ class Backend:
         self.env = {**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
                     "STCLOUD_HOME": str(self.home), "STCLOUD_ADMIN_TOKEN": ADMIN, "PYTHONUNBUFFERED": "1", **env}
         self.env.pop("STCLOUD_DATABASE_URL", None)
+        # gunicorn's workers share their counters through this directory (prometheus_client).
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "prometheus")
+        (workdir / "prometheus").mkdir()
         self.procs: list[subprocess.Popen] = []
         self.logs = workdir
         up = subprocess.run([sys.executable, "-m", "stcloud.cli", "db", "upgrade"], env=self.env, cwd=str(ROOT),

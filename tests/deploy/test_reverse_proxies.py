@@ -198,3 +198,22 @@ def test_forwarded_proto_is_believed_only_from_trusted_proxies(backend):
     # From any other address the header is ignored.
     untrusted = session_from(OTHER_IP).get(f"{backend.url}/jobs", headers=headers, timeout=30)
     assert untrusted.status_code == 200 and "Secure" not in untrusted.headers["Set-Cookie"]
+
+
+def test_metrics_sum_the_gunicorn_workers(backend, s3_keys):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def received() -> float:
+        text = session_from("127.0.0.1").get(f"{backend.url}/metrics", timeout=30).text
+        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "stcloud_s3_received_bytes_total")
+
+    s3 = boto3.client("s3", endpoint_url=f"{backend.url}/api/cloud/storage", region_name="us-east-1",
+                      aws_access_key_id=s3_keys["access_key_id"], aws_secret_access_key=s3_keys["secret_access_key"])
+    s3.create_bucket(Bucket="metrics")
+    before = received()
+    for i in range(6):  # several requests: both workers get some
+        s3.put_object(Bucket="metrics", Key=f"k{i}", Body=b"m" * MiB)
+    after = {received() for _ in range(6)}  # whichever worker answers, the same sum
+    assert len(after) == 1 and after.pop() - before >= 6 * MiB
+    assert session_from(OTHER_IP).get(f"{backend.url}/metrics", timeout=30).status_code == 200  # loopback
