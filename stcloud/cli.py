@@ -21,6 +21,8 @@ EXTRA_COMMANDS = [
     (None, "stcloud.workers.agent:worker_command"),
     (None, "stcloud.costs.cli:cost_group"),
     (None, "stcloud.snapshots.cli:configs_group"),
+    (None, "stcloud.ops.cli:backup_command"),
+    (None, "stcloud.ops.cli:restore_command"),
 ]
 
 
