@@ -146,3 +146,73 @@ def test_installed_wheel_has_the_worker(wheel_venv, tmp_path):
                          cwd=str(tmp_path), env=_clean_env(tmp_path / "home"), timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--server" in out.stdout
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    """The [Service] keys of a unit file in docs/deploy/ (repeated keys kept in order)."""
+    keys: dict[str, list[str]] = {}
+    section = None
+    for line in (ROOT / "docs" / "deploy" / name).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            keys.setdefault(k, []).append(v)
+    return keys
+
+
+def test_the_systemd_units_run_the_installed_wheel(wheel_venv, tmp_path):
+    """docs/deploy/stcloud.service and stcloud-scheduler.service, as written (venv path, data
+    directory and port swapped for the test's): the gunicorn server and the scheduler come up
+    from the wheel and /readyz says ready."""
+    import shlex
+
+    env_dir, _base = wheel_venv
+    port = free_port()
+    swaps = [("/opt/stcloud/venv", str(env_dir)), ("/var/lib/stcloud", str(tmp_path / "home")),
+             ("/run/stcloud", str(tmp_path / "run")), ("127.0.0.1:8080", f"127.0.0.1:{port}")]
+
+    def swap(text: str) -> str:
+        for old, new in swaps:
+            text = text.replace(old, new)
+        return text
+
+    procs = []
+    try:
+        for name in ("stcloud.service", "stcloud-scheduler.service"):
+            unit = _unit(name)
+            assert unit["User"] == ["stcloud"]
+            env = _clean_env(tmp_path / "home")
+            env.update(dict(swap(e).split("=", 1) for e in unit.get("Environment", [])))
+            for pre in unit.get("ExecStartPre", []):
+                done = subprocess.run(shlex.split(swap(pre)), env=env, cwd=str(tmp_path), capture_output=True,
+                                      text=True, timeout=120)
+                assert done.returncode == 0, (pre, done.stderr)
+            log = open(tmp_path / f"{name}.log", "wb")
+            procs.append(subprocess.Popen(shlex.split(swap(unit["ExecStart"][0])), env=env, cwd=str(tmp_path),
+                                          stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            for p in procs:
+                assert p.poll() is None, [(tmp_path / f).read_text()[-2000:] for f in
+                                          ("stcloud.service.log", "stcloud-scheduler.service.log")]
+            try:
+                if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline, "the units did not become ready"
+            time.sleep(0.5)
+        page = requests.get(url + "/jobs", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+        assert page.status_code == 200 and "/static/app.css" in page.text
+        assert "stcloud_jobs" in requests.get(url + "/metrics", timeout=30).text
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
