@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 

@@ -84,7 +84,8 @@ def secret_cache() -> SecretCache:
     if cache is None:
         interval = current_app.config.get("STCLOUD_WEBHOOK_SECRET_MIN_REFRESH")
         cache = ext.setdefault("stcloud.webhook_secret", SecretCache(
-            fetcher=_fetch_secret_via_proxy, min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
+            fetcher=_fetch_secret_via_proxy,
+            min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
     return cache
 
 

@@ -83,7 +83,8 @@ class Backend:
 def _substitute(text: str, pairs: list[tuple[str, str]], name: str) -> str:
     for old, new in pairs:
         if old not in text:
-            raise AssertionError(f"docs/deploy/{name} no longer contains {old!r}; update the test and the docs together")
+            raise AssertionError(f"docs/deploy/{name} no longer contains {old!r}; "
+                                 "update the test and the docs together")
         text = text.replace(old, new)
     return text
 
@@ -144,7 +145,8 @@ http {{
     include {w}/stcloud.conf;
 }}
 """)
-        check = subprocess.run(["nginx", "-t", "-p", str(w), "-c", str(w / "nginx.conf")], capture_output=True, text=True)
+        check = subprocess.run(["nginx", "-t", "-p", str(w), "-c", str(w / "nginx.conf")],
+                               capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"nginx -t refused the configuration: {check.stderr}")
         return subprocess.Popen(["nginx", "-p", str(w), "-c", str(w / "nginx.conf"), "-g", "daemon off;"],
@@ -167,7 +169,8 @@ class Caddy(ReverseProxy):
         (w / "Caddyfile").write_text(
             f"{{\n\thttp_port {self.http_port}\n\thttps_port {self.https_port}\n\tdefault_bind 127.0.0.1\n\tadmin off\n"
             f"\tskip_install_trust\n\tstorage file_system {w / 'data'}\n}}\n\n{site}")
-        env = {**os.environ, "HOME": str(w), "XDG_DATA_HOME": str(w / "xdg-data"), "XDG_CONFIG_HOME": str(w / "xdg-config")}
+        env = {**os.environ, "HOME": str(w), "XDG_DATA_HOME": str(w / "xdg-data"),
+               "XDG_CONFIG_HOME": str(w / "xdg-config")}
         check = subprocess.run(["caddy", "validate", "--config", str(w / "Caddyfile"), "--adapter", "caddyfile"],
                                capture_output=True, text=True, env=env)
         if check.returncode != 0:

@@ -123,7 +123,8 @@ def test_the_providers_page_setting_replaces_the_environment(proxied_app, fake, 
     client = proxied_app.test_client()
     bad = client.put("/api/cloud/settings/proxy", json={"proxy_url": "ftp://nope"})
     assert bad.status_code == 400 and bad.json["field"] == "proxy_url"
-    saved = client.put("/api/cloud/settings/proxy", json={"proxy_url": forward_proxy.url, "no_proxy": "example.invalid"})
+    saved = client.put("/api/cloud/settings/proxy",
+                       json={"proxy_url": forward_proxy.url, "no_proxy": "example.invalid"})
     assert saved.status_code == 200, saved.json
     assert saved.json["source"] == "settings" and saved.json["effective"]["http"] == forward_proxy.url
     page = client.get("/settings/proxy")

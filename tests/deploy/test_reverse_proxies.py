@@ -15,11 +15,19 @@ import pytest
 import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from prometheus_client.parser import text_string_to_metric_families
 
 from stcloud.webhooks import verify
 from tests.daemons import unavailable
-from tests.deploy.stack import (CLIENT_IP, OTHER_IP, OUTSIDE_IP, PROXIES, Backend, available,
-                                session_from)
+from tests.deploy.stack import (
+    CLIENT_IP,
+    OTHER_IP,
+    OUTSIDE_IP,
+    PROXIES,
+    Backend,
+    available,
+    session_from,
+)
 from tests.fakes.replicate_fake import FakeReplicate
 
 pytestmark = pytest.mark.slow
@@ -66,7 +74,8 @@ def proxy(request, tmp_path_factory, backend, tls_cert):
 @pytest.fixture(scope="module")
 def s3_keys(backend):
     resp = backend.admin.post(f"{backend.url}/api/cloud/storage/credentials",
-                              json={"bucket": "*", "ttl_seconds": 3600, "description": "reverse proxy test"}, timeout=30)
+                              json={"bucket": "*", "ttl_seconds": 3600, "description": "reverse proxy test"},
+                              timeout=30)
     assert resp.status_code in (200, 201), resp.text
     return resp.json()
 
@@ -201,8 +210,6 @@ def test_forwarded_proto_is_believed_only_from_trusted_proxies(backend):
 
 
 def test_metrics_sum_the_gunicorn_workers(backend, s3_keys):
-    from prometheus_client.parser import text_string_to_metric_families
-
     def received() -> float:
         text = session_from("127.0.0.1").get(f"{backend.url}/metrics", timeout=30).text
         return next(s.value for f in text_string_to_metric_families(text) for s in f.samples

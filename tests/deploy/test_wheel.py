@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import tarfile
 import time
 import venv
 from pathlib import Path
@@ -64,8 +66,6 @@ def wheel_venv(tmp_path_factory):
 
 
 def test_sdist_carries_the_data(wheel_venv):
-    import tarfile
-
     _env, base = wheel_venv
     (sdist,) = (base / "dist").glob("stcloud-*.tar.gz")
     names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
@@ -166,8 +166,6 @@ def test_the_systemd_units_run_the_installed_wheel(wheel_venv, tmp_path):
     """docs/deploy/stcloud.service and stcloud-scheduler.service, as written (venv path, data
     directory and port swapped for the test's): the gunicorn server and the scheduler come up
     from the wheel and /readyz says ready."""
-    import shlex
-
     env_dir, _base = wheel_venv
     port = free_port()
     swaps = [("/opt/stcloud/venv", str(env_dir)), ("/var/lib/stcloud", str(tmp_path / "home")),
