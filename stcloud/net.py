@@ -25,9 +25,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import httpx
-import httpx2
 import requests
-from huggingface_hub.utils._http import hf_request_event_hook
 
 SCHEMES = ("http", "https")
 
@@ -176,22 +174,24 @@ class RoutingTransport(_Routing, httpx.BaseTransport):
         super().__init__(proxies, httpx.HTTPTransport, **transport_kwargs)
 
 
-class _HubRoutingTransport(_Routing, httpx2.BaseTransport):
-    def __init__(self, proxies: Proxies):
-        super().__init__(proxies, httpx2.HTTPTransport)
-
-
 def httpx_client(proxies: Proxies, **kwargs: Any) -> httpx.Client:
     return httpx.Client(transport=RoutingTransport(proxies), trust_env=False, **kwargs)
 
 
-def hf_client_factory(proxies: Proxies) -> Callable[[], httpx2.Client]:
+def hf_client_factory(proxies: Proxies) -> Callable[[], Any]:
     """A factory for ``huggingface_hub.set_client_factory``: the library's own client settings
     (huggingface_hub >= 1.0 speaks ``httpx2``, an httpx fork) with our proxy routing."""
+    # Imported here, not at the top: huggingface_hub costs ~0.5 s of start-up for every
+    # process, and only deliveries to the Hub need it.
+    import httpx2
+    from huggingface_hub.utils._http import hf_request_event_hook
+
+    class HubRoutingTransport(_Routing, httpx2.BaseTransport):
+        pass
 
     def factory() -> httpx2.Client:
-        return httpx2.Client(transport=_HubRoutingTransport(proxies), trust_env=False, follow_redirects=True,
-                             timeout=None, event_hooks={"request": [hf_request_event_hook]})
+        return httpx2.Client(transport=HubRoutingTransport(proxies, httpx2.HTTPTransport), trust_env=False,
+                             follow_redirects=True, timeout=None, event_hooks={"request": [hf_request_event_hook]})
 
     return factory
 

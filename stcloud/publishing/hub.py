@@ -9,8 +9,6 @@ import os
 import threading
 from pathlib import Path
 
-import huggingface_hub
-
 from stcloud import net
 
 # huggingface_hub shares one HTTP client per process; it is rebuilt when the proxies change.
@@ -19,6 +17,8 @@ _client_proxies: list[net.Proxies] = []
 
 
 def _use_proxies(proxies: net.Proxies) -> None:
+    import huggingface_hub  # ~0.5 s to import: only when publishing to the Hub
+
     with _client_lock:
         if _client_proxies != [proxies]:
             huggingface_hub.set_client_factory(net.hf_client_factory(proxies))
