@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -22,6 +23,8 @@ from flask.sessions import SecureCookieSessionInterface
 
 from stcloud.providers import config as provider_config
 from stcloud.webhooks import netfilter
+
+log = logging.getLogger(__name__)
 
 TRUSTED_TTL = 5.0
 SCHEMES = ("http", "https")
@@ -53,9 +56,13 @@ class TrustedForwardedProto:
     def trusted(self) -> tuple:
         with self._lock:
             if time.monotonic() - self._read_at > TRUSTED_TTL:
-                with self.app.app_context():
-                    values = provider_config.get_config("replicate").get("trusted_proxies") or []
-                self._trusted = netfilter.parse_networks(values)
+                try:
+                    with self.app.app_context():
+                        values = provider_config.get_config("replicate").get("trusted_proxies") or []
+                    self._trusted = netfilter.parse_networks(values)
+                except Exception:  # noqa: BLE001 - database down or bad setting: trust nobody
+                    log.warning("cannot read trusted_proxies; X-Forwarded-Proto is ignored", exc_info=True)
+                    self._trusted = ()
                 self._read_at = time.monotonic()
             return self._trusted
 

@@ -41,6 +41,7 @@ def test_readyz_is_503_when_the_database_is_gone(make_app, tmp_path):
     app = make_app(STCLOUD_DATABASE_URL=f"sqlite:///{tmp_path}/missing-dir/x.db")
     c = app.test_client()
     assert c.get("/healthz").status_code == 200
+    assert c.get("/healthz", headers={"X-Forwarded-Proto": "https"}).status_code == 200
     resp = c.get("/readyz")
     assert resp.status_code == 503 and resp.json["problems"] == ["database unreachable", resp.json["problems"][1]]
 
