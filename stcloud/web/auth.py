@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 _machine_blueprints: set[str] = set()
 _public_blueprints: set[str] = set()
-PUBLIC_ENDPOINTS = {"static", "web.login", "web.login_post", "web.logout", "web.healthz",
+PUBLIC_ENDPOINTS = {"static", "web.login", "web.login_post", "web.logout",
                     "accounts_api.login", "accounts_pages.login_link"}
 CSRF_METHODS = {"POST"}  # the only unsafe method a cross-site form or simple fetch can send
 SAFE_METHODS = policy.SAFE_METHODS
