@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from alembic import command
+from sqlalchemy import create_engine, text
 
 from stcloud.cli import alembic_config
 
@@ -120,8 +121,6 @@ def sqlite_db(n: int, log_lines: int, *, rebuild: bool = False, say=print) -> Pa
 
 def postgres_load(url: str, n: int, log_lines: int) -> None:
     """Migrate the database at ``url`` and fill it like ``sqlite_db``."""
-    from sqlalchemy import create_engine, text
-
     command.upgrade(alembic_config(url), "head")
     eng = create_engine(url)
     with eng.begin() as c:

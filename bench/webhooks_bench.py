@@ -19,6 +19,8 @@ delivery stored once, all ``applied``, each job's log exactly the longest log it
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -31,6 +33,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alembic import command
+from flask import Flask, jsonify, request
+
+from bench import report
+from stcloud.cli import alembic_config
+from stcloud.webhooks.verify import sign
+from tests.conftest import free_port
+from tests.fakes.replicate_fake import FakeReplicate
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "r8_bench_token"
 LOG_LINES = 200  # the log grows to this many lines, then is resent unchanged
@@ -42,10 +53,6 @@ PATH = "/api/webhooks/replicate"
 # ---- the bare peer (``gunicorn 'bench.webhooks_bench:bare_app()'``) ----------------------
 
 def bare_app():
-    import json
-
-    from flask import Flask, jsonify, request
-
     app = Flask("bare")
 
     @app.get("/healthz")
@@ -107,10 +114,6 @@ end
 
 def write_deliveries(folder: Path, secret: str, preds: list[str], n: int, prefix: str) -> None:
     """``n`` deliveries round-robin over ``preds`` (k = the log length sent), split by thread."""
-    import hashlib
-
-    from stcloud.webhooks.verify import sign
-
     folder.mkdir(parents=True, exist_ok=True)
     ts = int(time.time())
     files = [open(folder / f"deliveries-{t}.txt", "w") for t in range(WRK_THREADS)]
@@ -238,13 +241,6 @@ def check_round(db_path: Path, prefix: str, preds: list[str], answered: int) -> 
 # ---- the benchmark ----------------------------------------------------------------------
 
 def run(duration: float, rounds: int, jobs: int, expected_rate: float, say=print) -> dict:
-    sys.path.insert(0, str(ROOT))
-    from alembic import command
-
-    from stcloud.cli import alembic_config
-    from tests.conftest import free_port
-    from tests.fakes.replicate_fake import FakeReplicate
-
     tmp = Path(tempfile.mkdtemp(prefix="stcloud-bench-wh-"))
     procs: list[subprocess.Popen] = []
     try:
@@ -319,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     res = run(args.duration, args.rounds, args.jobs, args.expected_rate)
     rows = summary(res)
+    o, b = [x.rate for x in res["ours"]], [x.rate for x in res["bare"]]
+    row = report.Row("webhooks", "signed deliveries/s, gunicorn -w 2, wrk -c8", statistics.median(o),
+                     statistics.median(b), "req/s", min(o), min(b), higher_is_better=True,
+                     goal=">=0.5x bare; " + rows[0][5] + f"; p99 {rows[2][1]:.0f} vs {rows[2][2]:.0f} ms")
+    row.met = row.ratio >= 0.5 and rows[0][5] != "CHECK FAILED"
+    report.ROWS.append(row)
     for what, ours, peer, ratio, unit, note in rows:
         print(f"{what:32s} stcloud {ours:9.1f} {unit:5s} bare {peer:9.1f} {unit:5s}"
               + (f" ratio {ratio:.2f}" if ratio is not None else "") + (f"  ({note})" if note else ""))

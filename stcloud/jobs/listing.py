@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from stcloud.errors import BadRequest
 from stcloud.models import Job, JobEvent
@@ -128,6 +128,10 @@ def _search_plan(s: Session, q: str) -> str:
 
 # ---- queries ----------------------------------------------------------------------------
 
+# what a list row never shows: left unloaded (read on access inside the session if ever)
+_LIST_OPTIONS = (defer(Job.config), defer(Job.dataloader_config), defer(Job.data_summary))
+
+
 def _owner_column():
     col = Job.__table__.c.get("owner_id")
     if col is None:
@@ -145,7 +149,12 @@ def _where(stmt, f: Filters, owner_id: int | None, plan: str | None):
     if f.q:
         if plan == "fts":
             stmt = stmt.where(Job.id.in_(_fts_ids(f.q)))
-        else:  # like, trgm (PostgreSQL's GIN index serves ILIKE)
+        elif plan == "trgm":
+            # the pattern is inlined (escaped by the driver's literal rendering): a prepared
+            # statement's generic plan cannot see how selective it is and walks the whole
+            # created_at index for a rare name instead of using the trigram index
+            stmt = stmt.where(Job.name.ilike(bindparam(None, _like_pattern(f.q), literal_execute=True), escape="\\"))
+        else:
             stmt = stmt.where(Job.name.ilike(_like_pattern(f.q), escape="\\"))
     return stmt
 
@@ -165,7 +174,7 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
         at, job_id, direction = decode_cursor(cursor)
         key = tuple_(Job.created_at, Job.id)
         boundary = tuple_(_bound_created_at(at), job_id)
-        stmt = _where(select(Job), filters, owner_id, plan)
+        stmt = _where(select(Job).options(*_LIST_OPTIONS), filters, owner_id, plan)
         if direction == "next":
             stmt = stmt.where(key < boundary).order_by(*order_desc)
         else:
@@ -182,11 +191,12 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
         if offset:
             # the page's ids come from the covering index; only those rows are read
             id_rows = list(s.scalars(ids.limit(limit + 1).offset(offset)))
-            by_id = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(id_rows[:limit])))}
+            by_id = {j.id: j for j in s.scalars(select(Job).options(*_LIST_OPTIONS)
+                                                .where(Job.id.in_(id_rows[:limit])))}
             rows = [by_id[i] for i in id_rows[:limit] if i in by_id]
             more = len(id_rows) > limit
         else:
-            rows = list(s.scalars(_where(select(Job), filters, owner_id, plan)
+            rows = list(s.scalars(_where(select(Job).options(*_LIST_OPTIONS), filters, owner_id, plan)
                                   .order_by(*order_desc).limit(limit + 1)))
             more = len(rows) > limit
             rows = rows[:limit]

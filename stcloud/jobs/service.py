@@ -177,7 +177,9 @@ def newest_job_id(s: Session) -> str | None:
 
 def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
     """Log text from byte ``offset``: ``{text, next_offset, complete, size}``."""
-    job = get_job(s, job_id)
+    job = s.execute(select(Job.status, Job.log_size).where(Job.id == job_id)).first()
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
     if offset < 0:
         raise BadRequest("offset must be >= 0")
     offset = min(offset, job.log_size)

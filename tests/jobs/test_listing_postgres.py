@@ -44,7 +44,7 @@ def test_pg_cursor_filters_search_and_logs(pg_app):
     client = pg_app.test_client()
     assert ids_of(walk(client, "", 9)) == expected_order(pg_app)
     assert ids_of(walk(client, "status=failed", 4)) == expected_order(pg_app, lambda j: j.status == "failed")
-    for q in ["LORA", "% c", "_f", "style 1"]:
+    for q in ["LORA", "% c", "_f", "style 1", "o'k\\"]:
         pages = walk(client, f"q={q.replace('%', '%25')}", 5)
         want = expected_order(pg_app, lambda j, q=q: q.lower() in j.name.lower())
         assert ids_of(pages) == want and pages[0]["total"] == len(want), q
