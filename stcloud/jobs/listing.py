@@ -169,7 +169,6 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
         raise BadRequest("give cursor or offset, not both", extra={"parameter": "cursor"})
     plan = _search_plan(s, filters.q) if filters.q else None
     order_desc = (Job.created_at.desc(), Job.id.desc())
-    direction = "next"
     if cursor:
         at, job_id, direction = decode_cursor(cursor)
         key = tuple_(Job.created_at, Job.id)
@@ -187,9 +186,9 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
         has_older = more if direction == "next" else True
         has_newer = True if direction == "next" else more
     else:
-        ids = _where(select(Job.id), filters, owner_id, plan).order_by(*order_desc)
         if offset:
             # the page's ids come from the covering index; only those rows are read
+            ids = _where(select(Job.id), filters, owner_id, plan).order_by(*order_desc)
             id_rows = list(s.scalars(ids.limit(limit + 1).offset(offset)))
             by_id = {j.id: j for j in s.scalars(select(Job).options(*_LIST_OPTIONS)
                                                 .where(Job.id.in_(id_rows[:limit])))}
