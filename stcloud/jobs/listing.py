@@ -262,7 +262,10 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: int | None = None,
     if plan == "like":
         return _estimate_like(s, filters, owner_id, url), True
     base = _where(select(literal_column("1")).select_from(Job), filters, owner_id, plan)
-    bounded = s.scalar(select(func.count()).select_from(base.limit(COUNT_EXACT_MAX + 1).subquery()))
+    # ordered like the list, so both databases walk the same composite index (PostgreSQL's
+    # generic plan for a prepared count would otherwise scan the table for a rare status)
+    first = base.order_by(Job.created_at.desc(), Job.id.desc()).limit(COUNT_EXACT_MAX + 1)
+    bounded = s.scalar(select(func.count()).select_from(first.subquery()))
     if bounded <= COUNT_EXACT_MAX:
         return int(bounded), False
     return _cached((url, filters, owner_id),
