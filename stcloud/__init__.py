@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each module has ``init_app(app)`` that registers its blueprints.
 BLUEPRINT_MODULES = (
     "stcloud.web.routes",
-    "stcloud.web.settings",
+    "stcloud.jobs.settings_routes",
     "stcloud.jobs.routes",
     "stcloud.jobs.submit_routes",
     "stcloud.providers.routes",
@@ -25,6 +25,8 @@ BLUEPRINT_MODULES = (
     "stcloud.workers.routes",
     "stcloud.costs.routes",
     "stcloud.snapshots.routes",
+    "stcloud.accounts.routes",
+    "stcloud.jobs.rerun_routes",
 )
 
 
@@ -61,4 +63,7 @@ def create_app(config: dict | None = None, home: str | None = None) -> Flask:
     from stcloud import cli
 
     cli.init_app(app)
+    from stcloud.accounts import bootstrap
+
+    bootstrap.init_app(app)
     return app

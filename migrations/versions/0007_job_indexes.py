@@ -10,11 +10,10 @@
   them and the list falls back to ``LIKE``. PostgreSQL: a ``pg_trgm`` GIN index on
   ``name`` that serves ``ILIKE '%q%'``; skipped when the extension is not available.
 
-Note for the owner filter (accounts): when ``jobs.owner_id`` exists, add
-``(owner_id, created_at, id)`` the same way in that migration.
+- ``(owner_id, created_at, id)``: a member's own jobs (accounts' owner filter).
 
 Revision ID: 0007_job_indexes
-Revises: 0006
+Revises: 0007_accounts (which adds jobs.owner_id)
 """
 import logging
 
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_job_indexes"
-down_revision = "0006"
+down_revision = "0007_accounts"
 branch_labels = None
 depends_on = None
 
@@ -32,6 +31,7 @@ INDEXES = {
     "ix_jobs_created_id": ("jobs", ["created_at", "id"]),
     "ix_jobs_status_created_id": ("jobs", ["status", "created_at", "id"]),
     "ix_jobs_provider_created_id": ("jobs", ["provider", "created_at", "id"]),
+    "ix_jobs_owner_created_id": ("jobs", ["owner_id", "created_at", "id"]),
     "ix_job_events_job_id_id": ("job_events", ["job_id", "id"]),
 }
 

@@ -132,20 +132,13 @@ def _search_plan(s: Session, q: str) -> str:
 _LIST_OPTIONS = (defer(Job.config), defer(Job.dataloader_config), defer(Job.data_summary))
 
 
-def _owner_column():
-    col = Job.__table__.c.get("owner_id")
-    if col is None:
-        raise RuntimeError("jobs.owner_id does not exist: the owner filter needs the accounts migration")
-    return col
-
-
-def _where(stmt, f: Filters, owner_id: int | None, plan: str | None):
+def _where(stmt, f: Filters, owner_id: str | None, plan: str | None):
     if f.status:
         stmt = stmt.where(Job.status == f.status[0]) if len(f.status) == 1 else stmt.where(Job.status.in_(f.status))
     if f.provider:
         stmt = stmt.where(Job.provider == f.provider)
     if owner_id is not None:
-        stmt = stmt.where(_owner_column() == owner_id)
+        stmt = stmt.where(Job.owner_id == owner_id)
     if f.q:
         if plan == "fts":
             stmt = stmt.where(Job.id.in_(_fts_ids(f.q)))
@@ -160,7 +153,7 @@ def _where(stmt, f: Filters, owner_id: int | None, plan: str | None):
 
 
 def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | None = None,
-              offset: int = 0, owner_id: int | None = None) -> Page:
+              offset: int = 0, owner_id: str | None = None) -> Page:
     """One page of jobs, newest first, plus the count. ``owner_id`` restricts to one owner.
 
     Raises BadRequest for a bad cursor, or a cursor together with an offset.
@@ -246,7 +239,7 @@ def _cached(key: tuple, compute) -> int:
     return n
 
 
-def count_jobs(s: Session, filters: Filters, *, owner_id: int | None = None,
+def count_jobs(s: Session, filters: Filters, *, owner_id: str | None = None,
                plan: str | None = None) -> tuple[int, bool]:
     """``(count, is_estimate)``.
 
@@ -275,7 +268,7 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: int | None = None,
 SAMPLE = 10_000  # newest jobs looked at to estimate a short term's share
 
 
-def _estimate_like(s: Session, filters: Filters, owner_id: int | None, url: str) -> int:
+def _estimate_like(s: Session, filters: Filters, owner_id: str | None, url: str) -> int:
     unsearched = Filters(status=filters.status, provider=filters.provider)
     base_n, _ = count_jobs(s, unsearched, owner_id=owner_id)
     if _has_fts(s) and len(filters.q) >= FTS_MIN_TERM:

@@ -4,8 +4,10 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from stcloud import db
+from stcloud.accounts import scope
 from stcloud.errors import BadRequest
 from stcloud.jobs import listing, service, states
+from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import int_arg
@@ -36,7 +38,8 @@ def list_jobs():
     limit = int_arg("limit", 50, 1, 500)
     offset = int_arg("offset", 0, 0)
     with db.session() as s:
-        page = listing.list_jobs(s, f, limit=limit, cursor=request.args.get("cursor") or None, offset=offset)
+        page = listing.list_jobs(s, f, limit=limit, cursor=request.args.get("cursor") or None, offset=offset,
+                                 owner_id=scope.owner_filter())
         items = [service.to_dict(j, include_config=False) for j in page.jobs]
     return jsonify({"jobs": items, "total": page.total, "count_is_estimate": page.count_is_estimate,
                     "limit": limit, "offset": offset, "next_cursor": page.next_cursor,
@@ -88,12 +91,13 @@ def job_list():
     cursor = request.args.get("cursor") or None
     offset = (int_arg("page", 1, 1) - 1) * PAGE_SIZE  # old ?page= links still work
     with db.session() as s:
-        page = listing.list_jobs(s, f, limit=PAGE_SIZE, cursor=cursor, offset=0 if cursor else offset)
+        page = listing.list_jobs(s, f, limit=PAGE_SIZE, cursor=cursor, offset=0 if cursor else offset,
+                                 owner_id=scope.owner_filter())
         return render("jobs/list.html", block="job_table", jobs=page.jobs, page=page,
                       count_label=listing.count_label(page.total, page.count_is_estimate),
                       first_page=not cursor and not offset, filters=f, nav="jobs",
                       newest_id=service.newest_job_id(s), self_url=request.full_path.rstrip("?"),
-                      providers=registry.names(), statuses=states.STATUSES)
+                      providers=registry.display_order(), statuses=states.STATUSES)
 
 
 @pages.get("/jobs/changes")
@@ -157,5 +161,7 @@ def delete_page(job_id):
 
 
 def init_app(app):
+    app.jinja_env.globals.update(is_terminal=states.is_terminal, STATUSES=states.STATUSES,
+                                 percent=progress_mod.percent)
     app.register_blueprint(api)
     app.register_blueprint(pages)

@@ -4,7 +4,7 @@ change the job's status — most webhook deliveries and poller answers.
 ``apply_streaming`` does what ``service.apply_update_in`` does for such an update with three
 prepared statements (read the job's state, append the new log tail as one chunk, update the
 row) instead of loading the job into the ORM and flushing its unit of work. Anything else —
-a status change, outputs, an error, provider data, extra columns — answers None and the
+a status change, outputs, an error, progress set by the provider, extra columns — answers None and the
 caller takes the full path (``service.apply_update_in``, the one transition function).
 tests/jobs/test_streaming.py checks that both paths leave the same job behind.
 """
@@ -29,20 +29,23 @@ class JobState:
     progress: dict | None
     started_at: datetime | None
     rate_usd_per_second: float | None
+    provider_data: dict | None
 
 
 _STATE_COLUMNS = dict(id=String(), status=String(), log_size=Integer(), progress=JSON(),
-                      started_at=UTCDateTime(), rate_usd_per_second=Float())
-_STATE_SQL = ("SELECT id, status, log_size, progress, started_at, rate_usd_per_second FROM jobs "
+                      started_at=UTCDateTime(), rate_usd_per_second=Float(), provider_data=JSON())
+_STATE_SQL = ("SELECT id, status, log_size, progress, started_at, rate_usd_per_second, provider_data FROM jobs "
               "WHERE provider = :provider AND provider_job_id = :provider_job_id LIMIT 1")
 _STATE = text(_STATE_SQL).columns(**_STATE_COLUMNS)
 _STATE_FOR_UPDATE = text(_STATE_SQL + " FOR UPDATE").columns(**_STATE_COLUMNS)
 _APPEND = text('INSERT INTO job_log_chunks (job_id, "offset", data) VALUES (:job_id, :offset, :data)')
 _UPDATE = text(
     "UPDATE jobs SET log_size = :log_size, progress = :progress, started_at = :started_at, "
+    "provider_data = :provider_data, "
     "billed_seconds = COALESCE(:billed_seconds, billed_seconds), cost_usd = COALESCE(:cost_usd, cost_usd), "
     "updated_at = :updated_at WHERE id = :id"
 ).bindparams(bindparam("progress", type_=JSON()), bindparam("started_at", type_=UTCDateTime()),
+             bindparam("provider_data", type_=JSON()),
              bindparam("updated_at", type_=UTCDateTime()))
 
 
@@ -58,7 +61,7 @@ def state_by_provider_id(s: Session, provider: str, provider_job_id: str) -> Job
 def is_streaming(update: JobUpdate, status: str) -> bool:
     return (update.status in (None, status) and update.error is None
             and not (update.logs_full is not None and update.logs_append) and update.outputs is None
-            and not update.provider_data and not update.progress and not update.extra
+            and not update.progress and not update.extra
             and update.completed_at is None)
 
 
@@ -86,8 +89,14 @@ def apply_streaming(s: Session, job: JobState, update: JobUpdate) -> ApplyResult
         billed = update.billed_seconds
         if job.rate_usd_per_second is not None:
             cost = round(billed * job.rate_usd_per_second, 6)
-    if data or started_at != job.started_at or billed is not None:  # the ORM also skips a no-op
+    if update.cost_usd is not None and update.cost_usd >= 0:  # the provider's own bill wins
+        cost = round(float(update.cost_usd), 6)
+    provider_data = job.provider_data
+    if update.provider_data:
+        provider_data = {**(job.provider_data or {}), **update.provider_data}
+    if (data or started_at != job.started_at or billed is not None or cost is not None
+            or provider_data != job.provider_data):  # the ORM also skips a no-op
         conn.execute(_UPDATE, {"id": job.id, "log_size": job.log_size + len(data), "progress": progress or {},
-                            "started_at": started_at, "billed_seconds": billed, "cost_usd": cost,
-                            "updated_at": utcnow()})
+                               "started_at": started_at, "provider_data": provider_data,
+                               "billed_seconds": billed, "cost_usd": cost, "updated_at": utcnow()})
     return ApplyResult(job.id, job.status, job.status, moved=False, accepted=True)

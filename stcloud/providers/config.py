@@ -12,8 +12,10 @@ from urllib.parse import urlparse
 from flask import current_app
 
 from stcloud import db, secrets
+from stcloud import settings as settings_store
 from stcloud.errors import BadRequest
 from stcloud.models import ProviderConfig
+from stcloud.providers.base import SettingField
 
 TOKEN_SECRET_KEY = "replicate_api_token"
 
@@ -26,7 +28,7 @@ REPLICATE_DEFAULTS: dict = {
     "webhook_require_signature": True,
     "trusted_proxies": [],
 }
-DEFAULTS = {"replicate": REPLICATE_DEFAULTS, "worker": {}, "local": {}}
+DEFAULTS = {"replicate": REPLICATE_DEFAULTS}
 
 
 def _networks(field: str, value) -> list[str]:
@@ -110,6 +112,32 @@ def update_config(provider: str, changes: dict, validator=None) -> dict:
     return get_config(provider)
 
 
+PUBLIC_URL_HELP = "set your public URL without the path; stcloud appends /api/webhooks/replicate"
+
+
+def public_url_view() -> dict:
+    """The instance's public URL (stored with the Replicate config, where the webhook
+    endpoint is derived from; ``STCLOUD_PUBLIC_URL`` is the fallback) and where it comes from."""
+    cfg = get_config("replicate")
+    with db.session() as s:
+        row = s.get(ProviderConfig, "replicate")
+        stored = (row.config or {}).get("public_url") if row else None
+    source = "settings" if stored else ("env" if current_app.config.get("STCLOUD_PUBLIC_URL") else None)
+    return {"public_url": cfg.get("public_url"), "webhook_endpoint": webhook_endpoint(cfg),
+            "source": source, "help": PUBLIC_URL_HELP}
+
+
+def set_public_url(value) -> dict:
+    """Validate and store the public URL (None clears it); mirrored in the ``public_url``
+    setting for readers that look there. Raises BadRequest naming the field."""
+    if value is not None and not isinstance(value, str):
+        raise BadRequest("public_url must be a string URL or null", extra={"field": "public_url"})
+    clean = normalize_public_url(value)
+    update_config("replicate", {"public_url": clean})
+    settings_store.put("public_url", clean)
+    return public_url_view()
+
+
 def webhook_endpoint(cfg: dict | None = None) -> str | None:
     cfg = cfg if cfg is not None else get_config("replicate")
     return f"{cfg['public_url']}/api/webhooks/replicate" if cfg.get("public_url") else None
@@ -128,3 +156,55 @@ def replicate_token_source() -> str | None:
 
 def replicate_base_url() -> str:
     return os.environ.get("REPLICATE_BASE_URL") or current_app.config.get("REPLICATE_BASE_URL") or "https://api.replicate.com"
+
+
+# ---- declared settings (plugin providers) ---------------------------------------------------
+
+def _secret_key(provider: str, name: str) -> str:
+    return f"provider:{provider}:{name}"
+
+
+def get_secret(provider: str, name: str) -> str | None:
+    """A write-only (``secret``) setting of ``provider``, for its factory."""
+    return secrets.get(current_app.config["STCLOUD_HOME"], _secret_key(provider, name))
+
+
+def declared_values(provider: str, fields: tuple[SettingField, ...]) -> dict:
+    """The current values of declared settings (defaults filled in; secrets as set / not set)."""
+    stored = get_config(provider)
+    out = {}
+    for f in fields:
+        if f.kind == "secret":
+            out[f.name] = {"set": bool(get_secret(provider, f.name))}
+        else:
+            out[f.name] = stored.get(f.name, f.default)
+    return out
+
+
+def update_declared(provider: str, fields: tuple[SettingField, ...], changes) -> dict:
+    """Validate ``changes`` against the declared settings, then store them (secrets in
+    ``secrets.json``): nothing is written when one is bad. Raises BadRequest naming the field."""
+    if not isinstance(changes, dict) or not changes:
+        raise BadRequest("send at least one setting as a JSON object")
+    by_name = {f.name: f for f in fields}
+    clean: dict = {}
+    for key, value in changes.items():
+        spec = by_name.get(key)
+        if spec is None:
+            known = ", ".join(by_name) or "none"
+            raise BadRequest(f"unknown setting {key!r} for {provider}; its settings: {known}", extra={"field": key})
+        try:
+            clean[key] = spec.parse(value)
+        except ValueError as exc:
+            raise BadRequest(str(exc), extra={"field": key}) from None
+    home = current_app.config["STCLOUD_HOME"]
+    plain = {k: v for k, v in clean.items() if by_name[k].kind != "secret"}
+    if plain:
+        update_config(provider, plain, validator=lambda c: c)
+    for key, value in clean.items():
+        if by_name[key].kind == "secret":
+            if value:
+                secrets.put(home, _secret_key(provider, key), value)
+            else:
+                secrets.delete(home, _secret_key(provider, key))
+    return declared_values(provider, fields)

@@ -31,12 +31,13 @@ from sqlalchemy import bindparam, select, text
 from stcloud import db
 from stcloud.errors import BadRequest, Forbidden, NotConfigured, Unauthorized, Unavailable
 from stcloud.jobs import streaming
-from stcloud.jobs.service import apply_update_in
+from stcloud.jobs.service import apply_update_in, update_from_info
 from stcloud.models import Job, UTCDateTime, WebhookDelivery, utcnow
 from stcloud.providers import config as provider_config
-from stcloud.providers.replicate_map import info_from_prediction, update_from_info
+from stcloud.providers import registry
+from stcloud.providers.base import SecretUnavailable
 from stcloud.webhooks import netfilter, verify
-from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache, SecretUnavailable
+from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ PROVIDER = "replicate"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # Replicate resends the whole training log each time
 TEST_MARKER = "stcloud_test"
 TEST_ID_PREFIX = "msg_stcloudtest_"
-JOB_ID_INPUT = "stcloud_job_id"  # our job id in the prediction input (providers/replicate.py)
 TEST_TIMEOUT = (5.0, 15.0)  # connect, read — for the "Test webhook" delivery
 
 # outcome values stored in webhook_deliveries.outcome (duplicates are answered, not stored)
@@ -81,8 +81,14 @@ def secret_cache() -> SecretCache:
     if cache is None:
         interval = current_app.config.get("STCLOUD_WEBHOOK_SECRET_MIN_REFRESH")
         cache = ext.setdefault("stcloud.webhook_secret", SecretCache(
-            min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
+            _fetch_secret, min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
     return cache
+
+
+def _fetch_secret(token: str, base_url: str) -> str:
+    """The provider's adapter fetches its signing secret (the cache is keyed by token and
+    base URL, so a changed token drops the old secret)."""
+    return registry.get(PROVIDER).webhook_secret()
 
 
 def receiver_config() -> dict:
@@ -232,14 +238,15 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
         if is_test:
             outcome, detail = TEST, "test delivery from stcloud"
         elif pred_id:
-            update = update_from_info(info_from_prediction(payload),
-                                      detail=f"replicate webhook: {raw_status} ({webhook_id})")
+            service = registry.get(PROVIDER)
+            update = update_from_info(service.parse_webhook(payload), provider=PROVIDER,
+                                      detail=f"{PROVIDER} webhook: {raw_status} ({webhook_id})")
             state = streaming.state_by_provider_id(s, PROVIDER, pred_id)
             # most deliveries only stream log and progress: three statements, no ORM flush
             result = streaming.apply_streaming(s, state, update) if state is not None else None
             if result is None:
                 job = (s.get(Job, state.id, with_for_update=True) if state is not None
-                       else _bind_job(s, pred_id, payload))
+                       else _bind_job(s, service, pred_id, payload))
                 if job is not None:
                     result = apply_update_in(s, job, update, source="webhook")
         if result is None and not is_test:
@@ -264,16 +271,15 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
                        result.status if result is not None else None, detail)
 
 
-def _bind_job(s, pred_id: str, payload: dict) -> Job | None:
+def _bind_job(s, service, pred_id: str, payload: dict) -> Job | None:
     """The job of a prediction we have not linked yet.
 
     Replicate sends "start" as soon as the prediction exists, which can be before the
-    submit path has stored the prediction id. The submit path puts our job id in the
-    prediction's input (part of the signed body): bind on it, but only a job that has no
-    prediction yet.
+    submit path has stored the prediction id. The launch puts our job id in the prediction
+    (part of the signed body): bind on it, but only a job that has no prediction yet.
     """
-    our_id = (payload.get("input") or {}).get(JOB_ID_INPUT) if isinstance(payload.get("input"), dict) else None
-    if not isinstance(our_id, str) or not our_id:
+    our_id = service.webhook_job_id(payload)
+    if not our_id:
         return None
     job = s.scalars(select(Job).where(Job.id == our_id, Job.provider == PROVIDER).with_for_update()).first()
     if job is None or job.provider_job_id not in (None, ""):

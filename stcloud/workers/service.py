@@ -23,11 +23,15 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from stcloud import db, settings
+from stcloud import db, secrets, settings
+from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import states
 from stcloud.models import Job, Worker, utcnow
+from stcloud.providers import registry
+from stcloud.storage import credentials as creds_mod
+from stcloud.storage import service as storage_service
 from stcloud.workers import matching
 
 log = logging.getLogger(__name__)
@@ -232,8 +236,6 @@ def delete_worker(worker_id: str, *, force: bool = False) -> None:
 def ensure_local_worker(home) -> tuple[str, str]:
     """The embedded worker's row and token (kept in secrets.json as ``local_worker_token``).
     Returns (worker_id, token)."""
-    from stcloud import secrets
-
     token = secrets.get(home, "local_worker_token")
     with db.transaction() as s:
         w = s.scalars(select(Worker).where(Worker.is_local.is_(True)).order_by(Worker.created_at)).first()
@@ -294,14 +296,9 @@ def _end_attempt(job: Job, outcome: str) -> None:
 
 def _finalize_cost(s: Session, job: Job) -> None:
     try:
-        from stcloud.costs import service as costs
-    except ImportError:
-        return
-    if hasattr(costs, "finalize_worker_cost"):
-        try:
-            costs.finalize_worker_cost(s, job)
-        except Exception:  # cost bookkeeping must never lose the end state
-            log.exception("finalize_worker_cost failed for job %s", job.id)
+        costs.finalize_worker_cost(s, job)
+    except Exception:  # cost bookkeeping must never lose the end state
+        log.exception("finalize_worker_cost failed for job %s", job.id)
 
 
 def _requeue_in(s: Session, job: Job, reason: str, *, source: str) -> str:
@@ -419,10 +416,18 @@ class Draining(Exception):
     """The worker is draining: it must not claim (the agent exits when idle)."""
 
 
+def worker_pools() -> dict[str, str]:
+    """``{provider: pool}`` of the providers whose jobs self-hosted workers claim. Jobs of
+    any other provider (Replicate, or a Slurm job that its own agent claims by id) are
+    never handed out here."""
+    return {name: svc.worker_pool for name, svc in registry.services() if svc.worker_pool}
+
+
 def claim(worker_id: str) -> dict | None:
     """Lease the oldest queued job this worker may run; None when there is none.
     Raises Draining (the worker is draining), Conflict (it already holds a running job)."""
     expire_leases()
+    pools = worker_pools()
     now = utcnow()
     with db.transaction() as s:
         timeout = timeout_seconds(s)
@@ -442,12 +447,12 @@ def claim(worker_id: str) -> dict | None:
             candidates = s.execute(
                 select(Job.id, Job.provider, Job.requirements)
                 .where(Job.status == states.QUEUED, Job.worker_id.is_(None),
-                       Job.provider.in_(matching.providers_for(caps.is_local)))
+                       Job.provider.in_(matching.providers_for(pools, caps.is_local)))
                 .order_by(Job.created_at, Job.id).limit(CLAIM_SCAN_LIMIT)).all()
         payload = None
         lease = now + timedelta(seconds=timeout)
         for cand in candidates:
-            if not matching.can_claim(cand.provider, cand.requirements, caps):
+            if not matching.can_claim(cand.provider, cand.requirements, caps, pools):
                 continue
             # Compare-and-set: only one claimer's UPDATE can match the queued, unowned row.
             res = s.execute(
@@ -490,21 +495,12 @@ def claim(worker_id: str) -> dict | None:
 
 def storage_for_job(job_id: str) -> dict | None:
     """Per-job S3 credentials for the built-in endpoint (bucket ``outputs``, prefix
-    ``<job_id>/``), or None when the storage module is not available."""
+    ``<job_id>/``), or None when they cannot be minted (the job then runs without uploads)."""
     try:
-        from stcloud.storage import credentials as creds_mod
-    except ImportError:
-        return None
-    fn = getattr(creds_mod, "credentials_for_job", None)
-    if fn is None:
-        return None
-    try:
-        raw = fn(job_id)
+        raw = creds_mod.credentials_for_job(job_id)
     except Exception:
         log.exception("could not mint storage credentials for job %s", job_id)
         return None
-    if not isinstance(raw, dict):  # a dataclass or object: read its attributes
-        raw = {k: getattr(raw, k) for k in dir(raw) if not k.startswith("_") and not callable(getattr(raw, k))}
     get = raw.get
     expires = get("expires_at")
     return {
@@ -668,15 +664,10 @@ def _sync_outputs(job_id: str, reported: list[dict]) -> None:
     """Refresh ``job.outputs`` from the built-in endpoint; without it, keep what the agent
     reported."""
     try:
-        from stcloud.storage import service as storage_service
-    except ImportError:
-        storage_service = None
-    if storage_service is not None and hasattr(storage_service, "sync_job_outputs"):
-        try:
-            storage_service.sync_job_outputs(job_id)
-            return
-        except Exception:
-            log.exception("could not list the outputs of %s", job_id)
+        storage_service.sync_job_outputs(job_id)
+        return
+    except Exception:
+        log.exception("could not list the outputs of %s", job_id)
     if reported:
         jobs_service.apply_update(job_id, jobs_service.JobUpdate(outputs=reported), source=SOURCE)
 
@@ -700,7 +691,7 @@ def expire_leases(now: datetime | None = None) -> list[str]:
     with db.session() as s:
         timeout = timeout_seconds(s)
         ids = list(s.scalars(
-            select(Job.id).where(Job.status == states.RUNNING, Job.provider.in_(matching.WORKER_PROVIDERS),
+            select(Job.id).where(Job.status == states.RUNNING, Job.provider.in_(worker_pools()),
                                  Job.lease_expires_at.is_not(None), Job.lease_expires_at < now)))
     done = []
     for job_id in ids:

@@ -22,7 +22,9 @@ def _updates(rng: random.Random) -> list[JobUpdate]:
             n = min(len(lines), n + rng.randint(0, 4))
             out.append(JobUpdate(status="running", logs_full="".join(lines[:n]),
                                  started_at=T0 + timedelta(seconds=rng.randint(0, 5)),
-                                 billed_seconds=rng.choice([None, float(n)])))
+                                 billed_seconds=rng.choice([None, float(n)]),
+                                 cost_usd=rng.choice([None, None, n / 100]),
+                                 provider_data=rng.choice([None, {"urls": {"get": "x"}, "version": f"v{n % 3}"}])))
         elif kind < 0.8:
             out.append(JobUpdate(logs_append=f"[worker] note {rng.randint(0, 9)}\n"))
         else:  # shorter (a stale resend): nothing new
@@ -36,6 +38,7 @@ def _snapshot(app, job_id):
         data = b"".join(c.data for c in s.query(JobLogChunk).filter_by(job_id=job_id).order_by(JobLogChunk.offset))
         return {"log": data, "log_size": job.log_size, "progress": job.progress, "status": job.status,
                 "started_at": job.started_at, "billed": job.billed_seconds, "cost": job.cost_usd,
+                "provider_data": job.provider_data,
                 "events": len(job.events)}
 
 
@@ -65,7 +68,7 @@ def test_everything_else_takes_the_full_path(app):
         state = streaming.state_by_provider_id(s, "replicate", "pred-x")
         assert state.id == jid and streaming.state_by_provider_id(s, "replicate", "nope") is None
         for update in [JobUpdate(status="completed"), JobUpdate(error="boom"), JobUpdate(outputs=[]),
-                       JobUpdate(progress={"stage": "x"}), JobUpdate(provider_data={"a": 1}),
+                       JobUpdate(progress={"stage": "x"}),
                        JobUpdate(extra={"hardware": "x"}), JobUpdate(completed_at=T0),
                        JobUpdate(logs_full="a\n", logs_append="b\n")]:
             assert streaming.apply_streaming(s, state, update) is None, update
