@@ -197,22 +197,6 @@ def get_job(s: Session, job_id: str) -> Job:
     return job
 
 
-def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | None = None,
-              q: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
-    stmt = select(Job)
-    if (owner := scope.owner_filter()) is not None:
-        stmt = stmt.where(Job.owner_id == owner)
-    if status:
-        stmt = stmt.where(Job.status.in_(status))
-    if provider:
-        stmt = stmt.where(Job.provider == provider)
-    if q:
-        stmt = stmt.where(Job.name.ilike(f"%{q}%"))
-    total = s.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = s.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)).all()
-    return list(rows), int(total or 0)
-
-
 def newest_job_id(s: Session) -> str | None:
     stmt = select(Job.id)
     if (owner := scope.owner_filter()) is not None:
@@ -222,21 +206,25 @@ def newest_job_id(s: Session) -> str | None:
 
 def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
     """Log text from byte ``offset``: ``{text, next_offset, complete, size}``."""
-    job = get_job(s, job_id)
+    job = s.execute(select(Job.status, Job.log_size, Job.owner_id).where(Job.id == job_id)).first()
+    if job is None or not scope.may_see(job.owner_id):  # members: others' jobs do not exist
+        raise NotFound(f"job {job_id} not found")
     if offset < 0:
         raise BadRequest("offset must be >= 0")
     offset = min(offset, job.log_size)
-    chunks = s.scalars(
-        select(JobLogChunk).where(JobLogChunk.job_id == job_id)
-        .where(JobLogChunk.offset + func.length(JobLogChunk.data) > offset)
+    # The chunk holding byte ``offset`` and those up to ``offset + limit``: two ranges of the
+    # (job_id, offset) index, never a walk from the start of a long log.
+    start = s.scalar(select(func.max(JobLogChunk.offset)).where(
+        JobLogChunk.job_id == job_id, JobLogChunk.offset <= offset)) or 0
+    chunks = s.execute(
+        select(JobLogChunk.offset, JobLogChunk.data)
+        .where(JobLogChunk.job_id == job_id, JobLogChunk.offset >= start,
+               JobLogChunk.offset < offset + limit)
         .order_by(JobLogChunk.offset)
     )
     buf = bytearray()
-    for chunk in chunks:
-        start = max(0, offset - chunk.offset) if not buf else 0
-        buf += chunk.data[start:]
-        if len(buf) >= limit:
-            break
+    for chunk_offset, data in chunks:
+        buf += data[max(0, offset - chunk_offset):]
     if len(buf) > limit:
         cut = limit
         while cut > 0 and (buf[cut] & 0xC0) == 0x80:  # do not split a UTF-8 sequence
