@@ -25,6 +25,7 @@ BLUEPRINT_MODULES = (
     "stcloud.workers.routes",
     "stcloud.costs.routes",
     "stcloud.snapshots.routes",
+    "stcloud.providers.slurm_routes",
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import current_app
 
 from stcloud.errors import NotConfigured
-from stcloud.providers import config, registry
+from stcloud.providers import config, registry, slurm_factory
 from stcloud.providers.replicate import TOKEN_MISSING, ReplicateService
 
 TOKEN_HELP = (f"{TOKEN_MISSING}: export REPLICATE_API_TOKEN=r8_... before starting stcloud, "
@@ -44,6 +44,7 @@ def _replicate_factory():
 
 def register_all() -> None:
     registry.register("replicate", _replicate_factory)
+    registry.register("slurm", slurm_factory.create)
 
 
 register_all()

@@ -1,0 +1,248 @@
+"""The Slurm provider (``slurm``): stcloud submits, Slurm places the work.
+
+Each stcloud job becomes one batch job named ``stcloud-<job id>`` whose script runs the stcloud
+worker agent in one-job mode (``python -m stcloud.workers.agent --server URL --job <id>
+--once``): the agent claims exactly that job with a per-job credential (``STCLOUD_JOB_TOKEN``,
+exported to the job by name, never on a command line), downloads the dataset archive, runs
+the trainer, streams logs and progress, uploads checkpoints and outputs to the built-in S3
+endpoint and reports the end state — the worker protocol.
+
+Two transports behind this one adapter: the Slurm commands on a login node (``cli``,
+default) and slurmrestd with a JWT (``rest``). No Flask, no database: settings come in the
+constructor (``SlurmConfig``), results go out as frozen dataclasses.
+
+Per-job overrides: ``RunRequest.inputs["slurm"]`` — ``{"partition", "time_limit",
+"gpus_per_job"}`` — validated by ``slurm_settings.parse_override`` before it gets here.
+``RunRequest.inputs["slurm_submission"]`` (default 1) numbers resubmissions of the same job
+(after NODE_FAIL / PREEMPTED): the per-job credential is bound to it.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from stcloud.errors import ProviderError
+from stcloud.providers.base import CloudJobInfo, CloudJobStatus, CloudTrainerService, RunRequest
+from stcloud.providers.slurm_cli import BatchJob, CliTransport, SlurmError
+from stcloud.providers.slurm_map import SlurmJob, to_info
+from stcloud.providers.slurm_rest import RestTransport
+
+PROVIDER = "slurm"
+JOB_NAME_PREFIX = "stcloud-"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+OVERRIDABLE = ("partition", "time_limit", "gpus_per_job")
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """The provider settings, as the adapter uses them (see ``slurm_settings``)."""
+
+    server_url: str
+    output_dir: str
+    transport: str = "cli"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_limit: int | None = None  # minutes
+    gpus_per_job: int = 0
+    cpus_per_job: int = 1
+    mem_per_job_mb: int | None = None
+    extra_sbatch: tuple[str, ...] = ()
+    trainer_command: str | None = None
+    agent_python: str = "python3"
+    rest_url: str | None = None
+    rest_user: str | None = None
+    rest_token: str | None = field(default=None, repr=False)
+    gpu_hour_usd: float = 0.0
+    bin_dir: str | None = None  # where sbatch & co. live (default: PATH)
+    slurm_conf: str | None = None  # SLURM_CONF for the commands (default: Slurm's own lookup)
+    work_dir: str = "${TMPDIR:-/tmp}"  # where the agent unpacks the job on the compute node
+
+
+def job_name(job_id: str) -> str:
+    return f"{JOB_NAME_PREFIX}{job_id}"
+
+
+def rate_usd_per_second(gpu_hour_usd: float, gpus: int) -> float:
+    return round(float(gpu_hour_usd) * max(int(gpus), 0) / 3600.0, 12)
+
+
+class SlurmService(CloudTrainerService):
+    def __init__(self, config: SlurmConfig, *, mint_job_token: Callable[[str, int], str],
+                 transport: Any = None):
+        self.config = config
+        self.mint_job_token = mint_job_token
+        self.transport = transport or self._make_transport(config)
+
+    @staticmethod
+    def _make_transport(config: SlurmConfig):
+        if config.transport == "rest":
+            if not (config.rest_url and config.rest_user and config.rest_token):
+                raise ProviderError("Slurm REST transport needs rest_url, rest_user and rest_token",
+                                    status=400, title="Slurm not configured")
+            return RestTransport(config.rest_url, config.rest_user, config.rest_token)
+        return CliTransport(bin_dir=config.bin_dir, slurm_conf=config.slurm_conf)
+
+    # ---- capabilities -----------------------------------------------------------------
+
+    @property
+    def provider_name(self) -> str:
+        return PROVIDER
+
+    @property
+    def supports_cost_tracking(self) -> bool:
+        return True
+
+    @property
+    def supports_live_logs(self) -> bool:
+        return True  # the agent streams them
+
+    # ---- the batch job ----------------------------------------------------------------
+
+    def resources(self, overrides: dict | None = None) -> dict:
+        """The job's partition, time limit and GPUs: the settings, then the per-job overrides."""
+        cfg = self.config
+        res = {"partition": cfg.partition, "time_limit": cfg.time_limit, "gpus_per_job": cfg.gpus_per_job}
+        for key in OVERRIDABLE:
+            if overrides and overrides.get(key) not in (None, ""):
+                res[key] = overrides[key]
+        return res
+
+    def batch_job(self, request: RunRequest) -> BatchJob:
+        """The batch script and resources for ``request`` (pure; also shown in tests/docs)."""
+        cfg = self.config
+        res = self.resources((request.inputs or {}).get("slurm"))
+        submission = int((request.inputs or {}).get("slurm_submission") or 1)
+        out = Path(cfg.output_dir)
+        output, error = str(out / "stcloud-%j.out"), str(out / "stcloud-%j.err")
+        directives = [f"--job-name={job_name(request.job_id)}", f"--output={output}", f"--error={error}",
+                      "--open-mode=append", "--requeue", "--nodes=1", "--ntasks=1",
+                      f"--cpus-per-task={cfg.cpus_per_job}"]
+        if res["partition"]:
+            directives.append(f"--partition={res['partition']}")
+        if cfg.account:
+            directives.append(f"--account={cfg.account}")
+        if cfg.qos:
+            directives.append(f"--qos={cfg.qos}")
+        if res["time_limit"]:
+            directives.append(f"--time={int(res['time_limit'])}")
+        if int(res["gpus_per_job"] or 0) > 0:
+            directives.append(f"--gpus={int(res['gpus_per_job'])}")
+        if cfg.mem_per_job_mb:
+            directives.append(f"--mem={int(cfg.mem_per_job_mb)}M")
+        directives += list(cfg.extra_sbatch)
+        agent = [cfg.agent_python, "-m", "stcloud.workers.agent", "--server", cfg.server_url,
+                 "--job", request.job_id, "--once"]
+        if cfg.trainer_command:
+            agent += ["--trainer-command", cfg.trainer_command]
+        work_dir = f'"{cfg.work_dir}/stcloud-{request.job_id}-$SLURM_JOB_ID"'
+        script = "\n".join([
+            "#!/bin/bash",
+            *(f"#SBATCH {d}" for d in directives),
+            f"# stcloud job {request.job_id} ({_comment(request.name)}), submission {submission}.",
+            "# The per-job credential arrives as STCLOUD_JOB_TOKEN in the environment.",
+            f"export PATH=\"${{PATH:-{DEFAULT_PATH}}}\" PYTHONUNBUFFERED=1",
+            f'echo "[stcloud] Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname)'
+            f' for stcloud job {request.job_id}"',
+            "exec " + " ".join(shlex.quote(a) for a in agent) + f" --work-dir {work_dir}",
+            "",
+        ])
+        env = {"STCLOUD_JOB_TOKEN": self.mint_job_token(request.job_id, submission), "PATH": DEFAULT_PATH}
+        return BatchJob(name=job_name(request.job_id), script=script, environment=env,
+                        partition=res["partition"], account=cfg.account, qos=cfg.qos,
+                        time_limit=int(res["time_limit"]) if res["time_limit"] else None,
+                        gpus=int(res["gpus_per_job"] or 0), cpus=cfg.cpus_per_job, mem_mb=cfg.mem_per_job_mb,
+                        output=output, error=error, working_dir=cfg.output_dir)
+
+    def gpus_for(self, request: RunRequest) -> int:
+        return int(self.resources((request.inputs or {}).get("slurm"))["gpus_per_job"] or 0)
+
+    # ---- CloudTrainerService ----------------------------------------------------------
+
+    def validate_credentials(self) -> dict[str, Any]:
+        try:
+            return self.transport.ping()
+        except SlurmError as exc:
+            raise ProviderError(f"Slurm: {exc}") from None
+
+    def run_job(self, request: RunRequest) -> CloudJobInfo:
+        batch = self.batch_job(request)
+        try:
+            Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if self.transport.name == "cli":  # with REST the directory lives on the cluster
+                raise ProviderError(f"Slurm: cannot create output_dir {self.config.output_dir}: {exc}") from None
+        try:
+            slurm_id = self.transport.submit(batch)
+        except SlurmError as exc:
+            raise ProviderError(f"Slurm: {exc}") from None
+        overrides = {k: v for k, v in ((request.inputs or {}).get("slurm") or {}).items() if k in OVERRIDABLE}
+        # Kept on the job (provider_data["slurm"]): what a resubmission and the cost need.
+        return CloudJobInfo(
+            provider_job_id=slurm_id, status=CloudJobStatus.QUEUED, raw_status="PENDING",
+            extra={"slurm": {
+                "job_id": slurm_id, "transport": self.transport.name, "job_name": batch.name,
+                "partition": batch.partition, "time_limit": batch.time_limit, "gpus": batch.gpus,
+                "overrides": overrides, "gpu_hour_usd": self.config.gpu_hour_usd,
+                "rate_usd_per_second": rate_usd_per_second(self.config.gpu_hour_usd, batch.gpus),
+                "submission": int((request.inputs or {}).get("slurm_submission") or 1),
+                "output": batch.output.replace("%j", slurm_id), "state": "PENDING"}})
+
+    def get_job_status(self, provider_job_id: str) -> CloudJobInfo:
+        try:
+            job = self.transport.status(provider_job_id)
+        except SlurmError as exc:
+            raise ProviderError(f"Slurm: {exc}") from None
+        if job is None:
+            return CloudJobInfo(provider_job_id=str(provider_job_id), status=None, raw_status="UNKNOWN",
+                                error=f"Slurm no longer knows job {provider_job_id} (past MinJobAge)",
+                                extra={"reason": "unknown to Slurm"})
+        return self._info(job)
+
+    def _info(self, job: SlurmJob) -> CloudJobInfo:
+        return to_info(job, gpus=self._gpus_of(job), gpu_hour_usd=self.config.gpu_hour_usd)
+
+    def _gpus_of(self, job: SlurmJob) -> int:
+        """The GPUs Slurm gave the job (its TRES), else the configured count."""
+        return job.gpus if job.gpus is not None else int(self.config.gpus_per_job or 0)
+
+    def list_jobs(self, limit: int = 50) -> list[CloudJobInfo]:
+        try:
+            jobs = self.transport.list(JOB_NAME_PREFIX)
+        except SlurmError as exc:
+            raise ProviderError(f"Slurm: {exc}") from None
+        return [self._info(j) for j in jobs[:limit]]
+
+    def cancel_job(self, provider_job_id: str) -> bool:
+        """``scancel``: Slurm sends SIGTERM to the agent and the trainer (the built-in trainer
+        saves a checkpoint at the step it is on, the agent uploads it), SIGKILL after
+        ``KillWait``."""
+        try:
+            self.transport.cancel(provider_job_id)
+        except SlurmError as exc:
+            raise ProviderError(f"Slurm: {exc}") from None
+        return True
+
+    def get_job_logs(self, provider_job_id: str) -> str:
+        """CLI: the job's ``--output`` / ``--error`` files (the agent's own lines; the
+        trainer's output streams to stcloud through the agent). REST: the files live on the
+        cluster, so the logs are the ones the agent streamed."""
+        if self.transport.name != "cli":
+            return ("[stcloud] slurmrestd does not serve job output files; the job log is what the "
+                    "agent streamed to stcloud\n")
+        parts = []
+        for suffix in ("out", "err"):
+            path = Path(self.config.output_dir) / f"stcloud-{provider_job_id}.{suffix}"
+            try:
+                parts.append(path.read_text(errors="replace"))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                parts.append(f"[stcloud] cannot read {path}: {exc}\n")
+        return "".join(parts)
+
+
+def _comment(text: str | None) -> str:
+    return "".join(c if c.isprintable() else " " for c in (text or ""))[:120]
