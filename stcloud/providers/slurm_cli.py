@@ -81,7 +81,8 @@ def parse_scontrol(text: str) -> SlurmJob | None:
         restarts=int(fields.get("Restarts") or 0) if (fields.get("Restarts") or "0").isdigit() else 0,
         submit_time=_time(fields.get("SubmitTime")), start_time=_time(fields.get("StartTime")),
         end_time=_time(fields.get("EndTime")), nodes=(fields.get("NodeList") or None),
-        partition=fields.get("Partition"), stdout=fields.get("StdOut"), gpus=gpus_in_tres(fields.get("TRES")),
+        partition=fields.get("Partition"), stdout=fields.get("StdOut"),
+        gpus=gpus_in_tres(fields.get("TRES"), fields.get("TresPerJob")),
         source="scontrol")
 
 
@@ -102,7 +103,7 @@ def job_from_json(raw: dict, source: str) -> SlurmJob:
         start_time=start, end_time=epoch(raw.get("end_time")) if state not in ("PENDING", "RUNNING") else None,
         nodes=raw.get("nodes") or None, partition=raw.get("partition"),
         stdout=raw.get("standard_output") or None,
-        gpus=gpus_in_tres(raw.get("tres_alloc_str") or raw.get("tres_req_str")), source=source)
+        gpus=gpus_in_tres(raw.get("tres_alloc_str"), raw.get("tres_per_job")), source=source)
 
 
 class CliTransport:

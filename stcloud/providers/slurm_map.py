@@ -81,12 +81,21 @@ def base_state(raw: str | None) -> str:
     return text
 
 
-def gpus_in_tres(tres: str | None) -> int | None:
-    """``cpu=1,mem=200M,node=1,gres/gpu=2`` -> 2; None without a GPU entry."""
-    for part in (tres or "").split(","):
-        key, _, value = part.partition("=")
-        if key == "gres/gpu" and value.isdigit():
-            return int(value)
+def gpus_in_tres(*tres: str | None) -> int | None:
+    """The GPUs in the first TRES string that names them: ``…,gres/gpu=2`` (allocated TRES,
+    with accounting) or ``gres:gpu:2`` / ``gres:gpu:a100:2`` (the job's request). None when
+    none does."""
+    for text in tres:
+        for part in (text or "").split(","):
+            part = part.strip()
+            if part.startswith("gres/gpu="):
+                value = part.split("=", 1)[1]
+            elif part.startswith(("gres:gpu:", "gres/gpu:")):
+                value = part.rsplit(":", 1)[1]
+            else:
+                continue
+            if value.isdigit():
+                return int(value)
     return None
 
 

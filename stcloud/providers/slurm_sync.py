@@ -117,8 +117,7 @@ def reconcile(job_id: str, info: CloudJobInfo) -> tuple[str | None, bool]:
         if (raw, reason) != (sl.get("state"), sl.get("reason")):
             _note(s, job, f"Slurm job {info.provider_job_id}: {raw}" + (f" ({reason})" if reason else "")
                   + (f" on {extra['nodes']}" if extra.get("nodes") and raw != "PENDING" else ""))
-        sl.update(state=raw, reason=reason, nodes=extra.get("nodes"),
-                  restarts=max(restarts, seen), polled_at=_iso(utcnow()))
+        sl.update(state=raw, reason=reason, nodes=extra.get("nodes"), polled_at=_iso(utcnow()))
         rate = sl.get("rate_usd_per_second")
         if rate is None and extra.get("gpus") is not None and sl.get("gpu_hour_usd") is not None:
             rate = rate_usd_per_second(sl["gpu_hour_usd"], extra["gpus"])
@@ -126,12 +125,17 @@ def reconcile(job_id: str, info: CloudJobInfo) -> tuple[str | None, bool]:
             job.rate_usd_per_second = rate
         resubmit = False
         status = info.status
+        if restarts > seen and status in (CloudJobStatus.QUEUED, CloudJobStatus.RUNNING):
+            # Slurm requeued the batch job. Once its new run is RUNNING, that run's agent
+            # settles the old attempt when it claims; before that (requeue in progress,
+            # PENDING again) the attempt ends here.
+            sl["restarts"] = restarts
+            if raw != "RUNNING" and job.status == states.RUNNING:
+                workers_service.requeue_in(s, job, f"Slurm requeued job {info.provider_job_id} "
+                                                   f"(restart {restarts}, {raw})", source=SOURCE)
         if status is None:
             log.info("slurm: job %s is %s in Slurm: no change", job_id, raw)
         elif status == CloudJobStatus.QUEUED:
-            if job.status == states.RUNNING and restarts > seen:
-                workers_service.requeue_in(s, job, f"Slurm requeued job {info.provider_job_id} "
-                                                   f"(restart {restarts}, reason {reason or 'none'})", source=SOURCE)
             if job.status == states.QUEUED:
                 job.progress = {**(job.progress or {}), "stage": f"pending in Slurm: {reason or 'waiting'}"}
         elif status == CloudJobStatus.RUNNING:

@@ -27,6 +27,7 @@ DAEMONS = ("munged", "slurmctld", "slurmd", "slurmrestd")
 REST_USER = "slurm"
 NODE = "stnode1"
 CPUS = 2
+GPUS = 2
 REAL_MEMORY_MB = 4000
 DEF_MEM_PER_CPU_MB = 200
 
@@ -112,11 +113,19 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={host} CPUs={CPUS} RealMemory={REAL_MEMORY_MB} State=UNKNOWN
+GresTypes=gpu
+NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={host} CPUs={CPUS} RealMemory={REAL_MEMORY_MB} Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName={self.partition} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 PartitionName=held Nodes={NODE} Default=NO MaxTime=INFINITE State=DOWN
 """)
         os.chmod(self.conf, 0o644)
+        # GPUs the scheduler counts (no device files): jobs asking --gpus get them in their
+        # TRES, so GPU-hour costs are real numbers; nothing here uses a GPU.
+        for i in range(GPUS):
+            (self.root / f"gpu{i}").touch()
+        (self.root / "gres.conf").write_text(
+            f"AutoDetect=off\nNodeName={NODE} Name=gpu File={self.root}/gpu[0-{GPUS - 1}]\n")
+        os.chmod(self.root / "gres.conf", 0o644)
 
     def _start(self, name: str, cmd: list[str], *, env: dict | None = None, user: str | None = None) -> None:
         log = self.root / "log" / f"{name}.out"
