@@ -60,7 +60,7 @@ def active_jobs(limit: int = BATCH) -> list[tuple[str, str]]:
 def sync_all(service: SlurmService | None = None) -> int:
     """Scheduler job: read every active Slurm job from Slurm and reconcile it. Returns how
     many were read. A Slurm that cannot be reached is logged and retried next round."""
-    forget_finished_agents()
+    settle_finished()
     jobs = active_jobs()
     if not jobs:
         return 0
@@ -216,14 +216,22 @@ def _resubmit(job_id: str, service: SlurmService, info: CloudJobInfo) -> str | N
         return job.status
 
 
-def forget_finished_agents() -> int:
-    """Worker rows that stood for the agents of Slurm jobs that have ended."""
+def settle_finished(limit: int = BATCH) -> int:
+    """Slurm jobs that ended without this sync (cancelled by a user, reported by their
+    agent): their cost at the rate recorded on the job — billing stops when the job ended
+    here — and the worker row of their agent removed. Returns how many were settled."""
+    settled = 0
     with db.transaction() as s:
-        rows = s.execute(select(Worker.id, Job.status).join(Job, Job.worker_id == Worker.id)
-                         .where(Worker.id.like(f"{workers_service.JOB_AGENT_PREFIX}%"))).all()
-        gone = [r.id for r in rows if states.is_terminal(r.status)]
-        for wid in gone:
-            w = s.get(Worker, wid)
-            if w is not None:
+        for job in s.scalars(select(Job).where(Job.provider == PROVIDER, Job.status.in_(states.TERMINAL),
+                                               Job.cost_usd.is_(None)).limit(limit)):
+            costs.finalize_worker_cost(s, job)
+            settled += 1
+        prefix = workers_service.JOB_AGENT_PREFIX
+        for w in s.scalars(select(Worker).where(Worker.id.like(f"{prefix}%")).limit(limit)):
+            if not w.id.startswith(prefix):  # "_" is a LIKE wildcard
+                continue
+            job = s.get(Job, w.id[len(prefix):])
+            if job is None or states.is_terminal(job.status):
                 s.delete(w)
-    return len(gone)
+                settled += 1
+    return settled

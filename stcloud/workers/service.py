@@ -559,13 +559,20 @@ def _take(s: Session, job: Job, w: Worker, now: datetime, lease: datetime, timeo
     return {
         "id": job.id, "name": job.name, "provider": job.provider,
         "attempt": job.attempt, "max_attempts": job.max_attempts,
-        "config": dict(job.config or {}), "dataloader_config": list(job.dataloader_config or []),
+        "config": dict(job.config or {}), "dataloader_config": _dataloader_for_agent(job),
         "archive": ({"url": f"/api/workers/jobs/{job.id}/archive", "sha256": job.dataset_sha256}
                     if job.archive_path else None),
         "checkpoint": resume, "log_seq": job.log_seq or 0,
         "requirements": job.requirements or {},
         "lease_expires_at": _iso(lease), "heartbeat_interval": heartbeat_interval(timeout),
     }
+
+
+def _dataloader_for_agent(job: Job) -> list:
+    """With an archive, the packaged datasets point inside it (``datasets/<folder>``): the
+    agent trains on what it downloaded, not on paths of the server's disk."""
+    packaged = (job.provider_data or {}).get("archive_dataloader_config")
+    return list(packaged if job.archive_path and packaged else job.dataloader_config or [])
 
 
 def _with_storage(payload: dict | None) -> dict | None:
