@@ -169,7 +169,7 @@ def run_submit(client: Client, body: dict, *, show_progress: bool = True, interv
 @click.command("submit")
 @server_opt
 @token_opt
-@click.option("--provider", required=True, type=click.Choice(["replicate", "worker", "local"]))
+@click.option("--provider", required=True, help="a provider the server lists (GET /api/cloud/providers)")
 @click.option("--config", "config_path", required=True, help="training config (JSON file)")
 @click.option("--dataloader", "dataloader_path", required=True, help="dataloader config (JSON list file)")
 @click.option("--name", default=None, help="job name")

@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from stcloud.errors import ProviderError
-from stcloud.providers.base import CloudJobInfo, CloudJobStatus, CloudTrainerService, RunRequest
+from stcloud.providers.base import (
+    CloudJobInfo,
+    CloudJobStatus,
+    CloudTrainerService,
+    HardwareProfile,
+    ProviderFailure,
+    RunRequest,
+)
 from stcloud.providers.slurm_cli import BatchJob, CliTransport, SlurmError
 from stcloud.providers.slurm_map import SlurmJob, to_info
 from stcloud.providers.slurm_rest import RestTransport
@@ -39,7 +45,7 @@ OVERRIDABLE = ("partition", "time_limit", "gpus_per_job")
 class SlurmConfig:
     """The provider settings, as the adapter uses them (see ``slurm_settings``)."""
 
-    server_url: str
+    server_url: str | None  # the stcloud URL compute nodes reach
     output_dir: str
     transport: str = "cli"
     partition: str | None = None
@@ -79,10 +85,7 @@ class SlurmService(CloudTrainerService):
     @staticmethod
     def _make_transport(config: SlurmConfig):
         if config.transport == "rest":
-            if not (config.rest_url and config.rest_user and config.rest_token):
-                raise ProviderError("Slurm REST transport needs rest_url, rest_user and rest_token",
-                                    status=400, title="Slurm not configured")
-            return RestTransport(config.rest_url, config.rest_user, config.rest_token)
+            return RestTransport(config.rest_url or "", config.rest_user or "", config.rest_token or "")
         return CliTransport(bin_dir=config.bin_dir, slurm_conf=config.slurm_conf)
 
     # ---- capabilities -----------------------------------------------------------------
@@ -93,11 +96,49 @@ class SlurmService(CloudTrainerService):
 
     @property
     def supports_cost_tracking(self) -> bool:
-        return True
+        return False  # stcloud prices the run time at the rate recorded on the job (gpu_hour_usd × GPUs)
 
     @property
     def supports_live_logs(self) -> bool:
         return True  # the agent streams them
+
+    # ---- seam members with defaults ----------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        return "Slurm cluster"
+
+    @property
+    def description(self) -> str:
+        return ("Submits each job to your Slurm cluster (sbatch or slurmrestd); the stcloud agent runs it "
+                "inside the allocation and streams logs, checkpoints and outputs back here.")
+
+    @property
+    def uploads_data(self) -> bool:
+        return False  # stcloud keeps the archive; the job's agent downloads it from here
+
+    @property
+    def supports_checkpoint_on_cancel(self) -> bool:
+        return True  # scancel's SIGTERM: the built-in trainer saves the step it is on
+
+    def poll_interval(self, status: str) -> float | None:
+        # Slurm's view is read by ``slurm_sync`` (requeues, resubmissions and silent agents
+        # need more than a status mapping), not by the generic poller.
+        return None
+
+    def hardware_profiles(self) -> list[HardwareProfile]:
+        gpus = int(self.config.gpus_per_job or 0)
+        return [HardwareProfile("slurm", f"Slurm job ({gpus} GPU{'s' if gpus != 1 else ''})",
+                                usd_per_hour=round(self.config.gpu_hour_usd * gpus, 6), gpu_count=gpus,
+                                note="gpu_hour_usd × gpus_per_job from the Slurm settings")]
+
+    def not_ready_reason(self) -> str | None:
+        cfg = self.config
+        if not cfg.server_url:
+            return "set server_url (the stcloud URL the compute nodes reach) or the public URL"
+        if cfg.transport == "rest" and not (cfg.rest_url and cfg.rest_user and cfg.rest_token):
+            return "the REST transport needs rest_url, rest_user and rest_token (from `scontrol token`)"
+        return None
 
     # ---- the batch job ----------------------------------------------------------------
 
@@ -133,7 +174,7 @@ class SlurmService(CloudTrainerService):
         if cfg.mem_per_job_mb:
             directives.append(f"--mem={int(cfg.mem_per_job_mb)}M")
         directives += list(cfg.extra_sbatch)
-        agent = [cfg.agent_python, "-m", "stcloud.workers.agent", "--server", cfg.server_url,
+        agent = [cfg.agent_python, "-m", "stcloud.workers.agent", "--server", cfg.server_url or "",
                  "--job", request.job_id, "--once"]
         if cfg.trainer_command:
             agent += ["--trainer-command", cfg.trainer_command]
@@ -165,19 +206,23 @@ class SlurmService(CloudTrainerService):
         try:
             return self.transport.ping()
         except SlurmError as exc:
-            raise ProviderError(f"Slurm: {exc}") from None
+            raise ProviderFailure(f"Slurm: {exc}") from None
 
     def run_job(self, request: RunRequest) -> CloudJobInfo:
+        reason = self.not_ready_reason()
+        if reason:
+            raise ProviderFailure(f"Slurm is not configured: {reason}", http_status=400,
+                                  title="Slurm not configured")
         batch = self.batch_job(request)
         try:
             Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             if self.transport.name == "cli":  # with REST the directory lives on the cluster
-                raise ProviderError(f"Slurm: cannot create output_dir {self.config.output_dir}: {exc}") from None
+                raise ProviderFailure(f"Slurm: cannot create output_dir {self.config.output_dir}: {exc}") from None
         try:
             slurm_id = self.transport.submit(batch)
         except SlurmError as exc:
-            raise ProviderError(f"Slurm: {exc}") from None
+            raise ProviderFailure(f"Slurm: {exc}") from None
         overrides = {k: v for k, v in ((request.inputs or {}).get("slurm") or {}).items() if k in OVERRIDABLE}
         # Kept on the job (provider_data["slurm"]): what a resubmission and the cost need.
         return CloudJobInfo(
@@ -194,7 +239,7 @@ class SlurmService(CloudTrainerService):
         try:
             job = self.transport.status(provider_job_id)
         except SlurmError as exc:
-            raise ProviderError(f"Slurm: {exc}") from None
+            raise ProviderFailure(f"Slurm: {exc}") from None
         if job is None:
             return CloudJobInfo(provider_job_id=str(provider_job_id), status=None, raw_status="UNKNOWN",
                                 error=f"Slurm no longer knows job {provider_job_id} (past MinJobAge)",
@@ -212,7 +257,7 @@ class SlurmService(CloudTrainerService):
         try:
             jobs = self.transport.list(JOB_NAME_PREFIX)
         except SlurmError as exc:
-            raise ProviderError(f"Slurm: {exc}") from None
+            raise ProviderFailure(f"Slurm: {exc}") from None
         return [self._info(j) for j in jobs[:limit]]
 
     def cancel_job(self, provider_job_id: str) -> bool:
@@ -222,7 +267,7 @@ class SlurmService(CloudTrainerService):
         try:
             self.transport.cancel(provider_job_id)
         except SlurmError as exc:
-            raise ProviderError(f"Slurm: {exc}") from None
+            raise ProviderFailure(f"Slurm: {exc}") from None
         return True
 
     def get_job_logs(self, provider_job_id: str) -> str:

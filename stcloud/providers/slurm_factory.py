@@ -12,7 +12,6 @@ import os
 
 from flask import current_app
 
-from stcloud.errors import NotConfigured
 from stcloud.providers import slurm_settings
 from stcloud.providers.slurm import SlurmConfig, SlurmService
 from stcloud.workers import service as workers_service
@@ -24,11 +23,8 @@ def _app_or_env(key: str) -> str | None:
 
 def slurm_config() -> SlurmConfig:
     cfg = slurm_settings.effective()
-    if not cfg.get("server_url"):
-        raise NotConfigured("Slurm: set server_url (the stcloud URL the compute nodes reach) or the public URL",
-                            extra={"field": "server_url"})
     return SlurmConfig(
-        server_url=cfg["server_url"], output_dir=cfg["output_dir"], transport=cfg.get("transport") or "cli",
+        server_url=cfg.get("server_url"), output_dir=cfg["output_dir"], transport=cfg.get("transport") or "cli",
         partition=cfg.get("partition"), account=cfg.get("account"), qos=cfg.get("qos"),
         time_limit=cfg.get("time_limit"), gpus_per_job=int(cfg.get("gpus_per_job") or 0),
         cpus_per_job=int(cfg.get("cpus_per_job") or 1), mem_per_job_mb=cfg.get("mem_per_job_mb"),
@@ -39,5 +35,5 @@ def slurm_config() -> SlurmConfig:
 
 
 def create() -> SlurmService:
-    """The adapter with the current settings. Raises NotConfigured."""
+    """The adapter with the current settings (``not_ready_reason`` says what is missing)."""
     return SlurmService(slurm_config(), mint_job_token=workers_service.job_token_minter())

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, jsonify
 
-from stcloud.errors import StcloudError
 from stcloud.providers import slurm_factory, slurm_settings, slurm_sync
+from stcloud.providers.base import ProviderFailure
 from stcloud.web.params import json_body
 
 SYNC_SECONDS = 5
@@ -34,10 +34,14 @@ def put_settings():
 
 @api.get("/validate")
 def validate():
+    service = slurm_factory.create()
+    reason = service.not_ready_reason()
+    if reason:
+        return jsonify({"valid": False, "error": reason})
     try:
-        info = slurm_factory.create().validate_credentials()
-    except StcloudError as exc:
-        return jsonify({"valid": False, "error": exc.detail})
+        info = service.validate_credentials()
+    except ProviderFailure as exc:
+        return jsonify({"valid": False, "error": exc.message})
     return jsonify({"valid": True, **info})
 
 

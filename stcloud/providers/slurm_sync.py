@@ -28,12 +28,11 @@ from sqlalchemy import select
 
 from stcloud import db
 from stcloud.costs import service as costs
-from stcloud.errors import StcloudError
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import states
 from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import slurm_factory
-from stcloud.providers.base import CloudJobInfo, CloudJobStatus, RunRequest
+from stcloud.providers.base import CloudJobInfo, CloudJobStatus, ProviderFailure, RunRequest
 from stcloud.providers.slurm import PROVIDER, SlurmService, rate_usd_per_second
 from stcloud.providers.slurm_map import RETRYABLE
 from stcloud.workers import service as workers_service
@@ -64,12 +63,11 @@ def sync_all(service: SlurmService | None = None) -> int:
     jobs = active_jobs()
     if not jobs:
         return 0
-    if service is None:
-        try:
-            service = slurm_factory.create()
-        except StcloudError as exc:
-            log.warning("slurm sync idle: %s", exc.detail)
-            return 0
+    service = service or slurm_factory.create()
+    reason = service.not_ready_reason()
+    if reason:
+        log.warning("slurm sync idle: %s", reason)
+        return 0
     for job_id, slurm_id in jobs:
         sync_job(job_id, service, slurm_id=slurm_id)
     return len(jobs)
@@ -86,8 +84,8 @@ def sync_job(job_id: str, service: SlurmService, *, slurm_id: str | None = None)
         return None
     try:
         info = service.get_job_status(slurm_id)
-    except StcloudError as exc:
-        log.warning("slurm: reading job %s (Slurm job %s) failed: %s", job_id, slurm_id, exc.detail)
+    except ProviderFailure as exc:
+        log.warning("slurm: reading job %s (Slurm job %s) failed: %s", job_id, slurm_id, exc.message)
         return None
     status, resubmit = reconcile(job_id, info)
     if resubmit:
@@ -196,10 +194,10 @@ def _resubmit(job_id: str, service: SlurmService, info: CloudJobInfo) -> str | N
                              inputs={"slurm": dict(sl.get("overrides") or {}), "slurm_submission": submission})
     try:
         created = service.run_job(request)
-    except StcloudError as exc:
+    except ProviderFailure as exc:
         with db.transaction() as s:
             job = s.get(Job, job_id)
-            msg = f"{info.error or info.raw_status}; submitting it again failed: {exc.detail}"
+            msg = f"{info.error or info.raw_status}; submitting it again failed: {exc.message}"
             jobs_service.apply_update_in(s, job, jobs_service.JobUpdate(status=states.FAILED, detail=msg, error=msg),
                                          source=SOURCE)
             costs.finalize_worker_cost(s, job)

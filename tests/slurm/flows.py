@@ -20,12 +20,9 @@ class Stack:
     sample: dict
     base_settings: dict = field(default_factory=dict)
 
-    direct: "DirectSubmit | None" = None
 
     def submit(self, name: str, config: dict, dataloader: list, **extra) -> dict:
         """``POST /api/cloud/jobs/submit`` with ``provider: "slurm"``; the job as answered."""
-        if self.direct is not None:
-            return self.direct.submit(name, config, dataloader, **extra)
         body = {"provider": "slurm", "name": name, "config": config, "dataloader_config": dataloader,
                 "data_consent": True, **extra}
         resp = requests.post(self.srv.url + "/api/cloud/jobs/submit", json=body, timeout=60)
@@ -35,11 +32,14 @@ class Stack:
         return job
 
     def cancel(self, job_id: str) -> dict:
-        if self.direct is not None:
-            return self.direct.cancel(job_id)
         resp = requests.post(f"{self.srv.url}/api/cloud/jobs/{job_id}/cancel", json={}, timeout=30)
         assert resp.status_code == 200, resp.text
         return resp.json()["job"]
+
+    def settings(self, **changes) -> dict:
+        resp = requests.put(self.srv.url + "/api/cloud/providers/slurm", json=changes, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
 
     def job(self, job_id: str) -> dict:
         resp = requests.get(f"{self.srv.url}/api/cloud/jobs/{job_id}", timeout=10)
@@ -82,63 +82,3 @@ class Stack:
                 return state
             time.sleep(0.3)
 
-
-class DirectSubmit:
-    """Until submit routes ``provider: "slurm"`` through the provider seam: create the job the
-    way submit does for self-hosted workers (row, archive kept on the server for the agent to
-    download, ``queued``) and start it with the adapter, in this process, on the server's
-    database and home."""
-
-    def __init__(self, home: Path, slurm_conf: Path):
-        from stcloud import create_app
-
-        self.home = home
-        self.app = create_app({"STCLOUD_HOME": str(home), "SLURM_CONF": str(slurm_conf)})
-
-    def submit(self, name: str, config: dict, dataloader: list, slurm: dict | None = None) -> dict:
-        from stcloud import db, packaging
-        from stcloud.jobs import service as jobs_service
-        from stcloud.jobs import states
-        from stcloud.models import Job, new_id
-        from stcloud.providers import slurm_factory, slurm_settings
-        from stcloud.providers.base import RunRequest
-
-        with self.app.app_context():
-            overrides = slurm_settings.parse_override(slurm)
-            job_id = new_id("job")
-            archive = packaging.build_archive(dataloader, self.home / "uploads", base_dir=self.home,
-                                              archive_name=f"{job_id}.zip")
-            with db.transaction() as s:
-                job = Job(id=job_id, name=name, provider="slurm", status=states.PENDING, config=config,
-                          dataloader_config=dataloader, gpu_count=1, archive_path=str(archive.path),
-                          dataset_sha256=archive.sha256, progress={},
-                          provider_data={"archive_dataloader_config": archive.dataloader_config})
-                s.add(job)
-                s.flush()
-                jobs_service.transition(s, job, states.UPLOADING, source="submit", detail="submitted (test)")
-            info = slurm_factory.create().run_job(RunRequest(
-                job_id=job_id, name=name, config=config, dataloader_config=dataloader,
-                archive_path=str(archive.path), inputs={"slurm": overrides}))
-            with db.transaction() as s:
-                job = s.get(Job, job_id)
-                job.provider_job_id = info.provider_job_id
-                job.provider_data = {**(job.provider_data or {}), **info.extra}
-                job.rate_usd_per_second = info.extra["slurm"]["rate_usd_per_second"]
-                jobs_service.transition(s, job, states.QUEUED, source="submit",
-                                        detail=f"Slurm job {info.provider_job_id}")
-                return jobs_service.to_dict(job)
-
-    def cancel(self, job_id: str) -> dict:
-        from stcloud import db
-        from stcloud.jobs import service as jobs_service
-        from stcloud.jobs import states
-        from stcloud.providers import slurm_factory
-
-        with self.app.app_context():
-            with db.session() as s:
-                pid = jobs_service.get_job(s, job_id).provider_job_id
-            slurm_factory.create().cancel_job(pid)
-            with db.transaction() as s:
-                job = jobs_service.get_job(s, job_id)
-                jobs_service.transition(s, job, states.CANCELLED, source="api", detail="cancelled by user")
-                return jobs_service.to_dict(job)

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from stcloud.errors import ProviderError
-from stcloud.providers.base import CloudJobStatus, RunRequest
+from stcloud.providers.base import CloudJobStatus, ProviderFailure, RunRequest
 from stcloud.providers.slurm import SlurmConfig, SlurmService
 from stcloud.providers.slurm_cli import CliTransport, parse_scontrol
 from tests.conftest import free_port
@@ -141,13 +140,13 @@ def test_unknown_job_and_bad_credentials(slurm_cluster, tmp_path):
     assert cli.validate_credentials()["version"] == "slurm-wlm 22.05.8" or \
         cli.validate_credentials()["version"].startswith("slurm")
     bad = make_service(slurm_cluster, tmp_path, transport="rest", rest_token="a.b.c")
-    with pytest.raises(ProviderError, match="refused the token|rejected|Authentication|slurmrestd"):
+    with pytest.raises(ProviderFailure, match="refused the token|rejected|Authentication|slurmrestd"):
         bad.run_job(request("job_badtoken"))
-    with pytest.raises(ProviderError, match="partition"):
+    with pytest.raises(ProviderFailure, match="partition"):
         cli.run_job(request("job_nopart", slurm={"partition": "nosuchpartition"}))
     missing = SlurmService(SlurmConfig(server_url="http://x", output_dir=str(tmp_path), bin_dir=str(tmp_path)),
                            mint_job_token=mint)
-    with pytest.raises(ProviderError, match="sbatch not found"):
+    with pytest.raises(ProviderFailure, match="sbatch not found"):
         missing.run_job(request("job_nobin"))
 
 

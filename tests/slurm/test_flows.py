@@ -35,8 +35,7 @@ def stack(slurm_cluster, tmp_path_factory):
                 "output_dir": str(home / "slurm-out"), "gpu_hour_usd": GPU_HOUR_USD}
         resp = requests.put(srv.url + "/api/cloud/providers/slurm", json=base, timeout=10)
         assert resp.status_code == 200, resp.text
-        yield flows.Stack(srv=srv, home=home, cluster=slurm_cluster, sample=sample, base_settings=base,
-                          direct=flows.DirectSubmit(home, slurm_cluster.conf))
+        yield flows.Stack(srv=srv, home=home, cluster=slurm_cluster, sample=sample, base_settings=base)
     finally:
         srv.stop()
 
@@ -114,8 +113,11 @@ def test_cancel_scancels_and_stops_billing(stack):
 
 
 def test_time_limit_ends_in_timeout_failed_with_that_reason(stack):
-    job = stack.submit("slurm-timeout", sample_config(stack, step_delay_seconds=1.0), sample_dataloader(stack),
-                       slurm={"time_limit": 1})
+    stack.settings(time_limit=1)
+    try:
+        job = stack.submit("slurm-timeout", sample_config(stack, step_delay_seconds=1.0), sample_dataloader(stack))
+    finally:
+        stack.settings(time_limit=stack.base_settings["time_limit"])
     done = stack.wait(job["id"], lambda j: j["terminal"], timeout=200)
     assert done["status"] == "failed", done
     assert done["error"].startswith("Slurm: TIMEOUT — the job hit its time limit"), done["error"]
@@ -124,7 +126,11 @@ def test_time_limit_ends_in_timeout_failed_with_that_reason(stack):
 
 
 def test_pending_job_shows_slurms_reason(stack):
-    job = stack.submit("slurm-held", sample_config(stack), sample_dataloader(stack), slurm={"partition": "held"})
+    stack.settings(partition="held")  # DOWN: jobs wait there
+    try:
+        job = stack.submit("slurm-held", sample_config(stack), sample_dataloader(stack))
+    finally:
+        stack.settings(partition=stack.base_settings["partition"])
     waiting = stack.wait(job["id"], lambda j: "PartitionDown" in (j["progress"].get("stage") or ""), timeout=30)
     assert waiting["status"] == "queued"
     assert waiting["progress"]["stage"] == "pending in Slurm: PartitionDown"
