@@ -205,7 +205,16 @@ PartitionName=held Nodes={NODE} Default=NO MaxTime=INFINITE State=DOWN
 
     def _node_idle(self) -> bool:
         out = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False, timeout=5).stdout
-        return any(line.split()[1].startswith("idle") for line in out.splitlines() if line.startswith(NODE))
+        return any(line.split()[1].startswith(("idle", "mix", "alloc")) for line in out.splitlines()
+                   if line.startswith(NODE))
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Until the node takes jobs again (after a test set it DOWN)."""
+        deadline = time.monotonic() + timeout
+        while not self._node_idle():
+            if time.monotonic() > deadline:
+                raise ClusterError(f"node {NODE} not back: " + self.run("sinfo", "-N", check=False).stdout)
+            time.sleep(0.2)
 
     def _rest_up(self) -> bool:
         resp = requests.get(f"{self.rest_url}/openapi/v3", timeout=2)

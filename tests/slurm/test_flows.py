@@ -145,7 +145,12 @@ def test_requeue_mid_training_resumes_from_the_checkpoint(stack):
     cfg = sample_config(stack, step_delay_seconds=0.1, checkpointing_steps=20)
     job = stack.submit("slurm-requeue", cfg, sample_dataloader(stack))
     stack.wait(job["id"], lambda j: (j["checkpoint"] or {}).get("step", 0) >= 40, timeout=120)
-    stack.cluster.run("scontrol", "requeue", job["provider_job_id"])
+    slurm_id = job["provider_job_id"]
+    stack.cluster.run("scontrol", "requeue", slurm_id)
+    # Slurm holds a requeued job back (reason BeginTime) for a while; the admin lets it go now.
+    pending = stack.wait_slurm(slurm_id, lambda j: j["job_state"] == "PENDING", timeout=30)
+    assert pending["restart_cnt"] == 1
+    stack.cluster.run("scontrol", "update", f"JobId={slurm_id}", "StartTime=now")
     done = stack.wait(job["id"], lambda j: j["terminal"], timeout=180)
     logs = stack.logs(job["id"])
     assert done["status"] == "completed", (done, logs[-3000:])
@@ -180,3 +185,32 @@ def test_ten_jobs_at_once_queue_in_slurm_and_all_complete(stack):
     assert all(d["status"] == "completed" for d in done.values()), [d["error"] for d in done.values()]
     # two CPUs and two GPUs for ten jobs: Slurm queued most of them, with its reasons
     assert reasons & {"Resources", "Priority"}, reasons
+
+
+def test_node_failure_resubmits_and_resumes_from_the_checkpoint(stack):
+    """Without Slurm's own requeue (``--no-requeue``) a node failure ends the batch job in
+    NODE_FAIL: stcloud submits a new batch job with a new credential, which resumes from the
+    last uploaded checkpoint."""
+    stack.settings(extra_sbatch=["--no-requeue"])
+    try:
+        job = stack.submit("slurm-nodefail", sample_config(stack, step_delay_seconds=0.1, checkpointing_steps=20),
+                           sample_dataloader(stack))
+    finally:
+        stack.settings(extra_sbatch=[])
+    first_id = job["provider_job_id"]
+    stack.wait(job["id"], lambda j: (j["checkpoint"] or {}).get("step", 0) >= 40, timeout=120)
+    stack.cluster.run("scontrol", "update", "NodeName=stnode1", "State=DOWN", "Reason=stcloud-test")
+    try:
+        stack.wait_slurm(first_id, lambda j: j["job_state"] == "NODE_FAIL", timeout=30)
+        moved = stack.wait(job["id"], lambda j: j["provider_job_id"] not in (None, first_id), timeout=30)
+        assert moved["attempt"] == 2 and moved["status"] == "queued"
+    finally:
+        resume = stack.cluster.run("scontrol", "update", "NodeName=stnode1", "State=RESUME", check=False)
+        assert resume.returncode == 0 or "Invalid node state" in resume.stderr, resume.stderr
+        stack.cluster.wait_idle()
+    done = stack.wait(job["id"], lambda j: j["terminal"], timeout=150)
+    logs = stack.logs(job["id"])
+    assert done["status"] == "completed", (done, logs[-3000:])
+    assert f"Slurm job {first_id}: NODE_FAIL" in logs and "submitted again as Slurm job" in logs
+    assert int(logs.split("resuming from the checkpoint at step ", 1)[1].split()[0]) >= 40
+    assert stack.squeue(done["provider_job_id"])["job_state"] in ("COMPLETED", "COMPLETING", "RUNNING")
