@@ -185,8 +185,8 @@ class SlurmService(CloudTrainerService):
             f"# stcloud job {request.job_id} ({_comment(request.name)}), submission {submission}.",
             "# The per-job credential arrives as STCLOUD_JOB_TOKEN in the environment.",
             f"export PATH=\"${{PATH:-{DEFAULT_PATH}}}\" PYTHONUNBUFFERED=1",
-            f'echo "[stcloud] Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname)'
-            f' for stcloud job {request.job_id}"',
+            (f'echo "[stcloud] Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname)'
+             f' for stcloud job {request.job_id}"'),
             "exec " + " ".join(shlex.quote(a) for a in agent) + f" --work-dir {work_dir}",
             "",
         ])

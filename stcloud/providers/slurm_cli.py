@@ -17,7 +17,6 @@ from pathlib import Path
 
 from stcloud.providers.slurm_map import SlurmJob, base_state, clean_reason, epoch, gpus_in_tres
 
-COMMANDS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 _JOB_ID_RE = re.compile(r"^\d+(?:_\d+)?$")
 _UNKNOWN_JOB = ("Invalid job id", "invalid job id")
 TIMEOUT = 30.0

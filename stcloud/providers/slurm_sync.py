@@ -131,7 +131,15 @@ def reconcile(job_id: str, info: CloudJobInfo) -> tuple[str | None, bool]:
             if raw != "RUNNING" and job.status == states.RUNNING:
                 workers_service.requeue_in(s, job, f"Slurm requeued job {info.provider_job_id} "
                                                    f"(restart {restarts}, {raw})", source=SOURCE)
-        if status is None:
+        if raw == "UNKNOWN":
+            # Slurm forgot the job (it ended more than MinJobAge ago, while nobody watched) and
+            # its agent never reported: nothing will ever say more.
+            jobs_service.apply_update_in(s, job, jobs_service.JobUpdate(
+                status=states.FAILED, detail=info.error, error=info.error), source=SOURCE)
+            if states.is_terminal(job.status):
+                costs.finalize_worker_cost(s, job)
+                workers_service.forget_job_agent(s, job.id)
+        elif status is None:
             log.info("slurm: job %s is %s in Slurm: no change", job_id, raw)
         elif status == CloudJobStatus.QUEUED:
             if job.status == states.QUEUED:
@@ -218,18 +226,24 @@ def settle_finished(limit: int = BATCH) -> int:
     """Slurm jobs that ended without this sync (cancelled by a user, reported by their
     agent): their cost at the rate recorded on the job — billing stops when the job ended
     here — and the worker row of their agent removed. Returns how many were settled."""
-    settled = 0
-    with db.transaction() as s:
-        for job in s.scalars(select(Job).where(Job.provider == PROVIDER, Job.status.in_(states.TERMINAL),
-                                               Job.cost_usd.is_(None)).limit(limit)):
-            costs.finalize_worker_cost(s, job)
-            settled += 1
-        prefix = workers_service.JOB_AGENT_PREFIX
-        for w in s.scalars(select(Worker).where(Worker.id.like(f"{prefix}%")).limit(limit)):
-            if not w.id.startswith(prefix):  # "_" is a LIKE wildcard
-                continue
-            job = s.get(Job, w.id[len(prefix):])
+    prefix = workers_service.JOB_AGENT_PREFIX
+    with db.session() as s:  # read first: no write lock on the common, idle path
+        unpriced = list(s.scalars(select(Job.id).where(
+            Job.provider == PROVIDER, Job.status.in_(states.TERMINAL), Job.cost_usd.is_(None)).limit(limit)))
+        agents = [wid for wid in s.scalars(select(Worker.id).where(Worker.id.like(f"{prefix}%")).limit(limit))
+                  if wid.startswith(prefix)]  # "_" is a LIKE wildcard
+        ended = []
+        for wid in agents:
+            job = s.get(Job, wid[len(prefix):])
             if job is None or states.is_terminal(job.status):
+                ended.append(wid)
+    if not unpriced and not ended:
+        return 0
+    with db.transaction() as s:
+        for job in s.scalars(select(Job).where(Job.id.in_(unpriced), Job.cost_usd.is_(None))):
+            costs.finalize_worker_cost(s, job)
+        for wid in ended:
+            w = s.get(Worker, wid)
+            if w is not None:
                 s.delete(w)
-                settled += 1
-    return settled
+    return len(unpriced) + len(ended)

@@ -16,8 +16,7 @@ SECRET_KEY = "job_token_secret"  # the key in secrets.json
 
 
 def mint(secret: str, job_id: str, submission: int) -> str:
-    mac = hmac.new(secret.encode("utf-8"), f"stcloud-job:{job_id}:{int(submission)}".encode("utf-8"),
-                   hashlib.sha256).hexdigest()
+    mac = hmac.new(secret.encode(), f"stcloud-job:{job_id}:{int(submission)}".encode(), hashlib.sha256).hexdigest()
     return f"{PREFIX}{int(submission)}.{mac}"
 
 
@@ -27,4 +26,4 @@ def is_job_token(token: str | None) -> bool:
 
 def verify(secret: str, token: str, job_id: str, submission: int) -> bool:
     """Constant-time check of ``token`` against the job's current submission."""
-    return hmac.compare_digest(mint(secret, job_id, submission).encode("utf-8"), token.encode("utf-8"))
+    return hmac.compare_digest(mint(secret, job_id, submission).encode(), token.encode())

@@ -21,9 +21,9 @@ def mint(job_id: str, submission: int = 1) -> str:
 
 
 def make_service(cluster, tmp_path, **overrides) -> SlurmService:
-    cfg = dict(server_url=f"http://127.0.0.1:{free_port()}", output_dir=str(tmp_path / "out"),
-               partition=cluster.partition, gpus_per_job=0, cpus_per_job=1, time_limit=5,
-               agent_python=sys.executable, slurm_conf=str(cluster.conf), gpu_hour_usd=3.6)
+    cfg = {"server_url": f"http://127.0.0.1:{free_port()}", "output_dir": str(tmp_path / "out"),
+           "partition": cluster.partition, "gpus_per_job": 0, "cpus_per_job": 1, "time_limit": 5,
+           "agent_python": sys.executable, "slurm_conf": str(cluster.conf), "gpu_hour_usd": 3.6}
     cfg.update(overrides)
     if cfg.get("transport") == "rest":
         cfg.setdefault("rest_url", cluster.rest_url)
