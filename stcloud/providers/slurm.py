@@ -30,6 +30,7 @@ from stcloud.providers.base import (
     HardwareProfile,
     ProviderFailure,
     RunRequest,
+    SettingField,
 )
 from stcloud.providers.slurm_cli import BatchJob, CliTransport, SlurmError
 from stcloud.providers.slurm_map import SlurmJob, to_info
@@ -65,6 +66,28 @@ class SlurmConfig:
     bin_dir: str | None = None  # where sbatch & co. live (default: PATH)
     slurm_conf: str | None = None  # SLURM_CONF for the commands (default: Slurm's own lookup)
     work_dir: str = "${TMPDIR:-/tmp}"  # where the agent unpacks the job on the compute node
+
+
+SETTINGS_FIELDS = (
+    SettingField("transport", "Transport", "choice", "cli", choices=("cli", "rest"),
+                 help="cli: sbatch & co. on this host (a login node); rest: slurmrestd with a JWT"),
+    SettingField("partition", "Partition", help="empty: the cluster's default partition"),
+    SettingField("account", "Account"),
+    SettingField("qos", "QOS"),
+    SettingField("time_limit", "Time limit (minutes)", "integer", minimum=1),
+    SettingField("gpus_per_job", "GPUs per job", "integer", 1, minimum=0, help="0 for CPU-only jobs"),
+    SettingField("cpus_per_job", "CPUs per job", "integer", 4, minimum=1),
+    SettingField("mem_per_job_mb", "Memory per job (MB)", "integer", minimum=1),
+    SettingField("extra_sbatch", "Extra sbatch options", help="e.g. --constraint=a100 --exclusive"),
+    SettingField("trainer_command", "Trainer command", help="empty: the built-in reference trainer"),
+    SettingField("server_url", "stcloud URL for the compute nodes", "url", help="empty: the public URL"),
+    SettingField("agent_python", "Python with stcloud on the nodes", help="absolute path; empty: python3"),
+    SettingField("output_dir", "Output directory", help="--output/--error of the batch jobs (absolute path)"),
+    SettingField("rest_url", "slurmrestd URL", "url"),
+    SettingField("rest_user", "slurmrestd user"),
+    SettingField("rest_token", "slurmrestd token (JWT)", "secret", help="from `scontrol token`"),
+    SettingField("gpu_hour_usd", "Price per GPU-hour (USD)", "number", 0.0, minimum=0),
+)
 
 
 def job_name(job_id: str) -> str:
@@ -131,6 +154,10 @@ class SlurmService(CloudTrainerService):
         return [HardwareProfile("slurm", f"Slurm job ({gpus} GPU{'s' if gpus != 1 else ''})",
                                 usd_per_hour=round(self.config.gpu_hour_usd * gpus, 6), gpu_count=gpus,
                                 note="gpu_hour_usd × gpus_per_job from the Slurm settings")]
+
+    def settings_fields(self) -> tuple[SettingField, ...]:
+        """The Providers-page form (``slurm_routes`` validates and stores it, as for the API)."""
+        return SETTINGS_FIELDS
 
     def not_ready_reason(self) -> str | None:
         cfg = self.config

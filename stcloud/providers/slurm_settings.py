@@ -23,7 +23,8 @@ from stcloud.errors import BadRequest
 from stcloud.providers import config as provider_config
 
 PROVIDER = "slurm"
-TOKEN_SECRET_KEY = "slurm_rest_token"
+TOKEN_FIELD = "rest_token"
+TOKEN_SECRET_KEY = f"provider:{PROVIDER}:{TOKEN_FIELD}"  # where declared ``secret`` settings live
 TRANSPORTS = ("cli", "rest")
 KEYS = ("transport", "partition", "account", "qos", "time_limit", "gpus_per_job", "cpus_per_job",
         "mem_per_job_mb", "extra_sbatch", "trainer_command", "server_url", "agent_python", "output_dir",
@@ -148,26 +149,6 @@ def _token(value) -> str:
     return value
 
 
-VALIDATORS = {
-    "transport": lambda v: _choice(v),
-    "partition": lambda v: _opt_name("partition", v),
-    "account": lambda v: _opt_name("account", v),
-    "qos": lambda v: _opt_name("qos", v),
-    "time_limit": lambda v: _int("time_limit", v, 1, MAX_TIME_LIMIT, optional=True),
-    "gpus_per_job": lambda v: _int("gpus_per_job", v, 0, 64, optional=False),
-    "cpus_per_job": lambda v: _int("cpus_per_job", v, 1, 1024, optional=False),
-    "mem_per_job_mb": lambda v: _int("mem_per_job_mb", v, 1, 64 * 1024 * 1024, optional=True),
-    "extra_sbatch": _extra_sbatch,
-    "trainer_command": _trainer_command,
-    "server_url": lambda v: _url("server_url", v),
-    "agent_python": lambda v: _abs_path("agent_python", v),
-    "output_dir": lambda v: _abs_path("output_dir", v),
-    "rest_url": lambda v: _url("rest_url", v),
-    "rest_user": lambda v: _user(v),
-    "gpu_hour_usd": _money,
-}
-
-
 def _choice(value) -> str:
     if value in (None, ""):
         return "cli"
@@ -182,6 +163,26 @@ def _user(value) -> str | None:
     if not isinstance(value, str) or not _USER_RE.match(value.strip()):
         raise _bad("rest_user", "must be a user name on the cluster")
     return value.strip()
+
+
+VALIDATORS = {
+    "transport": _choice,
+    "partition": lambda v: _opt_name("partition", v),
+    "account": lambda v: _opt_name("account", v),
+    "qos": lambda v: _opt_name("qos", v),
+    "time_limit": lambda v: _int("time_limit", v, 1, MAX_TIME_LIMIT, optional=True),
+    "gpus_per_job": lambda v: _int("gpus_per_job", v, 0, 64, optional=False),
+    "cpus_per_job": lambda v: _int("cpus_per_job", v, 1, 1024, optional=False),
+    "mem_per_job_mb": lambda v: _int("mem_per_job_mb", v, 1, 64 * 1024 * 1024, optional=True),
+    "extra_sbatch": _extra_sbatch,
+    "trainer_command": _trainer_command,
+    "server_url": lambda v: _url("server_url", v),
+    "agent_python": lambda v: _abs_path("agent_python", v),
+    "output_dir": lambda v: _abs_path("output_dir", v),
+    "rest_url": lambda v: _url("rest_url", v),
+    "rest_user": _user,
+    "gpu_hour_usd": _money,
+}
 
 
 def validate(changes: Any) -> tuple[dict, str | None]:
@@ -228,7 +229,7 @@ def _home() -> str:
 
 
 def rest_token() -> str | None:
-    return secrets.get(_home(), TOKEN_SECRET_KEY)
+    return provider_config.get_secret(PROVIDER, TOKEN_FIELD)
 
 
 def public_url() -> str | None:
@@ -272,6 +273,33 @@ def update(changes: Any) -> dict:
     if token is not None:
         secrets.put(_home(), TOKEN_SECRET_KEY, token)
     return view()
+
+
+def from_form(form, current: dict) -> dict:
+    """The Providers-page form -> changes for ``update``. The form posts every field; only
+    those whose text differs from what it showed are changes (an untouched list or number
+    is not re-parsed from its text). ``extra_sbatch`` is one line of options (shell quoting);
+    an empty token field keeps the stored token."""
+    changes: dict = {}
+    for key in KEYS:
+        if key not in form:
+            continue
+        raw = form.get(key) or ""
+        if key == TOKEN_FIELD:
+            if raw.strip():
+                changes[key] = raw
+            continue
+        shown = current.get(key)
+        if raw == ("" if shown is None else str(shown)):
+            continue
+        if key == "extra_sbatch":
+            try:
+                changes[key] = shlex.split(raw)
+            except ValueError as exc:
+                raise _bad("extra_sbatch", f"cannot be parsed ({exc})") from None
+        else:
+            changes[key] = raw.strip() or None
+    return changes
 
 
 def delete_token() -> dict:

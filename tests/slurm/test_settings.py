@@ -102,3 +102,27 @@ def test_factory_builds_the_adapter_from_the_settings(client, app):
     assert svc.config.extra_sbatch == ("--constraint=a100",)
     with app.app_context():
         assert token == workers_service.mint_job_token("job_x", 1) != workers_service.mint_job_token("job_x", 2)
+
+
+def test_providers_page_form_uses_the_same_validation(client):
+    from tests.conftest import csrf_of
+
+    page = client.get("/providers").get_data(as_text=True)
+    assert "Slurm cluster" in page and 'action="/providers/slurm/settings"' in page
+    token = csrf_of(client)
+    form = {"csrf_token": token, "partition": "gpu", "extra_sbatch": "--constraint=a100 --exclusive",
+            "gpus_per_job": "2", "rest_token": ""}
+    resp = client.post("/providers/slurm/settings", data=form)
+    assert resp.status_code == 200 and "Settings saved." in resp.get_data(as_text=True)
+    view = client.get("/api/cloud/providers/slurm").get_json()
+    assert view["extra_sbatch"] == ["--constraint=a100", "--exclusive"] and view["gpus_per_job"] == 2
+    assert view["rest_token_set"] is False
+    # the form posts every field back as it showed them: nothing untouched is re-parsed
+    shown = {"csrf_token": token, "partition": "gpu", "extra_sbatch": str(view["extra_sbatch"]),
+             "gpus_per_job": "2", "time_limit": "", "server_url": "", "qos": "queue-a"}
+    assert client.post("/providers/slurm/settings", data=shown).status_code == 200
+    view = client.get("/api/cloud/providers/slurm").get_json()
+    assert view["extra_sbatch"] == ["--constraint=a100", "--exclusive"] and view["qos"] == "queue-a"
+    bad = client.post("/providers/slurm/settings", data={"csrf_token": token, "time_limit": "-3"})
+    assert bad.status_code == 422 and "time_limit" in bad.get_data(as_text=True)
+    assert client.get("/api/cloud/providers/slurm").get_json()["time_limit"] is None
