@@ -14,13 +14,14 @@ counted twice. The reservation *is* the job row: an unfinished job reserves its
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, load_only
 
 from stcloud import db
+from stcloud.accounts import limits as user_limits
 from stcloud.costs import estimates as est_mod
 from stcloud.costs import limits, periods, rates
 from stcloud.costs.limits import LimitCheck, actual_cost, running_cost  # noqa: F401  (re-exported)
@@ -137,7 +138,9 @@ def check_and_reserve(s: Session, provider: str, amount_usd: float, *, job_id: s
     if check.would_block:
         raise PaymentRequired(check.block_reason, extra={**check.block_extra,
                                                          "warnings": list(check.warnings)})
-    return check
+    # the submitting user's own limits (concurrent jobs, spend), in the same transaction
+    mine = user_limits.check(s, float(amount_usd or 0.0), now)
+    return replace(check, warnings=check.warnings + tuple(mine), would_warn=check.would_warn or bool(mine))
 
 
 def finalize_worker_cost(s: Session, job: Job) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from stcloud import db
+from stcloud.accounts import scope
 from stcloud.errors import Conflict
 from stcloud.jobs import service as jobs_service
 from stcloud.models import IdempotencyKey, Job, utcnow
@@ -23,7 +24,8 @@ def job_for_key(key: str) -> dict | None:
         if row is None or not fresh(row):
             return None
         job = s.get(Job, row.job_id)
-        return jobs_service.to_dict(job, include_config=False) if job else None
+        visible = job is not None and scope.may_see(job.owner_id)  # keys are global; jobs are not
+        return jobs_service.to_dict(job, include_config=False) if visible else None
 
 
 def first_job(key: str, fingerprint: str) -> dict | None:
@@ -36,6 +38,8 @@ def first_job(key: str, fingerprint: str) -> dict | None:
         job = s.get(Job, row.job_id)
         if job is None:
             return None
+        if not scope.may_see(job.owner_id):
+            raise Conflict(f"idempotency key {key!r} is already in use; use a new key")
         first = (job.provider_data or {}).get("submit_fingerprint")
         if first and first != fingerprint:
             raise Conflict(f"idempotency key {key!r} was already used for a different submission "

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stcloud import db
+from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
 from stcloud.jobs import progress as progress_mod
 from stcloud.jobs import states
@@ -191,7 +192,7 @@ def apply_update(job_id: str, update: JobUpdate, *, source: str) -> ApplyResult:
 
 def get_job(s: Session, job_id: str) -> Job:
     job = s.get(Job, job_id)
-    if job is None:
+    if job is None or not scope.may_see(job.owner_id):  # members: others' jobs do not exist
         raise NotFound(f"job {job_id} not found")
     return job
 
@@ -199,6 +200,8 @@ def get_job(s: Session, job_id: str) -> Job:
 def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | None = None,
               q: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
     stmt = select(Job)
+    if (owner := scope.owner_filter()) is not None:
+        stmt = stmt.where(Job.owner_id == owner)
     if status:
         stmt = stmt.where(Job.status.in_(status))
     if provider:
@@ -211,7 +214,10 @@ def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | No
 
 
 def newest_job_id(s: Session) -> str | None:
-    return s.scalar(select(Job.id).order_by(Job.created_at.desc(), Job.id.desc()).limit(1))
+    stmt = select(Job.id)
+    if (owner := scope.owner_filter()) is not None:
+        stmt = stmt.where(Job.owner_id == owner)
+    return s.scalar(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(1))
 
 
 def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
@@ -269,8 +275,10 @@ def cancel(job_id: str, *, source: str = "api", reason: str | None = None) -> Jo
             raise ProviderError(f"{provider}: cancel failed: {exc}") from exc
     with db.transaction() as s:
         job = get_job(s, job_id)
-        transition(s, job, states.CANCELLED, source=source, detail=reason or "cancelled by user")
-        return job
+        moved = transition(s, job, states.CANCELLED, source=source, detail=reason or "cancelled by user")
+    if moved and scope.current() is None:  # requests are audited by the web hook; this is background code
+        audit.record("job.cancel", target=job_id, actor="system", detail={"source": source, "reason": reason})
+    return job
 
 
 def delete(job_id: str) -> None:
