@@ -126,3 +126,9 @@ def test_providers_page_form_uses_the_same_validation(client):
     bad = client.post("/providers/slurm/settings", data={"csrf_token": token, "time_limit": "-3"})
     assert bad.status_code == 422 and "time_limit" in bad.get_data(as_text=True)
     assert client.get("/api/cloud/providers/slurm").get_json()["time_limit"] is None
+
+
+def test_with_sign_in_on_only_an_admin_changes_the_settings(make_app):
+    client = make_app(STCLOUD_AUTH="on").test_client()
+    assert put(client, {"partition": "gpu"}).status_code == 401
+    assert client.get("/api/cloud/providers/slurm").status_code == 401
