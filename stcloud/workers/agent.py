@@ -902,7 +902,8 @@ def worker_command(server, token, job_id, job_token, name, labels, trainer_comma
                   stay_when_drained=stay_when_drained, job_id=job_id)
 
     def _stop(signum, _frame):
-        log.info("signal %s: stopping (the current job goes back to the queue)", signum)
+        log.info("signal %s: stopping%s", signum,
+                 "" if job_id else " (the current job goes back to the queue)")
         agent.stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
