@@ -30,6 +30,7 @@ BLUEPRINT_MODULES = (
     "stcloud.jobs.rerun_routes",
     "stcloud.web.security",
     "stcloud.ops.routes",
+    "stcloud.providers.slurm_routes",
 )
 
 
