@@ -5,8 +5,10 @@ Order, each step failing with a clear error:
 1. validate the body (``jobs.request``: 400 naming the field) — nothing written;
 2. idempotency: the same key within 24 h returns the first job (200, ``idempotent: true``);
 3. the provider must be ready (e.g. "REPLICATE_API_TOKEN not set") — nothing written;
-4. scan the local datasets (the consent summary; missing directories are 400 here); when the
-   provider takes the data off this machine (``uploads_data``): consent (``deny`` -> 403,
+4. consent ``deny`` ("Never Upload") turns cloud training off: any job on a provider that
+   takes data off this machine (``uploads_data``) is 403, whatever its datasets;
+   scan the local datasets (the consent summary; missing directories are 400 here); when the
+   provider takes the data off this machine: consent (
    ``ask`` without ``data_consent: true`` -> 409 with the summary) and the provider's size
    limit on the scan (413, before any upload);
 5. delivery settings, cost estimate, then ONE write transaction: ``check_and_reserve`` (402
@@ -119,7 +121,7 @@ def preview(body: dict) -> dict:
         "consent": setting,
         "consent_label": consent.CHOICES[setting],
         "consent_required": bool(uploads and has_local and setting == "ask"),
-        "upload_blocked": bool(uploads and has_local and setting == "deny"),
+        "upload_blocked": bool(uploads and setting == "deny"),
         "upload_limit_bytes": limit,
         "estimated_archive_bytes": summary.estimated_archive_bytes,
         "within_limit": limit is None or summary.min_archive_bytes <= limit,
@@ -168,6 +170,8 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     if reason:
         raise NotConfigured(reason, extra={"field": "provider", "provider": req.provider})
 
+    if service.uploads_data:
+        consent.refuse_cloud(service.label)
     summary = scan(req.dataloader_config)
     has_local = summary.dataset_count > 0
     if service.uploads_data and has_local:
