@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from stcloud import db
 from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
+from stcloud.jobs import metrics
 from stcloud.jobs import progress as progress_mod
 from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
@@ -334,6 +335,7 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "log_size": job.log_size,
         "rerun_of": job.rerun_of,
         "terminal": states.is_terminal(job.status),
+        "metrics": metrics.compute(job),
     }
     if include_config:
         # The stored config carries what the trainer needs (publishing keys, tokens); what
