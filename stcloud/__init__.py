@@ -27,6 +27,7 @@ BLUEPRINT_MODULES = (
     "stcloud.snapshots.routes",
     "stcloud.accounts.routes",
     "stcloud.jobs.compare_routes",
+    "stcloud.notify.routes",
 )
 
 

@@ -21,6 +21,7 @@ from stcloud.jobs import metrics
 from stcloud.jobs import progress as progress_mod
 from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
+from stcloud.notify import events as notify_events
 from stcloud.providers import registry
 from stcloud.providers.base import CloudJobInfo, ProviderFailure
 from stcloud.redact import redact
@@ -107,6 +108,8 @@ def transition(s: Session, job: Job, to: str, *, source: str, detail: str | None
         job.started_at = None  # re-queued: a new attempt starts later
     s.add(JobEvent(job_id=job.id, at=utcnow(), source=source, from_status=current, to_status=to,
                    accepted=True, detail=detail))
+    if to in states.TERMINAL:
+        notify_events.job_finished(s, job)  # queued in this transaction; sent after it commits
     return True
 
 

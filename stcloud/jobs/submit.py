@@ -40,6 +40,7 @@ from stcloud.errors import (
     BadRequest,
     Conflict,
     NotConfigured,
+    PaymentRequired,
     ProviderError,
     RateLimited,
     StcloudError,
@@ -50,6 +51,7 @@ from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import SubmitRequest, parse_body, parse_dataloader, provider_of
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
+from stcloud.notify import events as notify_events
 from stcloud.providers.base import CloudJobInfo, CloudTrainerService, ProviderFailure, RunRequest
 from stcloud.publishing import service as publishing
 from stcloud.snapshots.service import snapshot_for_submit
@@ -257,9 +259,15 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
             s.add(job)
             s.flush()
             jobs_service.transition(s, job, states.UPLOADING, source=source, detail=f"submitted ({source})")
+            if check.warnings:  # queued with the job row; sent after the commit
+                notify_events.spend(s, "spend.warn", req.provider, list(check.warnings), job_id=job_id)
             if req.idempotency_key:
                 s.add(IdempotencyKey(key=req.idempotency_key, job_id=job_id, created_at=utcnow()))
                 s.flush()
+    except PaymentRequired as refused:  # the row was rolled back; the refusal is still news
+        with db.transaction() as s:
+            notify_events.spend(s, "spend.block", req.provider, [refused.detail])
+        raise
     except (_KeyTaken, IntegrityError):
         if not req.idempotency_key:
             raise
