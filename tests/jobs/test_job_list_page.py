@@ -70,3 +70,14 @@ def test_timestamps_one_format(app):
     assert when("2026-01-02T03:04:05Z") == "2026-01-02 03:04:05 UTC"
     assert when("2026-01-02T04:04:05+01:00") == "2026-01-02 03:04:05 UTC"
     assert when(None) == "—"
+
+
+def test_spend_page_has_one_limit_form_with_a_scope_selector(app, client):
+    client.put("/api/cloud/cost-limits/worker", json={"enabled": True, "amount_usd": 5, "action": "warn"})
+    html = client.get("/spend").get_data(as_text=True)
+    assert html.count('class="card limit-form"') == 1
+    assert 'id="limit-form-worker"' in html and 'id="limit-scope"' in html
+    assert all(f'data-scope="{p}"' in html for p in ("all", "worker", "local"))
+    frag = client.get("/spend/limits?provider=local", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'id="limit-form-local"' in frag
+    assert client.get("/spend/limits?provider=nope").status_code in (400, 404)
