@@ -109,7 +109,7 @@ def transition(s: Session, job: Job, to: str, *, source: str, detail: str | None
     s.add(JobEvent(job_id=job.id, at=utcnow(), source=source, from_status=current, to_status=to,
                    accepted=True, detail=detail))
     if to in states.TERMINAL:
-        notify_events.job_finished(s, job)  # queued in this transaction; sent after it commits
+        notify_events.job_finished(s, job, metrics.compute(job))  # queued in this transaction; sent after it commits
     return True
 
 

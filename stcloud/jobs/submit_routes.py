@@ -17,12 +17,12 @@ from stcloud.jobs import routes as job_routes
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import submit as submit_service
 from stcloud.jobs.submit_progress import STAGES
+from stcloud.providers import config as provider_config
 from stcloud.providers import registry
 from stcloud.snapshots import service as snapshots
 from stcloud.trainer.sample import ensure_sample
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import json_body
-from stcloud.web.settings import public_url_view
 
 api = Blueprint("submit_api", __name__, url_prefix="/api/cloud")
 pages = Blueprint("submit_pages", __name__)
@@ -91,19 +91,20 @@ def _priced_by_profile(svc) -> bool:
 def _form_context(form: dict | None = None) -> dict:
     sample = _sample()
     form = dict(form or {})
-    services = registry.services()
+    order = registry.display_order()
+    services = sorted(registry.services(), key=lambda p: order.index(p[0]) if p[0] in order else len(order))
     choices = [{**svc.capabilities(), "priced_by_profile": _priced_by_profile(svc)} for _name, svc in services]
     ready = [c["name"] for c in choices if c["status"] == "available" and c["configured"]]
     # The first ready cloud provider, else a self-hosted one (make run: no account needed).
     preferred = [c["name"] for c in choices if c["name"] in ready and c["uploads_data"]] + ready
-    form.setdefault("provider", preferred[0] if preferred else "local")
+    form.setdefault("provider", preferred[0] if preferred else "")
     form.setdefault("config_json", sample["config"])
     form.setdefault("dataloader_json", sample["dataloader"])
     hardware = costs.hardware_choices([(n, svc) for n, svc in services if _priced_by_profile(svc)])
     default_hw = next((svc.default_hardware for _n, svc in services if _priced_by_profile(svc)), None)
     form.setdefault("hardware", default_hw or (hardware[0]["name"] if hardware else ""))
     # With a public URL the outputs can come home: "download only" delivers to this machine.
-    form.setdefault("delivery_type", "builtin" if public_url_view()["public_url"] else "")
+    form.setdefault("delivery_type", "builtin" if provider_config.public_url_view()["public_url"] else "")
     return {"form": form, "hardware_choices": hardware, "delivery_choices": DELIVERY_CHOICES,
             "provider_choices": choices, "consent": consent.current(),
             "consent_label": consent.CHOICES[consent.current()],
@@ -178,7 +179,8 @@ def _fragment(template: str, http_status: int = 200, headers: dict | None = None
 def submit_preview():
     form = request.form
     try:
-        data = submit_service.preview({"provider": form.get("provider") or "replicate",
+        chosen = {"provider": form["provider"]} if form.get("provider") else {}
+        data = submit_service.preview({**chosen,
                                        "dataloader_config": (form.get("dataloader_json") or "").strip() or None})
     except StcloudError as err:
         return _fragment("submit/_message.html", 422, error=err.detail, field=err.extra.get("field"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from stcloud import settings
-from stcloud.jobs import metrics
 from stcloud.models import Notification, utcnow
 from stcloud.notify import config
 
@@ -19,20 +18,21 @@ def queue(s: Session, event: str, payload: dict, job_id: str | None = None) -> i
     return len(chans)
 
 
-def job_data(s: Session, job) -> dict:
-    m = metrics.compute(job)
+def job_data(s: Session, job, figures: dict) -> dict:
+    """The ``data`` of a job notification; ``figures`` are the job's metrics (duration_seconds,
+    final_loss) as the job list computes them."""
     base = (settings.get("public_url", s=s) or "").rstrip("/")
     return {"job": {"id": job.id, "name": job.name, "status": job.status, "provider": job.provider,
                     "error": job.error, "cost_usd": job.cost_usd,
-                    "duration_seconds": m["duration_seconds"], "final_loss": m["final_loss"],
+                    "duration_seconds": figures.get("duration_seconds"), "final_loss": figures.get("final_loss"),
                     "url": f"{base}/jobs/{job.id}" if base else None}}
 
 
-def job_finished(s: Session, job) -> int:
+def job_finished(s: Session, job, figures: dict) -> int:
     """Called by ``jobs.service.transition`` when a job reaches completed/failed/cancelled.
-    The sender refreshes the job's figures before the first send (the error or the final
-    cost may be written later in the same transaction)."""
-    return queue(s, f"job.{job.status}", job_data(s, job), job_id=job.id)
+    The sender re-reads the error and cost before the first send (they may be written later
+    in the same transaction)."""
+    return queue(s, f"job.{job.status}", job_data(s, job, figures), job_id=job.id)
 
 
 def spend(s: Session, event: str, provider: str, messages: list[str], job_id: str | None = None) -> int:

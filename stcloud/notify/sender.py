@@ -56,7 +56,8 @@ def _claim(limit: int) -> list[dict]:
             row.next_attempt_at = now + timedelta(seconds=CLAIM_SECONDS)
             job = s.get(Job, row.job_id) if row.job_id and row.event.startswith("job.") else None
             if job is not None and row.attempts == 0:
-                row.payload = {**row.payload, "data": events.job_data(s, job)}
+                fresh = {**row.payload["data"]["job"], "error": job.error, "cost_usd": job.cost_usd}
+                row.payload = {**row.payload, "data": {**row.payload["data"], "job": fresh}}
             out.append({"id": row.id, "channel": row.channel, "payload": row.payload, "attempts": row.attempts})
         return out
 

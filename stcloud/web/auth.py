@@ -251,7 +251,7 @@ ACTIONS = {
     "submit_api.submit_job": "job.submit", "submit_pages.submit_form": "job.submit",
     "jobs_api.cancel_job": "job.cancel", "jobs_pages.cancel_page": "job.cancel",
     "jobs_api.delete_job": "job.delete", "jobs_pages.delete_page": "job.delete",
-    "snapshots_api.api_rerun": "job.rerun", "snapshots_pages.rerun_page": "job.rerun",
+    "rerun_api.api_rerun": "job.rerun", "rerun_pages.rerun_page": "job.rerun",
     "submit_api.refresh_job": "job.refresh", "submit_pages.refresh_page": "job.refresh",
     "jobs_api.approve_job": "job.approve", "jobs_api.reject_job": "job.reject",
     "providers_api.put_provider": "provider.settings", "providers_pages.settings_form": "provider.settings",

@@ -6,10 +6,6 @@ from datetime import datetime, timezone
 from flask import Flask, url_for
 from markupsafe import Markup
 
-from stcloud.jobs import metrics as metrics_mod
-from stcloud.jobs import progress as progress_mod
-from stcloud.jobs import states
-
 
 def money(value, digits: int = 2) -> str:
     if value is None:
@@ -68,7 +64,4 @@ def chart_js() -> Markup:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(money=money, when=when, iso=iso, duration=duration, bytes=bytes_h)
-    app.jinja_env.globals.update(
-        is_terminal=states.is_terminal, STATUSES=states.STATUSES,
-        percent=progress_mod.percent, job_metrics=metrics_mod.compute, chart_js=chart_js,
-    )
+    app.jinja_env.globals.update(chart_js=chart_js)
