@@ -18,7 +18,7 @@ def money(value, digits: int = 2) -> str:
 def when(dt) -> str:
     """The one way a timestamp is shown on every page: ``2026-12-06 20:15:45 UTC``. Takes a
     datetime (naive = UTC) or an ISO-8601 string (as stored in JSON, e.g. snapshots)."""
-    if dt is None or dt == "":
+    if not dt:  # None, "", or a missing key (jinja Undefined)
         return "—"
     if isinstance(dt, str):
         try:

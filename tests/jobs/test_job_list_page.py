@@ -70,6 +70,8 @@ def test_timestamps_one_format(app):
     assert when("2026-01-02T03:04:05Z") == "2026-01-02 03:04:05 UTC"
     assert when("2026-01-02T04:04:05+01:00") == "2026-01-02 03:04:05 UTC"
     assert when(None) == "—"
+    with app.app_context():
+        assert app.jinja_env.from_string("{{ d.missing|when }}").render(d={}) == "—"
 
 
 def test_spend_page_has_one_limit_form_with_a_scope_selector(app, client):
