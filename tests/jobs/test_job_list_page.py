@@ -3,10 +3,11 @@ reason, ETA and steps/s of a running job; Chart.js only where a chart is drawn."
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from stcloud import db
 from stcloud.models import Job, utcnow
+from stcloud.web.filters import when
 from tests.jobs.factories import make_job
 
 
@@ -61,10 +62,6 @@ def test_chart_js_only_on_pages_with_charts(app, client):
 
 
 def test_timestamps_one_format(app):
-    from datetime import datetime, timezone
-
-    from stcloud.web.filters import when
-
     assert when(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)) == "2026-01-02 03:04:05 UTC"
     assert when(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02 03:04:05 UTC"  # naive = UTC
     assert when("2026-01-02T03:04:05Z") == "2026-01-02 03:04:05 UTC"

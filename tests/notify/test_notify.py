@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 from stcloud import db
 from stcloud.models import Job, Notification, utcnow
 from stcloud.notify import sender
+from stcloud.trainer.sample import ensure_sample
 from tests.conftest import csrf_of, free_port
 from tests.jobs.factories import make_job
 
@@ -199,8 +200,6 @@ def test_spend_block_notifies(app, client, receiver):
     r = client.put("/api/cloud/cost-limits/worker",
                    json={"enabled": True, "amount_usd": 0.0001, "period": "monthly", "action": "block"})
     assert r.status_code == 200, r.get_data(as_text=True)
-    from stcloud.trainer.sample import ensure_sample
-
     sample = ensure_sample(app.config["STCLOUD_HOME"])
     body = {"provider": "worker", "config": json.loads(open(sample["config_path"]).read()),
             "dataloader_config": json.loads(open(sample["dataloader_path"]).read())}
