@@ -31,6 +31,8 @@ BLUEPRINT_MODULES = (
     "stcloud.web.security",
     "stcloud.ops.routes",
     "stcloud.providers.slurm_routes",
+    "stcloud.jobs.compare_routes",
+    "stcloud.notify.routes",
 )
 
 

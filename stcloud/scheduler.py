@@ -24,6 +24,7 @@ PERIODIC = [
     ("worker_liveness", "stcloud.workers.service:check_liveness", 15),
     ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
     ("deliver_outputs", "stcloud.publishing.service:deliver_pending", 10),
+    ("send_notifications", "stcloud.notify.sender:send_due", 5),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

@@ -25,7 +25,14 @@ from stcloud import db
 from stcloud.accounts import audit, passwords, scope
 from stcloud.accounts import limits as user_limits
 from stcloud.accounts.external import ExternalIdentity
-from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationError
+from stcloud.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationError,
+)
 from stcloud.models import ApiKey, Job, LoginLink, User, utcnow
 from stcloud.timeutil import iso_z
 

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from stcloud import db
 from stcloud.accounts import scope
 from stcloud.errors import BadRequest
-from stcloud.jobs import listing, service, states
+from stcloud.jobs import listing, metrics, service, states
 from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
@@ -162,6 +162,6 @@ def delete_page(job_id):
 
 def init_app(app):
     app.jinja_env.globals.update(is_terminal=states.is_terminal, STATUSES=states.STATUSES,
-                                 percent=progress_mod.percent)
+                                 percent=progress_mod.percent, job_metrics=metrics.compute)
     app.register_blueprint(api)
     app.register_blueprint(pages)

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from stcloud import db
 from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
+from stcloud.jobs import metrics, states
 from stcloud.jobs import progress as progress_mod
-from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
+from stcloud.notify import events as notify_events
 from stcloud.providers import registry
 from stcloud.providers.base import CloudJobInfo, ProviderFailure
 from stcloud.redact import redact
@@ -106,6 +107,8 @@ def transition(s: Session, job: Job, to: str, *, source: str, detail: str | None
         job.started_at = None  # re-queued: a new attempt starts later
     s.add(JobEvent(job_id=job.id, at=utcnow(), source=source, from_status=current, to_status=to,
                    accepted=True, detail=detail))
+    if to in states.TERMINAL:
+        notify_events.job_finished(s, job, metrics.compute(job))  # queued in this transaction; sent after it commits
     return True
 
 
@@ -322,6 +325,7 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "log_size": job.log_size,
         "rerun_of": job.rerun_of,
         "terminal": states.is_terminal(job.status),
+        "metrics": metrics.compute(job),
     }
     if include_config:
         # The stored config carries what the trainer needs (publishing keys, tokens); what

@@ -38,10 +38,10 @@ from stcloud.errors import BadRequest
 from stcloud.models import Job, StorageCredential, utcnow
 from stcloud.providers import registry
 from stcloud.publishing.download import download
+from stcloud.redact import redact
 from stcloud.storage import backend as bk
 from stcloud.storage import credentials
 from stcloud.storage import service as storage_service
-from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,13 @@ from flask import current_app
 from sqlalchemy import bindparam, select, text
 
 from stcloud import db
-from stcloud.errors import BadRequest, Forbidden, NotConfigured, Unauthorized, Unavailable
+from stcloud.errors import (
+    BadRequest,
+    Forbidden,
+    NotConfigured,
+    Unauthorized,
+    Unavailable,
+)
 from stcloud.jobs import streaming
 from stcloud.jobs.service import apply_update_in, update_from_info
 from stcloud.models import Job, UTCDateTime, WebhookDelivery, utcnow
