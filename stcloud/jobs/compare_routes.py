@@ -25,6 +25,8 @@ def compare_jobs():
 
 @pages.get("/jobs/compare")
 def compare_page():
+    if not any(v.strip() for v in request.args.getlist("ids")):  # a bare visit: say how to start
+        return render("jobs/compare.html", data=None, ids=[], pair=[], nav="jobs")
     ids, pair = _args()
     data = compare_service.compare(ids, pair)
     return render("jobs/compare.html", data=data, ids=ids, pair=data["diff"]["jobs"], nav="jobs")

@@ -278,8 +278,23 @@ class Storage:
                           connect_timeout=10, read_timeout=120,
                           retries={"max_attempts": 5, "mode": "standard"}))
 
-    def upload(self, path: Path, key: str) -> None:
-        self.client.upload_file(str(path), self.bucket, key)
+    def upload(self, path: Path, key: str, *, patience: float = 180.0) -> None:
+        """Upload one file. A server that is restarting (connection refused or dropped) is
+        waited for, with backoff, up to ``patience`` seconds: a finished training must not be
+        lost to a deploy of stcloud. Other errors raise at once."""
+        from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
+
+        deadline, delay = time.monotonic() + patience, 1.0
+        while True:
+            try:
+                self.client.upload_file(str(path), self.bucket, key)
+                return
+            except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.info("the server is not answering; uploading %s again in %.0f s", key, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def download(self, key: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -105,3 +105,8 @@ def test_compare_page_renders_table_and_diff(client, runs):
     assert "lr-1e-4" in html and "lr-3e-4" in html and "config.learning_rate" in html
     assert "$0.42" in html and "1m 30s" in html
     assert "hf_secret_value" not in html
+
+
+def test_compare_page_without_ids_says_how_to_start(client):
+    r = client.get("/jobs/compare")
+    assert r.status_code == 200 and b"compare-empty" in r.data and b"Compare selected" in r.data
