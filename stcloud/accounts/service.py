@@ -66,7 +66,7 @@ class SessionUser(flask_login.UserMixin):
         return f"{self.user_id}:{self.session_version}"
 
     @classmethod
-    def of(cls, user: User) -> "SessionUser":
+    def of(cls, user: User) -> SessionUser:
         return cls(user.id, user.username, user.role, user.session_version)
 
 

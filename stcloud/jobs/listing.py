@@ -24,7 +24,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
 from sqlalchemy.orm import Session, defer
@@ -59,7 +59,7 @@ class Page:
 # ---- cursors ----------------------------------------------------------------------------
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat()
+    return dt.astimezone(UTC).isoformat()
 
 
 def encode_cursor(job: Job, direction: str) -> str:

@@ -2,7 +2,7 @@
 and best loss, throughput (steps/s) and ETA of a running job, the failure reason. Pure."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from stcloud.jobs import states
 
@@ -12,7 +12,7 @@ REASON_CHARS = 160
 def _aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def failure_reason(error: str | None) -> str | None:
@@ -26,7 +26,7 @@ def failure_reason(error: str | None) -> str | None:
 def compute(job, now: datetime | None = None) -> dict:
     """``{duration_seconds, final_loss, best_loss, steps_per_second, eta_seconds,
     failure_reason}`` (None where unknown) of a Job row."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     started, ended = _aware(job.started_at), _aware(job.completed_at)
     progress = job.progress or {}
     duration = None

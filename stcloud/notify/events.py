@@ -69,4 +69,5 @@ def render(body: dict) -> tuple[str, str]:
             text += f". {job['url']}"
         return subject, text
     what = "spend limit warning" if event == "spend.warn" else "spend limit reached: submit refused"
-    return f"stcloud: {what} ({data['provider']})", f"{what.capitalize()} on {data['provider']}: " + "; ".join(data["messages"])
+    body = f"{what.capitalize()} on {data['provider']}: " + "; ".join(data["messages"])
+    return f"stcloud: {what} ({data['provider']})", body

@@ -19,9 +19,10 @@ Per-job overrides: ``RunRequest.options`` — the submit body's ``slurm`` object
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stcloud.providers.base import (
     CloudJobInfo,

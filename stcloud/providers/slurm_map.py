@@ -8,7 +8,7 @@ that did not succeed, into ``error``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from stcloud.providers.base import CloudJobInfo, CloudJobStatus
 
@@ -111,13 +111,13 @@ def epoch(value) -> datetime | None:
         n = int(value)
     except (TypeError, ValueError):
         return None
-    return datetime.fromtimestamp(n, tz=timezone.utc) if n > 0 else None
+    return datetime.fromtimestamp(n, tz=UTC) if n > 0 else None
 
 
 def elapsed_seconds(job: SlurmJob, now: datetime | None = None) -> float:
     if job.start_time is None:
         return 0.0
-    end = job.end_time if job.state in ENDED and job.end_time else (now or datetime.now(timezone.utc))
+    end = job.end_time if job.state in ENDED and job.end_time else (now or datetime.now(UTC))
     return max(0.0, (end - job.start_time).total_seconds())
 
 

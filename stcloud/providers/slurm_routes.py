@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, jsonify, make_response, render_template, request
 
@@ -74,7 +74,7 @@ def schedule_hook(sched, app) -> None:
             slurm_sync.sync_all()
 
     sched.add_job(run, "interval", seconds=SYNC_SECONDS, id="slurm_sync", name="slurm_sync",
-                  next_run_time=datetime.now(timezone.utc), replace_existing=True)
+                  next_run_time=datetime.now(UTC), replace_existing=True)
 
 
 def init_app(app):

@@ -1,7 +1,7 @@
 """Jinja filters and globals shared by every page."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Flask, url_for
 from markupsafe import Markup
@@ -26,8 +26,8 @@ def when(dt) -> str:
         except ValueError:
             return dt
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def iso(dt: datetime | None) -> str:

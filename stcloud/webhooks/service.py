@@ -20,9 +20,9 @@ import json
 import logging
 import secrets as pysecrets
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 
 import requests
 from flask import current_app
@@ -353,7 +353,7 @@ def send_test() -> dict:
         raise NotConfigured("set the public URL first (without the path; stcloud appends "
                             "/api/webhooks/replicate)", extra={"field": "public_url"})
     webhook_id = TEST_ID_PREFIX + pysecrets.token_hex(12)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = json.dumps({TEST_MARKER: True, "id": webhook_id, "status": "test",
                        "created_at": now.isoformat().replace("+00:00", "Z")}).encode()
     ts = int(_clock())

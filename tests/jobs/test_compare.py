@@ -64,7 +64,8 @@ def test_compare_three_jobs_and_a_pair_diff(client, runs):
     assert lr["values"] == {b: 3e-4, c: 1e-3}
 
 
-@pytest.mark.parametrize("qs, field", [("", "ids"), ("?ids=one", "ids"), ("?ids=" + ",".join(f"j{i}" for i in range(11)), "ids")])
+@pytest.mark.parametrize("qs, field", [("", "ids"), ("?ids=one", "ids"),
+                                       ("?ids=" + ",".join(f"j{i}" for i in range(11)), "ids")])
 def test_compare_bad_ids_400(client, qs, field):
     r = client.get(URL + qs)
     assert r.status_code == 400 and r.mimetype == "application/problem+json"

@@ -3,7 +3,7 @@ reason, ETA and steps/s of a running job; Chart.js only where a chart is drawn."
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from stcloud import db
 from stcloud.models import Job, utcnow
@@ -62,7 +62,7 @@ def test_chart_js_only_on_pages_with_charts(app, client):
 
 
 def test_timestamps_one_format(app):
-    assert when(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)) == "2026-01-02 03:04:05 UTC"
+    assert when(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02 03:04:05 UTC"
     assert when(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02 03:04:05 UTC"  # naive = UTC
     assert when("2026-01-02T03:04:05Z") == "2026-01-02 03:04:05 UTC"
     assert when("2026-01-02T04:04:05+01:00") == "2026-01-02 03:04:05 UTC"

@@ -211,7 +211,7 @@ def test_log_reads_at_any_offset(app, client):
     rng = random.Random(7)
     pieces = []
     with app.app_context():
-        for k in range(300):
+        for _k in range(300):
             piece = "".join(rng.choice(["a", "é", "步", "\n", "x" * 5]) for _ in range(rng.randint(1, 40)))
             pieces.append(piece)
             service.apply_update(jid, service.JobUpdate(logs_append=piece), source="test")
@@ -277,8 +277,9 @@ def test_migration_indexes_existing_jobs(tmp_path):
             '2024-01-01 00:00:00.000000', '2024-01-01 00:00:00.000000', '{}', '[]', 1, 3, 0, 0, 0)"""))
     command.upgrade(cfg, "head")
     with eng.connect() as c:
-        assert c.execute(text("SELECT job_id FROM job_search WHERE id IN "
-                              "(SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH '\"zebra\"')")).scalars().all() == ["job_old"]
+        found = c.execute(text("SELECT job_id FROM job_search WHERE id IN "
+                               "(SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH '\"zebra\"')")).scalars().all()
+        assert found == ["job_old"]
         names = {r[1] for r in c.execute(text("PRAGMA index_list('jobs')"))}
         assert {"ix_jobs_created_id", "ix_jobs_status_created_id", "ix_jobs_provider_created_id"} <= names
     eng.dispose()

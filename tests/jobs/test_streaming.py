@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from stcloud import db
 from stcloud.jobs import service, streaming
@@ -10,7 +10,7 @@ from stcloud.jobs.service import JobUpdate
 from stcloud.models import Job, JobLogChunk
 from tests.jobs.factories import make_job
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _updates(rng: random.Random) -> list[JobUpdate]:

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from stcloud import db
 from stcloud.models import Job, Notification, utcnow
@@ -153,7 +153,7 @@ def test_job_end_notifies_every_channel_after_commit(app, client, receiver, smtp
     payload = Webhook(secret).verify(raw, {k.lower(): v for k, v in headers.items()})
     assert payload["type"] == "job.failed" and payload["data"]["job"]["id"] == job_id
     assert payload["data"]["job"]["error"].startswith("CUDA out of memory")
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 32).verify(raw, {k.lower(): v for k, v in headers.items()})
     assert len(box.messages) == 1
     mail = box.messages[0]

@@ -168,7 +168,7 @@ PartitionName=held Nodes={NODE} Default=NO MaxTime=INFINITE State=DOWN
         """A Slurm client command against this cluster."""
         return subprocess.run(list(args), env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         missing = missing_programs()
         if missing:
             raise ClusterError(f"not installed: {', '.join(missing)} (apt-get install slurm-wlm slurmrestd munge)")

@@ -102,7 +102,7 @@ def test_concurrent_deliveries_and_replays_apply_exactly_once(gunicorn_app, fake
             assert b"".join(c.data for c in chunks) == want and job.log_size == len(want)
             offsets = [c.offset for c in chunks]
             assert offsets == sorted(set(offsets)) and all(
-                a.offset + len(a.data) == b.offset for a, b in zip(chunks, chunks[1:]))  # no gap, no overlap
+                a.offset + len(a.data) == b.offset for a, b in zip(chunks, chunks[1:], strict=False))  # no gap, no overlap
             assert job.status == "running" and job.progress["step"] == DELIVERIES_PER_JOB
             assert [(e.from_status, e.to_status) for e in job.events if e.accepted] == [("queued", "running")]
     database.dispose()
