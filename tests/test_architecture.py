@@ -72,6 +72,11 @@ KNOWN_PACKAGE_CYCLES = {
     # web.auth reads the client address through webhooks.netfilter and providers.config.
     frozenset({"webhooks", "web"}),
     frozenset({"providers", "web"}),
+    # The Slurm wiring that runs in the app (slurm_factory mints per-job agent credentials
+    # through workers.service; slurm_sync applies Slurm's view through jobs.service and
+    # requeues through workers.service) lives beside its adapter in providers/.
+    frozenset({"providers", "workers"}),
+    frozenset({"providers", "jobs"}),
 }
 
 

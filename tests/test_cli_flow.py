@@ -95,7 +95,7 @@ def test_follow_show_wait_list_and_download_a_completed_job(server, tmp_path):
     assert re.search(r"progress\s+\[#{30}\] 100%  step 40/40  loss \d\.\d{4}\n", r.stdout)
     assert re.search(r"cost\s+\$0\.00 actual · estimate \$0\.00", r.stdout)
     assert re.search(r"ended\s+.* UTC  \(ran \d+s\)", r.stdout)
-    assert re.search(rf"pytorch_lora_weights\.safetensors\s+\d+\.\d KiB  {server.url}/api/cloud/storage/outputs/"
+    assert re.search(rf"pytorch_lora_weights\.safetensors\s+\d+\.\d KiB  {server.url}/storage/download/outputs/"
                      rf"{jid}/pytorch_lora_weights\.safetensors", r.stdout)
     assert "last 10 log lines" in r.stdout and "  stage: done\n" in r.stdout
 

@@ -32,6 +32,7 @@ from stcloud.cli_output import (
 )
 from stcloud.client import ApiError, Client
 from stcloud.jobs.cli_submit import submit_command
+from stcloud.storage import service as storage_service
 
 EXIT_COMPLETED, EXIT_ENDED_BADLY, EXIT_TIMEOUT = 0, 1, 2
 LOG_TAIL_BYTES = 16 * 1024
@@ -414,7 +415,7 @@ def _checkpoint_files(job: dict, step: int) -> list[dict]:
     if not files and ck.get("step") == step:
         base = ck["key"].rstrip("/") + "/"
         files = [{"name": f"checkpoint-{step}/{key[len(base):]}",
-                  "download_url": f"/api/cloud/storage/{ck.get('bucket') or 'outputs'}/{key}"}
+                  "download_url": storage_service.object_url(ck.get("bucket") or "outputs", key)}
                  for key in ck.get("files") or [] if key.startswith(base)]
     if not files:
         fail(f"job {job['id']} has no checkpoint at step {step}"
