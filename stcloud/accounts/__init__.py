@@ -1,0 +1,1 @@
+"""Accounts: users, roles, sessions; external sign-in (LDAP, OIDC)."""
