@@ -27,7 +27,6 @@ from ldap3.core.exceptions import (
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
-from stcloud.accounts.external import ExternalIdentity
 from stcloud.accounts.extauth import (
     ExternalAuthError,
     Misconfigured,
@@ -39,6 +38,7 @@ from stcloud.accounts.extauth import (
     parse_role_map,
     pick_role,
 )
+from stcloud.accounts.external import ExternalIdentity
 
 PREFIX = "STCLOUD_LDAP_"
 SOURCE = "ldap"
@@ -207,8 +207,8 @@ def _server(s: LdapSettings) -> Server:
 def _connection(s: LdapSettings, server: Server, user: str | None, password: str | None) -> Connection:
     """An open (not yet bound) connection, TLS started when asked."""
     conn = Connection(server, user=user, password=password, authentication=SIMPLE if user else None,
-                      receive_timeout=math.ceil(s.timeout),  # ldap3 packs it as an int read_only=True, raise_exceptions=False,
-                      auto_referrals=False)
+                      receive_timeout=math.ceil(s.timeout),  # ldap3 packs it into an int
+                      read_only=True, raise_exceptions=False, auto_referrals=False)
     conn.open()
     if s.start_tls and not conn.start_tls():
         conn.unbind()
