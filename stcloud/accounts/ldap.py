@@ -135,6 +135,9 @@ def validate(s: LdapSettings) -> None:
                             "(search, then bind)")
     if s.user_dn_template and "{username}" not in s.user_dn_template:
         raise Misconfigured(f"{PREFIX}USER_DN_TEMPLATE must contain {{username}}")
+    if s.user_dn_template and "=" not in s.user_dn_template.replace("{username}", "") and not s.user_base:
+        raise Misconfigured(f"a {PREFIX}USER_DN_TEMPLATE that is not a DN (user@domain, DOMAIN\\user) needs "
+                            f"{PREFIX}USER_BASE to find the user's entry")
     if "{username}" not in s.user_filter:
         raise Misconfigured(f"{PREFIX}USER_FILTER must contain {{username}}")
     if s.group_base and "{dn}" not in s.group_filter and "{username}" not in s.group_filter:

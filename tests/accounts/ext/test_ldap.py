@@ -182,6 +182,7 @@ def test_wrong_service_account_or_base_is_a_misconfiguration(directory):
     ({"STCLOUD_LDAP_URL": "http://x"}, "ldap://"),
     ({"STCLOUD_LDAP_URL": "ldap://x"}, "USER_DN_TEMPLATE"),
     ({"STCLOUD_LDAP_URL": "ldap://x", "STCLOUD_LDAP_USER_DN_TEMPLATE": "uid=x,dc=y"}, "{username}"),
+    ({"STCLOUD_LDAP_URL": "ldap://x", "STCLOUD_LDAP_USER_DN_TEMPLATE": "{username}@corp.example"}, "USER_BASE"),
     ({"STCLOUD_LDAP_URL": "ldap://x", "STCLOUD_LDAP_USER_BASE": "dc=y", "STCLOUD_LDAP_USER_FILTER": "(uid=x)"},
      "{username}"),
     ({"STCLOUD_LDAP_URL": "ldap://x", "STCLOUD_LDAP_USER_BASE": "dc=y", "STCLOUD_LDAP_BIND_DN": "cn=a"},
@@ -205,3 +206,11 @@ def test_bad_settings_are_refused_clearly(cfg, match):
 def test_not_configured_is_none():
     assert ldap.settings_from({}) is None
     assert ldap.settings_from({"STCLOUD_LDAP_URL": "  "}) is None
+
+
+def test_upn_and_down_level_bind_names_refuse_separators():
+    assert ldap._bind_name("{username}@corp.example", "bob") == "bob@corp.example"
+    assert ldap._bind_name("CORP\\{username}", "bob") == "CORP\\bob"
+    for evil in ("bob@other.example", "other\\bob", "bob,ou=x", "a=b"):
+        assert ldap._bind_name("{username}@corp.example", evil) is None
+    assert ldap._bind_name("uid={username},dc=x", "a,b=c") == "uid=a\\,b\\=c,dc=x"
