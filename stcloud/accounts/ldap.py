@@ -335,15 +335,16 @@ def _first(entry: dict, attr: str, prefer: str | None = None) -> str | None:
 
 def _identity(s: LdapSettings, conn: Connection, entry: dict, typed: str) -> ExternalIdentity:
     dn = entry["dn"]
+    username = _first(entry, s.username_attr, prefer=typed) or typed
     if s.group_base:
         flt = (s.group_filter.replace("{dn}", escape_filter_chars(dn))
-               .replace("{username}", escape_filter_chars(typed)))
+               .replace("{username}", escape_filter_chars(username)))
         groups = tuple(g["dn"] for g in _search(s, conn, s.group_base, flt, SUBTREE, "group"))
     else:
         raw = entry.get("attributes", {}).get(s.member_of_attr) or []
         groups = tuple(str(g) for g in (raw if isinstance(raw, list) else [raw]))
     return ExternalIdentity(
-        username=_first(entry, s.username_attr, prefer=typed) or typed,
+        username=username,
         email=_first(entry, s.email_attr),
         display_name=_first(entry, s.name_attr) or _first(entry, "cn"),
         groups=groups,

@@ -214,3 +214,9 @@ def test_upn_and_down_level_bind_names_refuse_separators():
     for evil in ("bob@other.example", "other\\bob", "bob,ou=x", "a=b"):
         assert ldap._bind_name("{username}@corp.example", evil) is None
     assert ldap._bind_name("uid={username},dc=x", "a,b=c") == "uid=a\\,b\\=c,dc=x"
+
+
+def test_group_filter_by_username(directory):
+    # groupOfNames (member=DN) or posixGroup (memberUid=the directory's username) in one filter
+    s = search_settings(directory, STCLOUD_LDAP_GROUP_FILTER="(|(member={dn})(memberUid={username}))")
+    assert ldap.authenticate(s, "BOB", directory.passwords["bob"]).groups == (f"cn=stcloud-members,{directory.groups}",)
