@@ -16,7 +16,7 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/stcloud db upgrade
-	$(VENV)/bin/stcloud serve --host 127.0.0.1 --port 8080 --local-worker
+	$(VENV)/bin/stcloud serve --host 127.0.0.1 --port 8080 --local-worker --login-link
 
 # Debian packages and other system pieces the tests start (chromium, daemons): listed in
 # .ci/apt.d/*.txt and .ci/setup.d/*.sh, installed when missing and we are root; otherwise the

@@ -25,6 +25,7 @@ BLUEPRINT_MODULES = (
     "stcloud.workers.routes",
     "stcloud.costs.routes",
     "stcloud.snapshots.routes",
+    "stcloud.accounts.routes",
 )
 
 
@@ -61,4 +62,7 @@ def create_app(config: dict | None = None, home: str | None = None) -> Flask:
     from stcloud import cli
 
     cli.init_app(app)
+    from stcloud.accounts import bootstrap
+
+    bootstrap.init_app(app)
     return app

@@ -3,24 +3,25 @@ other packages contribute, listed in ``EXTRA_COMMANDS``)."""
 from __future__ import annotations
 
 import importlib
-import json
 import signal
 import threading
-import time
 
 import click
 
 from stcloud import ROOT
-from stcloud.cli_options import call as client_call
-from stcloud.cli_options import fail, server_opt, token_opt  # noqa: F401 - fail is used by commands
-from stcloud.client import Client
+from stcloud.cli_options import fail
 
 # (group or None for top level, "module:attr")
 EXTRA_COMMANDS = [
-    ("jobs", "stcloud.jobs.cli_submit:submit_command"),
+    (None, "stcloud.jobs.cli:jobs_group"),
     (None, "stcloud.workers.agent:worker_command"),
     (None, "stcloud.costs.cli:cost_group"),
     (None, "stcloud.snapshots.cli:configs_group"),
+    (None, "stcloud.accounts.cli:login_command"),
+    (None, "stcloud.accounts.cli:logout_command"),
+    (None, "stcloud.accounts.cli:audit_group"),
+    (None, "stcloud.accounts.cli:users_group"),
+    (None, "stcloud.cli_completion:completion_command"),
 ]
 
 
@@ -81,15 +82,27 @@ def db_downgrade(revision):
               help="Run the embedded local worker beside the server.")
 @click.option("--scheduler/--no-scheduler", default=True, show_default=True,
               help="Run the scheduler in this process (turn off when `stcloud scheduler` runs).")
-def serve(host, port, local_worker, scheduler):
+@click.option("--login-link", is_flag=True,
+              help="Print a one-time sign-in link for the first admin (what `make run` does).")
+def serve(host, port, local_worker, scheduler, login_link):
     """Serve the dashboard and API (migrates the database first)."""
     from werkzeug.serving import make_server
 
     from stcloud import create_app
     from stcloud import scheduler as sched_mod
+    from stcloud.accounts import bootstrap
+    from stcloud.errors import StcloudError
+    from stcloud.web import auth
 
-    app = create_app()
+    try:
+        app = create_app()
+    except StcloudError as exc:
+        fail(exc.detail, 2)
+    if not auth.auth_enabled(app) and not auth.is_loopback_host(host):
+        fail(f"STCLOUD_AUTH=off is refused on a non-loopback address (--host {host}); "
+             "bind to 127.0.0.1 or turn authentication on", 2)
     upgrade_db(app)
+    bootstrap.ensure_admin(app)
     public = app.config.get("STCLOUD_PUBLIC_URL")
     server = make_server(host, port, app, threaded=True)
     url = f"http://{host}:{server.server_port}"
@@ -104,6 +117,8 @@ def serve(host, port, local_worker, scheduler):
         worker = start_local_worker(app, url)
     click.echo(f"stcloud serving on {url}" + (f" (public URL {public})" if public else "")
                + (" with the local worker" if local_worker else ""), err=True)
+    if login_link and auth.auth_enabled(app):
+        click.echo(f"Sign in: {bootstrap.login_link_url(app, url)}  (one-time link, valid 15 minutes)", err=True)
 
     def _stop(*_):
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -141,83 +156,7 @@ def scheduler_cmd():
     app.extensions["stcloud.scheduler"].shutdown(wait=False)
 
 
-# ---- jobs (REST client) ------------------------------------------------------------------
-
-
-
-@main.group()
-def jobs():
-    """List, inspect, follow and cancel jobs."""
-
-
-@jobs.command("list")
-@server_opt
-@token_opt
-@click.option("--status", default=None, help="comma-separated statuses")
-@click.option("--provider", default=None)
-@click.option("-q", "query", default=None, help="name contains")
-@click.option("--limit", default=20, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True)
-def jobs_list(server, token, status, provider, query, limit, as_json):
-    c = Client(server, token)
-    params = {k: v for k, v in {"status": status, "provider": provider, "q": query, "limit": limit}.items() if v}
-    data = client_call(lambda: c.get("/api/cloud/jobs", params=params))
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    click.echo(f"{'ID':<32} {'STATUS':<10} {'PROVIDER':<10} {'PROGRESS':<12} {'COST':>9}  NAME")
-    for j in data["jobs"]:
-        prog = j.get("progress") or {}
-        p = f"{prog.get('step')}/{prog.get('total_steps')}" if prog.get("total_steps") else "-"
-        cost = j.get("cost_usd") if j.get("cost_usd") is not None else j.get("estimated_cost_usd")
-        cost_s = f"${cost:.2f}" if cost is not None else "-"
-        click.echo(f"{j['id']:<32} {j['status']:<10} {j['provider']:<10} {p:<12} {cost_s:>9}  {j['name']}")
-    click.echo(f"({len(data['jobs'])} of {data['total']})", err=True)
-
-
-@jobs.command("show")
-@server_opt
-@token_opt
-@click.argument("job_id")
-def jobs_show(server, token, job_id):
-    c = Client(server, token)
-    job = client_call(lambda: c.get(f"/api/cloud/jobs/{job_id}"))["job"]
-    events = client_call(lambda: c.get(f"/api/cloud/jobs/{job_id}/events"))["events"]
-    click.echo(json.dumps({"job": job, "events": events}, indent=2))
-
-
-@jobs.command("logs")
-@server_opt
-@token_opt
-@click.argument("job_id")
-@click.option("-f", "--follow", is_flag=True, help="keep following until the job ends")
-@click.option("--interval", default=2.0, show_default=True)
-def jobs_logs(server, token, job_id, follow, interval):
-    c = Client(server, token)
-    offset = 0
-    while True:
-        data = client_call(lambda: c.get(f"/api/cloud/jobs/{job_id}/logs", params={"offset": offset}))
-        if data["text"]:
-            click.echo(data["text"], nl=False)
-        offset = data["next_offset"]
-        if data["complete"] or not follow:
-            break
-        if offset >= data.get("size", 0):
-            time.sleep(interval)
-
-
-@jobs.command("cancel")
-@server_opt
-@token_opt
-@click.argument("job_id")
-def jobs_cancel(server, token, job_id):
-    c = Client(server, token)
-    job = client_call(lambda: c.post(f"/api/cloud/jobs/{job_id}/cancel"))["job"]
-    click.echo(f"{job['id']} {job['status']}")
-
-
 def _attach_extras():
-    groups = {"jobs": jobs}
     for group, path in EXTRA_COMMANDS:
         module, _, attr = path.partition(":")
         try:
@@ -226,7 +165,7 @@ def _attach_extras():
             if exc.name == module:  # that feature is not installed in this tree
                 continue
             raise
-        (groups[group] if group else main).add_command(cmd)
+        (main.commands[group] if group else main).add_command(cmd)
 
 
 _attach_extras()

@@ -7,9 +7,11 @@ import click
 
 from stcloud.client import ApiError
 
-server_opt = click.option("--server", envvar="STCLOUD_SERVER", default="http://127.0.0.1:8080",
-                          show_default=True, help="stcloud base URL")
-token_opt = click.option("--token", envvar="STCLOUD_ADMIN_TOKEN", default=None, help="admin token")
+server_opt = click.option("--server", envvar="STCLOUD_SERVER", default=None,
+                          help="stcloud base URL [default: the server of `stcloud login`, else "
+                               "http://127.0.0.1:8080]")
+token_opt = click.option("--token", envvar=["STCLOUD_TOKEN", "STCLOUD_ADMIN_TOKEN"], default=None,
+                         help="API key (stc_…) or the admin token [default: the key `stcloud login` stored]")
 json_opt = click.option("--json", "as_json", is_flag=True, help="print the API answer as JSON")
 
 
@@ -23,7 +25,7 @@ def call(fn, hint=None):
     try:
         return fn()
     except ApiError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)  # one line, whatever the detail holds
         if hint is not None:
             extra = hint(exc)
             if extra:

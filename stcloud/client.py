@@ -1,10 +1,15 @@
-"""A small REST client for the CLI (``--server``, ``--token``). Errors become ``ApiError``
+"""A small REST client for the CLI (``--server``, ``--token``, else what ``stcloud login`` stored). Errors become ``ApiError``
 with the problem+json detail, so the CLI prints one line and exits non-zero."""
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
+
+from stcloud import clientconfig
 
 
 class ApiError(Exception):
@@ -16,8 +21,11 @@ class ApiError(Exception):
 
 class Client:
     def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30):
-        self.server = (server or os.environ.get("STCLOUD_SERVER") or "http://127.0.0.1:8080").rstrip("/")
-        self.token = token or os.environ.get("STCLOUD_ADMIN_TOKEN") or None
+        self.server = (server or os.environ.get("STCLOUD_SERVER") or clientconfig.default_server()).rstrip("/")
+        # An explicit --token / STCLOUD_TOKEN / STCLOUD_ADMIN_TOKEN wins over the key that
+        # `stcloud login` stored for this server.
+        self.token = (token or os.environ.get("STCLOUD_TOKEN") or os.environ.get("STCLOUD_ADMIN_TOKEN")
+                      or clientconfig.token_for(self.server) or None)
         self.timeout = timeout
         self.http = requests.Session()
         if self.token:
@@ -31,6 +39,8 @@ class Client:
             raise ApiError(0, f"cannot reach stcloud at {self.server} (is `stcloud serve` running?)") from None
         except requests.Timeout:
             raise ApiError(0, f"stcloud at {self.server} did not answer in {self.timeout:.0f}s") from None
+        except requests.RequestException as exc:  # bad --server URL, TLS, redirects...
+            raise ApiError(0, f"cannot reach stcloud at {self.server}: {exc}") from None
         if resp.status_code >= 400:
             body = {}
             try:
@@ -41,7 +51,11 @@ class Client:
             raise ApiError(resp.status_code, f"{resp.status_code} {detail}", body)
         if resp.status_code == 204 or not resp.content:
             return {}
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:
+            raise ApiError(resp.status_code, f"{self.server}{path} did not answer with JSON "
+                                             "(is --server an stcloud URL?)") from None
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
@@ -54,3 +68,31 @@ class Client:
 
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)
+
+    def download(self, url: str, dest: Path, *, chunk: int = 1024 * 1024) -> tuple[int, str]:
+        """GET a file to ``dest`` (written as ``dest.part``, renamed when complete); returns
+        (size, sha256). A site-relative URL (the API's download links) is fetched from the
+        server with the token; the token is never sent to another host. Raises ApiError."""
+        full = self.server + url if url.startswith("/") else url
+        same_site = urlsplit(full)[:2] == urlsplit(self.server)[:2]
+        headers = {} if same_site else {"Authorization": None}  # None drops the session header
+        part = dest.with_name(dest.name + ".part")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with self.http.get(full, headers=headers, stream=True, timeout=self.timeout) as resp:
+                if resp.status_code >= 400:
+                    raise ApiError(resp.status_code, f"{resp.status_code} {resp.reason} for {url}")
+                with open(part, "wb") as fh:
+                    for block in resp.iter_content(chunk):
+                        fh.write(block)
+                        digest.update(block)
+                        size += len(block)
+            os.replace(part, dest)
+        except requests.RequestException as exc:
+            raise ApiError(0, f"downloading {url} failed: {exc}") from None
+        except OSError as exc:
+            raise ApiError(0, f"cannot write {dest}: {exc.strerror or exc}") from None
+        finally:
+            part.unlink(missing_ok=True)
+        return size, digest.hexdigest()

@@ -9,6 +9,8 @@ DEFAULTS = {
     "SECRET_KEY": None,  # generated once and kept in secrets.json
     "STCLOUD_DATABASE_URL": None,  # default: sqlite:///<home>/stcloud.db
     "STCLOUD_ADMIN_TOKEN": None,
+    "STCLOUD_AUTH": "on",  # "off": no sign-in at all (served to loopback clients only)
+    "STCLOUD_LOGIN_RATE_LIMIT": "10 per minute",  # per client address, on the sign-in endpoints
     "STCLOUD_PUBLIC_URL": None,
     "STCLOUD_WORKER_TIMEOUT": 90,
     "STCLOUD_SCHEDULER": False,  # start APScheduler in this process (serve/scheduler set it)
@@ -21,6 +23,8 @@ DEFAULTS = {
 ENV_KEYS = (
     "STCLOUD_DATABASE_URL",
     "STCLOUD_ADMIN_TOKEN",
+    "STCLOUD_AUTH",
+    "STCLOUD_LOGIN_RATE_LIMIT",
     "STCLOUD_PUBLIC_URL",
     "STCLOUD_WORKER_TIMEOUT",
 )

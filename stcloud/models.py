@@ -248,3 +248,81 @@ class WebhookDelivery(Base):
     outcome: Mapped[str] = mapped_column(String(32))  # applied, ignored, duplicate, test
     detail: Mapped[str | None] = mapped_column(Text)
     source_ip: Mapped[str | None] = mapped_column(String(64))
+
+
+# ---- accounts (stcloud/accounts) --------------------------------------------------------
+# Jobs, storage credentials and workers carry a nullable ``owner_id`` (a users.id, no FK:
+# records outlive the account that made them; NULL = made before accounts or by the system).
+
+Job.owner_id = mapped_column(String(40), index=True, nullable=True)
+StorageCredential.owner_id = mapped_column(String(40), index=True, nullable=True)
+Worker.owner_id = mapped_column(String(40), index=True, nullable=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("usr"))
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16), default="member")  # admin member viewer
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[str | None] = mapped_column(Text)  # argon2; None = no password sign-in
+    source: Mapped[str] = mapped_column(String(16), default="local")  # local, ldap, oidc
+    session_version: Mapped[int] = mapped_column(Integer, default=1)  # bump = sign out everywhere
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # per-user limits (stcloud/accounts/limits.py); None = no limit
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    spend_limit_usd: Mapped[float | None] = mapped_column(Float)
+    spend_period: Mapped[str] = mapped_column(String(16), default="monthly")
+    spend_action: Mapped[str] = mapped_column(String(8), default="block")
+
+
+class ApiKey(Base):
+    """A user's API key (``stc_…``): only its SHA-256 is stored (the key has 256 random bits)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # first characters, to recognise it in lists
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LoginLink(Base):
+    """A one-time sign-in link (``make run`` prints one): single use, short expiry."""
+
+    __tablename__ = "login_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditRecord(Base):
+    """Append-only, hash-chained: ``hash`` covers every field and ``prev_hash``."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True)  # username, system, webhook, worker:<name>
+    key_id: Mapped[str | None] = mapped_column(String(40))  # the API key used, if any
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target: Mapped[str | None] = mapped_column(String(500))
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32))  # ok, denied, failed
+    detail: Mapped[str | None] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -44,11 +44,17 @@ def home(tmp_path) -> Path:
     return h
 
 
+def auth_default(cfg: dict) -> str:
+    """Tests run with sign-in off unless they ask for it: by passing ``STCLOUD_AUTH`` (the
+    accounts tests pass "on") or an ``STCLOUD_ADMIN_TOKEN`` (which means "protect this")."""
+    return "on" if cfg.get("STCLOUD_ADMIN_TOKEN") else "off"
+
+
 @pytest.fixture
 def make_app(home, migrated_db_template, monkeypatch):
     """Factory: ``make_app(**config)`` -> app on a fresh copy of the migrated database."""
     for var in ("STCLOUD_ADMIN_TOKEN", "STCLOUD_PUBLIC_URL", "STCLOUD_DATABASE_URL",
-                "REPLICATE_API_TOKEN", "HF_TOKEN"):
+                "REPLICATE_API_TOKEN", "HF_TOKEN", "STCLOUD_AUTH"):
         monkeypatch.delenv(var, raising=False)
     apps = []
 
@@ -61,6 +67,7 @@ def make_app(home, migrated_db_template, monkeypatch):
         base = {"TESTING": True, "STCLOUD_HOME": str(home),
                 "STCLOUD_DATABASE_URL": f"sqlite:///{db_path}"}
         base.update(cfg)
+        base.setdefault("STCLOUD_AUTH", auth_default(cfg))
         app = create_app(base)
         apps.append(app)
         return app
@@ -123,7 +130,10 @@ class ServeProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / f"serve-{self.port}.log"
-        full_env = {**os.environ, "STCLOUD_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Sign-in follows what this server was given (not the suite-wide default in os.environ):
+        # off on a loopback bind unless ``env`` asks for it or protects it with an admin token.
+        auth = {"STCLOUD_AUTH": auth_default(env or {})} if "STCLOUD_AUTH" not in (env or {}) else {}
+        full_env = {**os.environ, "STCLOUD_HOME": str(home), "PYTHONUNBUFFERED": "1", **auth, **(env or {})}
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stcloud.cli", "serve", "--port", str(self.port), *args],
@@ -156,7 +166,8 @@ class ServeProcess:
 @pytest.fixture
 def serve_process(tmp_path, monkeypatch):
     procs = []
-    for var in ("STCLOUD_ADMIN_TOKEN", "STCLOUD_PUBLIC_URL", "STCLOUD_DATABASE_URL", "REPLICATE_API_TOKEN"):
+    for var in ("STCLOUD_ADMIN_TOKEN", "STCLOUD_PUBLIC_URL", "STCLOUD_DATABASE_URL", "REPLICATE_API_TOKEN",
+                "STCLOUD_AUTH"):
         monkeypatch.delenv(var, raising=False)
 
     def _start(home: Path | None = None, args=(), env=None, port=None):
@@ -222,3 +233,16 @@ def _trainer_full_speed():
         os.environ.pop("STCLOUD_TRAINER_STEP_DELAY", None)
     else:
         os.environ["STCLOUD_TRAINER_STEP_DELAY"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _auth_off_by_default():
+    """Apps a test builds by itself (``create_app({...})``, CLI commands, subprocesses) start
+    with sign-in off like ``make_app``; a test that wants it passes STCLOUD_AUTH="on"."""
+    old = os.environ.get("STCLOUD_AUTH")
+    os.environ["STCLOUD_AUTH"] = "off"
+    yield
+    if old is None:
+        os.environ.pop("STCLOUD_AUTH", None)
+    else:
+        os.environ["STCLOUD_AUTH"] = old

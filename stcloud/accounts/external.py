@@ -1,4 +1,4 @@
-"""Who an external directory or identity provider says signed in (LDAP, OIDC)."""
+"""What an external sign-in (LDAP, OIDC) hands to ``service.login_external``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,4 +10,4 @@ class ExternalIdentity:
     email: str | None
     display_name: str | None
     groups: tuple[str, ...]
-    source: str
+    source: str  # "ldap", "oidc"

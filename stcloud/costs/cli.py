@@ -7,8 +7,6 @@ import click
 
 from stcloud.client import Client
 
-SCOPES = ("all", "replicate", "worker", "local")
-
 from stcloud.cli_options import call as _call
 from stcloud.cli_options import json_opt, server_opt, token_opt
 
@@ -36,8 +34,7 @@ def cost_group():
 @cost_group.command("status")
 @server_opt
 @token_opt
-@click.option("--provider", type=click.Choice(SCOPES), default=None,
-              help="one limit (default: all of them)")
+@click.option("--provider", default=None, help="one limit: a provider name or 'all' (default: all of them)")
 @json_opt
 def cost_status(server, token, provider, as_json):
     """Spend against the limits in the current period."""
@@ -77,7 +74,7 @@ def limits_show(server, token, as_json):
 @limits_group.command("set")
 @server_opt
 @token_opt
-@click.argument("provider", type=click.Choice(SCOPES))
+@click.argument("provider")
 @click.option("--amount", type=float, required=True, help="limit in USD (>= 0)")
 @click.option("--period", type=click.Choice(("daily", "weekly", "monthly")), required=True)
 @click.option("--action", type=click.Choice(("warn", "block")), required=True)
@@ -126,7 +123,7 @@ def cost_rates(server, token, set_rate, as_json):
 @cost_group.command("estimate")
 @server_opt
 @token_opt
-@click.option("--provider", type=click.Choice(SCOPES[1:]), default="replicate", show_default=True)
+@click.option("--provider", default="replicate", show_default=True, help="a provider name the server knows")
 @click.option("--hardware", default=None)
 @click.option("--steps", type=int, default=None, help="max_train_steps")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -22,7 +22,9 @@ from stcloud import db
 from stcloud.costs import limits, periods
 from stcloud.costs.service import finalize_worker_cost, running_cost
 from stcloud.jobs import states
+from stcloud.jobs import service as jobs_service
 from stcloud.models import CostLimit, Job, utcnow
+from stcloud.providers import registry
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,10 @@ def _money(v: float) -> str:
 
 
 def finalize_unpriced_worker_jobs() -> int:
-    """Price finished worker/local jobs that have no cost yet (safety net for
-    ``finalize_worker_cost``). Returns how many were priced."""
-    unpriced = (select(Job.id).where(Job.provider.in_(("worker", "local")), Job.status.in_(states.TERMINAL),
+    """Price finished jobs of providers that report no cost (self-hosted workers) that have
+    no cost yet (safety net for ``finalize_worker_cost``). Returns how many were priced."""
+    timed = registry.names_where(lambda svc: not svc.supports_cost_tracking)
+    unpriced = (select(Job.id).where(Job.provider.in_(timed), Job.status.in_(states.TERMINAL),
                                      Job.cost_usd.is_(None)).limit(500))
     with db.session() as s:  # read first: no write lock taken every minute for nothing
         ids = list(s.scalars(unpriced))
@@ -52,8 +55,6 @@ def finalize_unpriced_worker_jobs() -> int:
 
 
 def _cancel(job_id: str, reason: str) -> bool:
-    from stcloud.jobs import service as jobs_service
-
     try:
         job = jobs_service.cancel(job_id, source="scheduler", reason=reason)
     except Exception as exc:  # provider down: try again next minute

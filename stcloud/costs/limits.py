@@ -23,8 +23,9 @@ from stcloud.costs import periods
 from stcloud.errors import BadRequest
 from stcloud.jobs import states
 from stcloud.models import CostLimit, Job, utcnow
+from stcloud.providers import registry
 
-SCOPES = ("all", "replicate", "worker", "local")
+ALL = "all"  # the global limit, beside one per registered provider
 ACTIONS = ("warn", "block")
 WARN_AT = 80.0  # percent
 EPS = 1e-6  # dollars: float sums of reservations must not refuse an exact fit
@@ -126,9 +127,14 @@ def spend_in_period(s: Session, scope: str, start: datetime, end: datetime,
 
 # ---- limit rows ----------------------------------------------------------------------------
 
+def scopes() -> tuple[str, ...]:
+    """``all`` and every registered provider."""
+    return (ALL, *registry.names())
+
+
 def validate_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise BadRequest(f"unknown provider {scope!r}; expected one of {', '.join(SCOPES)}",
+    if scope not in scopes():
+        raise BadRequest(f"unknown provider {scope!r}; expected one of {', '.join(scopes())}",
                          extra={"field": "provider"})
     return scope
 
@@ -243,7 +249,7 @@ def limit_status(s: Session, scope: str, now: datetime | None = None,
 
 
 def all_statuses(s: Session, now: datetime | None = None) -> list[dict]:
-    return [limit_status(s, scope, now) for scope in SCOPES]
+    return [limit_status(s, scope, now) for scope in scopes()]
 
 
 def _money(v: float) -> str:
@@ -256,8 +262,8 @@ def evaluate(s: Session, provider: str, amount_usd: float, now: datetime | None 
     limits that apply (the provider's and ``all``). ``lock`` takes the limit rows FOR UPDATE
     (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes). Never raises for a limit."""
     now = now or utcnow()
-    scopes = [provider, "all"] if provider != "all" else ["all"]
-    stmt = select(CostLimit).where(CostLimit.provider.in_(scopes))
+    wanted = [provider, ALL] if provider != ALL else [ALL]
+    stmt = select(CostLimit).where(CostLimit.provider.in_(wanted))
     if lock:
         stmt = stmt.with_for_update()
     warnings: list[str] = []
@@ -265,7 +271,7 @@ def evaluate(s: Session, provider: str, amount_usd: float, now: datetime | None 
     block_reason, block_extra = None, {}
     with s.no_autoflush:  # a job added but not flushed by the caller is not yet "accepted"
         rows = {r.provider: r for r in s.scalars(stmt).all()}
-        for scope in scopes:
+        for scope in wanted:
             row = rows.get(scope)
             if row is None or not row.enabled:
                 continue

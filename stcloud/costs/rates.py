@@ -3,7 +3,8 @@
 A rate prices the whole machine of a profile, so a multi-GPU profile (``gpu-l40s-2x``) has
 its own rate. Rows in ``hardware_rates`` are never updated in place: an edit adds a row with
 a new ``effective_from``, and the newest row with ``effective_from <= at`` is the rate at
-``at``. Built-in defaults (the seeds' prices) apply where no row exists. A job records its
+``at``. The adapters' built-in prices (``hardware_profiles()``; Replicate's are the seeds')
+apply where no row exists. A job records its
 rate at submit, so an edit never rewrites the cost of an existing job.
 
 Also here: the seconds-per-step setting used by steps-based estimates.
@@ -18,26 +19,40 @@ from sqlalchemy.orm import Session
 from stcloud import db, settings
 from stcloud.costs.periods import iso
 from stcloud.errors import BadRequest
-from stcloud.models import HardwareRate, ProviderConfig, utcnow
+from stcloud.models import HardwareRate, utcnow
+from stcloud.providers import registry
+from stcloud.providers.base import HardwareProfile
 
-PROVIDERS = ("replicate", "worker", "local")
-FALLBACK_PROFILE = "default"  # worker/local jobs without a profile of their own
+FALLBACK_PROFILE = "default"  # the profile of a provider whose jobs name none (self-hosted)
 
-# (provider, hardware, label, gpu_count, vram_gb, $/hour, note)
-_DEFAULTS = (
-    ("replicate", "gpu-l40s", "Nvidia L40S", 1, 48, 3.50, "seeds: L40S ~$3.50/h"),
-    ("replicate", "gpu-a100-large", "Nvidia A100 (80GB)", 1, 80, 5.00, "seeds: A100 80GB ~$5.00/h"),
-    ("replicate", "gpu-l40s-2x", "2x Nvidia L40S", 2, 96, 7.00, "whole machine: 2 GPUs"),
-    ("replicate", "gpu-a100-large-2x", "2x Nvidia A100 (80GB)", 2, 160, 10.00, "whole machine: 2 GPUs"),
-    ("worker", FALLBACK_PROFILE, "Self-hosted worker", 1, None, 0.0, "your own machine: set what it costs you"),
-    ("local", FALLBACK_PROFILE, "Embedded local worker", 1, None, 0.0, "this machine"),
-)
-DEFAULT_PROFILES: dict[tuple[str, str], dict] = {
-    (p, hw): {"provider": p, "hardware": hw, "label": label, "gpu_count": gpus, "vram_gb": vram,
-              "usd_per_second": per_hour / 3600.0, "note": note}
-    for p, hw, label, gpus, vram, per_hour, note in _DEFAULTS
-}
-DEFAULT_HARDWARE = {"replicate": "gpu-l40s", "worker": FALLBACK_PROFILE, "local": FALLBACK_PROFILE}
+
+def _profile_dict(provider: str, p: HardwareProfile) -> dict:
+    return {"provider": provider, "hardware": p.name, "label": p.label, "gpu_count": p.gpu_count,
+            "vram_gb": p.vram_gb, "usd_per_second": p.usd_per_hour / 3600.0, "note": p.note}
+
+
+def default_profiles() -> dict[tuple[str, str], dict]:
+    """The hardware catalogue: every registered provider's ``hardware_profiles()`` with the
+    adapter's built-in price. A row in ``hardware_rates`` wins over these."""
+    return {(name, p.name): _profile_dict(name, p)
+            for name, svc in registry.services() for p in svc.hardware_profiles()}
+
+
+def providers() -> tuple[str, ...]:
+    return registry.names()
+
+
+def hardware_profiles(provider: str) -> dict[str, dict]:
+    """``{name: {label, vram_gb, gpu_count}}`` of ``provider``: the adapter's profiles and
+    any profile with a configured rate."""
+    out = {hw: {"label": p["label"] or hw, "vram_gb": p["vram_gb"], "gpu_count": p["gpu_count"] or 1}
+           for (prov, hw), p in default_profiles().items() if prov == provider}
+    with db.session() as s:
+        for row in s.scalars(select(HardwareRate).where(HardwareRate.provider == provider)):
+            out.setdefault(row.hardware, {"label": row.label or row.hardware, "vram_gb": row.vram_gb,
+                                          "gpu_count": row.gpu_count or 1})
+    return out
+
 
 SECONDS_PER_STEP_KEY = "cost_seconds_per_step"
 # Seeds: a 1000-step Flux LoRA takes 30-60 min on an L40S (1.8-3.6 s/step): the midpoint.
@@ -49,13 +64,10 @@ def profile_key(provider: str, hardware: str | None) -> str:
 
 
 def default_hardware(s: Session, provider: str) -> str:
-    """The profile a job gets when it names none (Replicate: the provider config's)."""
-    if provider == "replicate":
-        row = s.get(ProviderConfig, "replicate")
-        hw = (row.config or {}).get("hardware") if row else None
-        if hw:
-            return hw
-    return DEFAULT_HARDWARE.get(provider, FALLBACK_PROFILE)
+    """The profile a job gets when it names none: the adapter's default (Replicate: the one
+    set on the Providers page), else ``default``."""
+    service = registry.maybe_get(provider)
+    return (service.default_hardware if service is not None else None) or FALLBACK_PROFILE
 
 
 def _row_at(s: Session, provider: str, hardware: str, at: datetime) -> HardwareRate | None:
@@ -68,8 +80,8 @@ def _row_at(s: Session, provider: str, hardware: str, at: datetime) -> HardwareR
     ).first()
 
 
-def _known_profiles(s: Session, provider: str) -> list[str]:
-    names = {hw for (p, hw) in DEFAULT_PROFILES if p == provider}
+def _known_profiles(s: Session, provider: str, catalogue: dict) -> list[str]:
+    names = {hw for (p, hw) in catalogue if p == provider}
     names.update(s.scalars(select(HardwareRate.hardware).where(HardwareRate.provider == provider)))
     return sorted(names)
 
@@ -78,23 +90,23 @@ def resolve(s: Session, provider: str, hardware: str | None, at: datetime | None
     """The rate profile that prices ``provider``/``hardware`` at ``at`` (default now):
     ``{provider, hardware, usd_per_second, label, gpu_count, vram_gb, effective_from, source}``.
 
-    Worker and local jobs with an unknown profile fall back to their ``default`` profile.
-    Raises BadRequest (naming ``hardware``) for a Replicate profile without a rate, rather
-    than pricing it at another profile's rate.
+    A provider with a ``default`` profile (self-hosted workers) prices an unknown profile at
+    it. Raises BadRequest (naming ``hardware``) for another provider's profile without a
+    rate, rather than pricing it at another profile's rate.
     """
-    if provider not in PROVIDERS:
-        raise BadRequest(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}",
-                         extra={"field": "provider"})
+    registry.validate_name(provider)
     at = at or utcnow()
+    catalogue = default_profiles()
     hw = hardware or default_hardware(s, provider)
-    candidates = [hw] if provider == "replicate" or hw == FALLBACK_PROFILE else [hw, FALLBACK_PROFILE]
+    has_fallback = (provider, FALLBACK_PROFILE) in catalogue
+    candidates = [hw, FALLBACK_PROFILE] if has_fallback and hw != FALLBACK_PROFILE else [hw]
     for name in candidates:
         row = _row_at(s, provider, name, at)
         if row is not None:
             return {**_row_dict(row), "source": "table"}
-        if (provider, name) in DEFAULT_PROFILES:
-            return {**DEFAULT_PROFILES[(provider, name)], "effective_from": None, "source": "default"}
-    known = ", ".join(_known_profiles(s, provider))
+        if (provider, name) in catalogue:
+            return {**catalogue[(provider, name)], "effective_from": None, "source": "default"}
+    known = ", ".join(_known_profiles(s, provider, catalogue))
     raise BadRequest(f"no rate for {provider} hardware {hw!r}; known profiles: {known} "
                      f"(add a rate on the Spend page or PUT /api/cloud/rates)", extra={"field": "hardware"})
 
@@ -123,15 +135,17 @@ def current_rates(s: Session, at: datetime | None = None) -> list[dict]:
     """Every profile with its rate in force at ``at`` (table rows win over defaults), plus
     ``upcoming`` rates with a future ``effective_from``."""
     at = at or utcnow()
-    pairs = set(DEFAULT_PROFILES)
+    catalogue = default_profiles()
+    names = registry.names()
+    pairs = set(catalogue)
     pairs.update((p, hw) for p, hw in s.execute(select(HardwareRate.provider, HardwareRate.hardware)))
     out = []
-    for provider, hw in sorted(pairs, key=lambda p: (PROVIDERS.index(p[0]) if p[0] in PROVIDERS else 9, p[1])):
+    for provider, hw in sorted(pairs, key=lambda p: (names.index(p[0]) if p[0] in names else len(names), p[1])):
         row = _row_at(s, provider, hw, at)
         if row is not None:
             item = {**_row_dict(row), "source": "table"}
-        elif (provider, hw) in DEFAULT_PROFILES:
-            item = {**DEFAULT_PROFILES[(provider, hw)], "effective_from": None, "source": "default"}
+        elif (provider, hw) in catalogue:
+            item = {**catalogue[(provider, hw)], "effective_from": None, "source": "default"}
         else:
             item = None
         upcoming = s.scalars(
@@ -188,9 +202,10 @@ def validate_rate(item) -> dict:
     if not isinstance(item, dict):
         raise BadRequest("each rate must be a JSON object")
     provider = item.get("provider")
-    if provider not in PROVIDERS:
-        raise BadRequest(f"provider must be one of {', '.join(PROVIDERS)}", extra={"field": "provider"})
-    hardware = item.get("hardware") or (FALLBACK_PROFILE if provider != "replicate" else None)
+    if provider not in registry.names():
+        raise BadRequest(f"provider must be one of {', '.join(registry.names())}", extra={"field": "provider"})
+    hardware = item.get("hardware") or (FALLBACK_PROFILE if (provider, FALLBACK_PROFILE) in default_profiles()
+                                        else None)
     if not isinstance(hardware, str) or not hardware.strip() or len(hardware) > 64:
         raise BadRequest("hardware must be a profile name (1-64 characters)", extra={"field": "hardware"})
     if "usd_per_second" in item and item["usd_per_second"] is not None:

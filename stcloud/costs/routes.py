@@ -138,7 +138,7 @@ def _spend_context(days: int) -> dict:
         history = rates.rate_history(s, limit=50)
         sps = rates.seconds_per_step_table(s)
     return {"summary": data, "rates": current, "rate_history": history, "seconds_per_step": sps,
-            "days": days, "providers": rates.PROVIDERS, "scopes": limits.SCOPES,
+            "days": days, "providers": rates.providers(), "scopes": limits.scopes(),
             "timezones": _common_timezones()}
 
 
@@ -196,7 +196,7 @@ def _rates_fragment(**extra):
     with db.session() as s:
         return render("costs/spend.html", block="rates_block", rates=rates.current_rates(s),
                       rate_history=rates.rate_history(s, limit=50),
-                      seconds_per_step=rates.seconds_per_step_table(s), providers=rates.PROVIDERS, **extra)
+                      seconds_per_step=rates.seconds_per_step_table(s), providers=rates.providers(), **extra)
 
 
 @pages.post("/spend/rates")

@@ -14,21 +14,22 @@ counted twice. The reservation *is* the job row: an unfinished job reserves its
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, load_only
 
 from stcloud import db
+from stcloud.accounts import limits as user_limits
 from stcloud.costs import estimates as est_mod
 from stcloud.costs import limits, periods, rates
 from stcloud.costs.limits import LimitCheck, actual_cost, running_cost  # noqa: F401  (re-exported)
 from stcloud.errors import BadRequest, PaymentRequired
 from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, utcnow
+from stcloud.providers import registry
 
-DEFAULT_RATES = {k: v["usd_per_second"] for k, v in rates.DEFAULT_PROFILES.items()}
 DEFAULT_SECONDS_PER_STEP = rates.DEFAULT_SECONDS_PER_STEP
 
 __all__ = ["Estimate", "LimitCheck", "rate_for", "estimate", "check_limits", "check_and_reserve",
@@ -137,15 +138,18 @@ def check_and_reserve(s: Session, provider: str, amount_usd: float, *, job_id: s
     if check.would_block:
         raise PaymentRequired(check.block_reason, extra={**check.block_extra,
                                                          "warnings": list(check.warnings)})
-    return check
+    # the submitting user's own limits (concurrent jobs, spend), in the same transaction
+    mine = user_limits.check(s, float(amount_usd or 0.0), now)
+    return replace(check, warnings=check.warnings + tuple(mine), would_warn=check.would_warn or bool(mine))
 
 
 def finalize_worker_cost(s: Session, job: Job) -> float | None:
     """Set ``billed_seconds`` (run time, summed over attempts when the job was re-queued)
     and ``cost_usd`` (× the recorded rate) on a finished worker/local job; returns the cost.
-    Idempotent. Replicate jobs are left alone (the provider bills them); an unfinished job
-    returns None."""
-    if job.provider == "replicate":
+    Idempotent. Jobs of a provider that reports its own cost (``supports_cost_tracking``)
+    are left alone; an unfinished job returns None."""
+    service = registry.maybe_get(job.provider)
+    if service is None or service.supports_cost_tracking:
         return job.cost_usd
     if not states.is_terminal(job.status):
         return None
@@ -171,13 +175,53 @@ def finalize_worker_cost(s: Session, job: Job) -> float | None:
 
 # ---- API helpers (own sessions) ------------------------------------------------------------
 
+def hardware_choices(services: list) -> list[dict]:
+    """The hardware profiles of ``[(name, adapter)]`` with the rate in force now:
+    ``[{provider, provider_label, name, label, rate, per_hour}]`` (rate None when unknown)."""
+    out = []
+    with db.session() as s:
+        for name, svc in services:
+            for hw, prof in rates.hardware_profiles(name).items():
+                try:
+                    rate = rates.rate_at(s, name, hw)
+                except BadRequest:  # a rate we cannot read is shown as unknown
+                    rate = None
+                out.append({"provider": name, "provider_label": svc.label, "name": hw,
+                            "label": prof.get("label") or hw, "rate": rate,
+                            "per_hour": rate * 3600 if rate is not None else None})
+    return out
+
+
+def provider_spend(provider: str, now: datetime | None = None) -> dict:
+    """Spend of ``provider`` from stcloud's own records: today, the last 7 and 30 days, all
+    time, jobs billed, and the active jobs with their estimates."""
+    now = now or utcnow()
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    windows = {"today_usd": day, "last_7_days_usd": now - timedelta(days=7),
+               "last_30_days_usd": now - timedelta(days=30), "all_time_usd": None}
+    spend: dict = {}
+    with db.session() as s:
+        for key, start in windows.items():
+            stmt = select(func.coalesce(func.sum(Job.cost_usd), 0.0)).where(
+                Job.provider == provider, Job.cost_usd.is_not(None))
+            if start is not None:
+                stmt = stmt.where(Job.completed_at >= start)
+            spend[key] = round(float(s.scalar(stmt) or 0.0), 4)
+        spend["jobs_billed"] = int(s.scalar(select(func.count()).select_from(Job).where(
+            Job.provider == provider, Job.cost_usd.is_not(None))) or 0)
+        active_n, active_est = s.execute(
+            select(func.count(), func.coalesce(func.sum(Job.estimated_cost_usd), 0.0))
+            .where(Job.provider == provider, Job.status.in_(tuple(states.ACTIVE)))).one()
+    return {"spend": spend, "active": {"jobs": int(active_n), "estimated_usd": round(float(active_est or 0.0), 4)}}
+
+
 def parse_submit_body(body: dict) -> dict:
     """The fields of a submit body that pricing needs. Raises BadRequest naming the field."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     provider = body.get("provider")
-    if provider not in rates.PROVIDERS:
-        raise BadRequest(f"provider must be one of {', '.join(rates.PROVIDERS)}", extra={"field": "provider"})
+    if provider not in rates.providers():
+        raise BadRequest(f"provider must be one of {', '.join(rates.providers())}", extra={"field": "provider"})
     config = body.get("config") if body.get("config") is not None else {}
     if not isinstance(config, dict):
         raise BadRequest("config must be a JSON object", extra={"field": "config"})
@@ -266,7 +310,7 @@ def summary(days: int = 30, tz: str | None = None, now: datetime | None = None) 
                                    .group_by(Job.status)).all())
 
         day_list = [first + timedelta(days=i) for i in range(days)]
-        providers = list(rates.PROVIDERS)
+        providers = list(rates.providers())
         per_day = {d: {p: 0.0 for p in providers} for d in day_list}
         per_provider = {p: {"cost_usd": 0.0, "finished_jobs": 0, "running_usd": 0.0, "reserved_usd": 0.0,
                             "active_jobs": 0, "estimated_usd": 0.0} for p in providers}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from stcloud.cli_options import server_opt, token_opt
+from stcloud.cli_options import json_opt, server_opt, token_opt
 from stcloud.client import ApiError, Client
 
 STAGE_LABELS = {"scan": "scanning", "package": "packaging", "upload": "uploading", "submit": "submitting",
@@ -169,7 +169,7 @@ def run_submit(client: Client, body: dict, *, show_progress: bool = True, interv
 @click.command("submit")
 @server_opt
 @token_opt
-@click.option("--provider", required=True, type=click.Choice(["replicate", "worker", "local"]))
+@click.option("--provider", required=True, help="a provider the server lists (GET /api/cloud/providers)")
 @click.option("--config", "config_path", required=True, help="training config (JSON file)")
 @click.option("--dataloader", "dataloader_path", required=True, help="dataloader config (JSON list file)")
 @click.option("--name", default=None, help="job name")
@@ -182,8 +182,9 @@ def run_submit(client: Client, body: dict, *, show_progress: bool = True, interv
 @click.option("--delivery", "delivery_json", default=None, help="delivery settings as JSON, e.g. '{\"type\": \"hub\", ...}'")
 @click.option("-y", "--yes", is_flag=True, help="consent to uploading the data without asking")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@json_opt
 def submit_command(server, token, provider, config_path, dataloader_path, name, hardware, max_cost,
-                   idempotency_key, config_name, snapshot_message, delivery_json, yes, no_progress):
+                   idempotency_key, config_name, snapshot_message, delivery_json, yes, no_progress, as_json):
     """Submit a training job; prints the job id.
 
     Local datasets are scanned and summarised; for a cloud provider you are asked before
@@ -224,8 +225,11 @@ def submit_command(server, token, provider, config_path, dataloader_path, name, 
             data = run_submit(client, body, show_progress=not no_progress)
     except ApiError as exc:
         job_id = exc.body.get("job_id")
-        _fail(str(exc) + (f" (job {job_id})" if job_id else ""))
+        _fail(" ".join(str(exc).split()) + (f" (job {job_id})" if job_id else ""))
     job = data["job"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
     for w in data.get("warnings") or []:
         click.echo(f"warning: {w}", err=True)
     if data.get("idempotent"):

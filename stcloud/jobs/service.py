@@ -15,10 +15,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stcloud import db
-from stcloud.errors import BadRequest, Conflict, NotFound, ProviderError
+from stcloud.accounts import audit, scope
+from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
 from stcloud.jobs import progress as progress_mod
 from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
+from stcloud.providers import registry
+from stcloud.providers.base import CloudJobInfo, ProviderFailure
 from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
@@ -37,12 +40,33 @@ class JobUpdate:
     error: str | None = None
     outputs: list | None = None
     billed_seconds: float | None = None  # -> cost_usd with the rate recorded on the job
+    cost_usd: float | None = None  # the provider's own bill (wins over billed_seconds × rate)
     started_at: datetime | None = None
     completed_at: datetime | None = None
     provider_job_id: str | None = None
     provider_data: dict | None = None  # merged into job.provider_data
     progress: dict | None = None  # merged into job.progress
     extra: dict = field(default_factory=dict)  # plain column -> value assignments
+
+
+def update_from_info(info: CloudJobInfo, *, provider: str, detail: str | None = None) -> JobUpdate:
+    """What a provider's answer (poll, webhook, launch) means for the job: the one
+    translation every reader of a provider uses."""
+    status = info.status.value if info.status else None
+    return JobUpdate(
+        status=status,
+        detail=detail or (f"{provider}: {info.raw_status}" if info.raw_status else None),
+        logs_full=info.logs,
+        error=info.error if status == states.FAILED else None,
+        outputs=info.outputs if status == states.COMPLETED else None,
+        billed_seconds=info.billed_seconds,
+        cost_usd=info.cost_usd,
+        started_at=info.started_at,
+        completed_at=info.completed_at,
+        provider_job_id=info.provider_job_id or None,
+        provider_data=dict(info.extra) or None,
+        progress=dict(info.progress) if info.progress else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,8 @@ def apply_update_in(s: Session, job: Job, update: JobUpdate, *, source: str) -> 
         job.billed_seconds = update.billed_seconds
         if job.rate_usd_per_second is not None:
             job.cost_usd = round(update.billed_seconds * job.rate_usd_per_second, 6)
+    if update.cost_usd is not None and update.cost_usd >= 0:
+        job.cost_usd = round(float(update.cost_usd), 6)
     for key, value in update.extra.items():
         setattr(job, key, value)
     if update.status and _completed_implies_running(job.status, update.status):
@@ -166,7 +192,7 @@ def apply_update(job_id: str, update: JobUpdate, *, source: str) -> ApplyResult:
 
 def get_job(s: Session, job_id: str) -> Job:
     job = s.get(Job, job_id)
-    if job is None:
+    if job is None or not scope.may_see(job.owner_id):  # members: others' jobs do not exist
         raise NotFound(f"job {job_id} not found")
     return job
 
@@ -174,6 +200,8 @@ def get_job(s: Session, job_id: str) -> Job:
 def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | None = None,
               q: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
     stmt = select(Job)
+    if (owner := scope.owner_filter()) is not None:
+        stmt = stmt.where(Job.owner_id == owner)
     if status:
         stmt = stmt.where(Job.status.in_(status))
     if provider:
@@ -186,7 +214,10 @@ def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | No
 
 
 def newest_job_id(s: Session) -> str | None:
-    return s.scalar(select(Job.id).order_by(Job.created_at.desc(), Job.id.desc()).limit(1))
+    stmt = select(Job.id)
+    if (owner := scope.owner_filter()) is not None:
+        stmt = stmt.where(Job.owner_id == owner)
+    return s.scalar(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(1))
 
 
 def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
@@ -222,8 +253,6 @@ def cancel(job_id: str, *, source: str = "api", reason: str | None = None) -> Jo
 
     Idempotent: a terminal job is returned unchanged. Raises NotFound, ProviderError.
     """
-    from stcloud.providers import registry
-
     with db.session() as s:
         job = get_job(s, job_id)
         if states.is_terminal(job.status):
@@ -232,18 +261,24 @@ def cancel(job_id: str, *, source: str = "api", reason: str | None = None) -> Jo
     # A job that exists on the provider is cancelled there first; if the provider cannot
     # be reached (e.g. its token was removed) the error surfaces instead of a local-only
     # cancel that would leave the remote run billing.
-    service = registry.get(provider) if provider_job_id and registry.has_factory(provider) else None
-    if service is not None:
+    if provider_job_id:
+        service = registry.get(provider)
+        if service.not_ready_reason():
+            raise NotConfigured(service.not_ready_reason(), extra={"provider": provider})
         try:
             service.cancel_job(provider_job_id)
         except ProviderError:
             raise
+        except ProviderFailure as exc:
+            raise ProviderError(f"{service.label}: {exc}", status=exc.http_status) from exc
         except Exception as exc:  # the adapter should wrap, but never 500 on a provider fault
             raise ProviderError(f"{provider}: cancel failed: {exc}") from exc
     with db.transaction() as s:
         job = get_job(s, job_id)
-        transition(s, job, states.CANCELLED, source=source, detail=reason or "cancelled by user")
-        return job
+        moved = transition(s, job, states.CANCELLED, source=source, detail=reason or "cancelled by user")
+    if moved and scope.current() is None:  # requests are audited by the web hook; this is background code
+        audit.record("job.cancel", target=job_id, actor="system", detail={"source": source, "reason": reason})
+    return job
 
 
 def delete(job_id: str) -> None:

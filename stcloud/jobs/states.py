@@ -19,18 +19,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     CANCELLED: frozenset(),
 }
 
-# Replicate prediction status -> ours. Unknown statuses map to None (no change, logged).
-REPLICATE_STATUS = {
-    "starting": QUEUED,
-    "processing": RUNNING,
-    "succeeded": COMPLETED,
-    "failed": FAILED,
-    "canceled": CANCELLED,
-    "cancelled": CANCELLED,
-    "aborted": FAILED,
-}
-
-
 def is_terminal(status: str) -> bool:
     return status in TERMINAL
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request, url_for
 
 from stcloud import db
+from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, StcloudError
+from stcloud.jobs import consent, idempotency, poller
+from stcloud.jobs import routes as job_routes
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import submit as submit_service
-from stcloud.providers import config as provider_config
-from stcloud.providers import poller
+from stcloud.jobs.submit_progress import STAGES
+from stcloud.providers import registry
+from stcloud.snapshots import service as snapshots
+from stcloud.trainer.sample import ensure_sample
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import json_body
 
@@ -42,7 +48,7 @@ def submit_progress():
     key = request.args.get("idempotency_key", "").strip()
     if not key:
         raise BadRequest("idempotency_key is required", extra={"field": "idempotency_key"})
-    return jsonify({"idempotency_key": key, "job": submit_service.job_for_key(key)})
+    return jsonify({"idempotency_key": key, "job": idempotency.job_for_key(key)})
 
 
 @api.post("/data-preview")
@@ -67,10 +73,6 @@ def _sample() -> dict:
         return cached
     out = {"config": "{}", "dataloader": "[]"}
     try:
-        from pathlib import Path
-
-        from stcloud.trainer.sample import ensure_sample
-
         paths = ensure_sample(Path(current_app.config["STCLOUD_HOME"]) / "sample")
         out = {"config": Path(paths["config_path"]).read_text(),
                "dataloader": Path(paths["dataloader_path"]).read_text()}
@@ -80,34 +82,29 @@ def _sample() -> dict:
     return out
 
 
-def _hardware_choices() -> list[dict]:
-    from stcloud.costs import service as costs
-
-    out = []
-    with db.session() as s:
-        for name, prof in submit_service.hardware_profiles().items():
-            try:
-                rate = costs.estimate(s, "replicate", name, {}).rate_usd_per_second
-            except Exception:  # noqa: BLE001 - a rate we cannot read is shown as unknown
-                rate = None
-            out.append({"name": name, "label": prof.get("label") or name, "rate": rate,
-                        "per_hour": rate * 3600 if rate is not None else None})
-    return out
+def _priced_by_profile(svc) -> bool:
+    """Jobs of this provider pick a hardware profile (workers match by requirements)."""
+    return not svc.accepts_requirements and bool(svc.hardware_profiles())
 
 
 def _form_context(form: dict | None = None) -> dict:
     sample = _sample()
     form = dict(form or {})
-    # Without a Replicate token the job that works is a local one (make run: no account).
-    form.setdefault("provider", "replicate" if provider_config.replicate_token() else "local")
+    services = registry.services()
+    choices = [svc.capabilities() for _name, svc in services]
+    ready = [c["name"] for c in choices if c["status"] == "available" and c["configured"]]
+    # The first ready cloud provider, else a self-hosted one (make run: no account needed).
+    preferred = [c["name"] for c in choices if c["name"] in ready and c["uploads_data"]] + ready
+    form.setdefault("provider", preferred[0] if preferred else "local")
     form.setdefault("config_json", sample["config"])
     form.setdefault("dataloader_json", sample["dataloader"])
-    form.setdefault("hardware", provider_config.get_config("replicate").get("hardware") or "gpu-l40s")
-    return {"form": form, "hardware_choices": _hardware_choices(), "delivery_choices": DELIVERY_CHOICES,
-            "consent": submit_service.consent_setting(),
-            "consent_label": submit_service.CONSENT_CHOICES[submit_service.consent_setting()],
-            "idempotency_key": uuid.uuid4().hex, "token_set": bool(provider_config.replicate_token()),
-            "nav": "submit"}
+    hardware = costs.hardware_choices([(n, svc) for n, svc in services if _priced_by_profile(svc)])
+    default_hw = next((svc.default_hardware for _n, svc in services if _priced_by_profile(svc)), None)
+    form.setdefault("hardware", default_hw or (hardware[0]["name"] if hardware else ""))
+    return {"form": form, "hardware_choices": hardware, "delivery_choices": DELIVERY_CHOICES,
+            "provider_choices": choices, "consent": consent.current(),
+            "consent_label": consent.CHOICES[consent.current()],
+            "idempotency_key": uuid.uuid4().hex, "nav": "submit"}
 
 
 @pages.get("/submit")
@@ -117,8 +114,6 @@ def submit_page():
     form, error = {}, None
     name, commit = request.args.get("config_name"), request.args.get("commit")
     if name and commit:
-        from stcloud.snapshots import service as snapshots
-
         try:
             snap = snapshots.files_at(current_app.config["STCLOUD_HOME"], name, commit)
             form = {"config_json": json.dumps(snap["config"], indent=2),
@@ -134,13 +129,14 @@ def _body_from_form(form) -> dict:
     def text(key):
         return (form.get(key) or "").strip()
 
-    body: dict = {"provider": text("provider") or "replicate", "name": text("name") or None,
+    body: dict = {"provider": text("provider") or None, "name": text("name") or None,
                   "config": text("config_json") or None, "dataloader_config": text("dataloader_json") or None,
                   "idempotency_key": text("idempotency_key") or None,
                   "config_name": text("config_name") or None, "snapshot_message": text("snapshot_message") or None,
                   "max_cost_usd": text("max_cost_usd") or None,
                   "data_consent": text("data_consent") in ("1", "true", "yes", "on")}
-    if body["provider"] == "replicate":
+    service = registry.maybe_get(body["provider"]) if body["provider"] else None
+    if service is not None and _priced_by_profile(service):
         body["hardware"] = text("hardware") or None
     delivery_type = text("delivery_type")
     if delivery_type == "hub":
@@ -149,7 +145,7 @@ def _body_from_form(form) -> dict:
         body["delivery"] = {"type": "s3", **{k: text(f"s3_{k}") for k in S3_FIELDS}}
     elif delivery_type:
         body["delivery"] = {"type": delivery_type}
-    if body["provider"] in submit_service.SELF_HOSTED:
+    if service is not None and service.accepts_requirements:
         req = {}
         if text("labels"):
             labels = {}
@@ -214,14 +210,12 @@ def submit_form():
 @pages.get("/submit/progress")
 def submit_progress_fragment():
     key = (request.args.get("idempotency_key") or "").strip()
-    job = submit_service.job_for_key(key) if key else None
-    return _fragment("submit/_progress.html", job=job, stages=submit_service.STAGES)
+    job = idempotency.job_for_key(key) if key else None
+    return _fragment("submit/_progress.html", job=job, stages=STAGES)
 
 
 @pages.post("/jobs/<job_id>/refresh")
 def refresh_page(job_id):
-    from stcloud.jobs import routes as job_routes
-
     try:
         poller.refresh(job_id, source="refresh")
     except StcloudError as err:

@@ -14,6 +14,7 @@ from flask import current_app
 from stcloud import db, secrets
 from stcloud.errors import BadRequest
 from stcloud.models import ProviderConfig
+from stcloud.providers.base import SettingField
 
 TOKEN_SECRET_KEY = "replicate_api_token"
 
@@ -26,7 +27,7 @@ REPLICATE_DEFAULTS: dict = {
     "webhook_require_signature": True,
     "trusted_proxies": [],
 }
-DEFAULTS = {"replicate": REPLICATE_DEFAULTS, "worker": {}, "local": {}}
+DEFAULTS = {"replicate": REPLICATE_DEFAULTS}
 
 
 def _networks(field: str, value) -> list[str]:
@@ -128,3 +129,55 @@ def replicate_token_source() -> str | None:
 
 def replicate_base_url() -> str:
     return os.environ.get("REPLICATE_BASE_URL") or current_app.config.get("REPLICATE_BASE_URL") or "https://api.replicate.com"
+
+
+# ---- declared settings (plugin providers) ---------------------------------------------------
+
+def _secret_key(provider: str, name: str) -> str:
+    return f"provider:{provider}:{name}"
+
+
+def get_secret(provider: str, name: str) -> str | None:
+    """A write-only (``secret``) setting of ``provider``, for its factory."""
+    return secrets.get(current_app.config["STCLOUD_HOME"], _secret_key(provider, name))
+
+
+def declared_values(provider: str, fields: tuple[SettingField, ...]) -> dict:
+    """The current values of declared settings (defaults filled in; secrets as set / not set)."""
+    stored = get_config(provider)
+    out = {}
+    for f in fields:
+        if f.kind == "secret":
+            out[f.name] = {"set": bool(get_secret(provider, f.name))}
+        else:
+            out[f.name] = stored.get(f.name, f.default)
+    return out
+
+
+def update_declared(provider: str, fields: tuple[SettingField, ...], changes) -> dict:
+    """Validate ``changes`` against the declared settings, then store them (secrets in
+    ``secrets.json``): nothing is written when one is bad. Raises BadRequest naming the field."""
+    if not isinstance(changes, dict) or not changes:
+        raise BadRequest("send at least one setting as a JSON object")
+    by_name = {f.name: f for f in fields}
+    clean: dict = {}
+    for key, value in changes.items():
+        spec = by_name.get(key)
+        if spec is None:
+            known = ", ".join(by_name) or "none"
+            raise BadRequest(f"unknown setting {key!r} for {provider}; its settings: {known}", extra={"field": key})
+        try:
+            clean[key] = spec.parse(value)
+        except ValueError as exc:
+            raise BadRequest(str(exc), extra={"field": key}) from None
+    home = current_app.config["STCLOUD_HOME"]
+    plain = {k: v for k, v in clean.items() if by_name[k].kind != "secret"}
+    if plain:
+        update_config(provider, plain, validator=lambda c: c)
+    for key, value in clean.items():
+        if by_name[key].kind == "secret":
+            if value:
+                secrets.put(home, _secret_key(provider, key), value)
+            else:
+                secrets.delete(home, _secret_key(provider, key))
+    return declared_values(provider, fields)

@@ -1,5 +1,10 @@
 """Replicate adapter on the official ``replicate`` client. No Flask, no database: the factory
-(``providers/factories.py``) hands it the token, base URL, model and version pin.
+(``providers/replicate_factory.py``) hands it the token, base URL, model, version pin and the
+webhook endpoint.
+
+``run_job`` is Replicate's whole launch: upload the packaged dataset (``POST /v1/files``),
+create the prediction with the guarded retry below (never two predictions), and delete the
+uploaded file again when no prediction will read it.
 
 Traps this module deals with (replicate-python 1.0.7):
 
@@ -26,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable
@@ -36,7 +41,15 @@ import replicate
 from replicate.exceptions import ReplicateError
 from replicate.version import Versions
 
-from stcloud.providers.base import CloudJobInfo, CloudTrainerService, RunRequest
+from stcloud.providers.base import (
+    CloudJobInfo,
+    CloudTrainerService,
+    HardwareProfile,
+    ProviderFailure,
+    RunRequest,
+)
+from stcloud.providers.replicate_map import info_from_prediction
+from stcloud.providers.replicate_webhook import fetch_secret
 from stcloud.timeutil import parse_iso
 
 try:  # replicate's resources are pydantic v1 models
@@ -54,31 +67,37 @@ WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
 JOB_ID_INPUT = "stcloud_job_id"
 TOKEN_MISSING = "REPLICATE_API_TOKEN not set"
 
-# Hardware profiles we know how to price (rates live in stcloud.costs; the seeds' table:
-# L40S ~$3.50/h, A100 80GB ~$5.00/h). Replicate runs a model on the hardware the model is
-# configured for; the profile recorded on a job is what its cost is computed with.
-HARDWARE_PROFILES: dict[str, dict] = {
-    "gpu-l40s": {"label": "Nvidia L40S (48 GB)", "vram_gb": 48, "gpu_count": 1},
-    "gpu-a100-large": {"label": "Nvidia A100 (80 GB)", "vram_gb": 80, "gpu_count": 1},
-}
+TOKEN_HELP = (f"{TOKEN_MISSING}: export REPLICATE_API_TOKEN=r8_... before starting stcloud, "
+              "or save a token on the Providers page")
+# (seconds until the next poll) by status: (without webhooks, with webhooks). With webhooks
+# the poll is a reconciliation that catches missed deliveries.
+POLL_INTERVALS = {"queued": (5, 15), "running": (15, 60), "uploading": (5, 15)}
+
+# Hardware profiles with the seeds' prices (L40S ~$3.50/h, A100 80GB ~$5.00/h); a rate is
+# for the whole machine. Replicate runs a model on the hardware the model is configured
+# for; the profile recorded on a job is what its cost is computed with.
+HARDWARE = (
+    HardwareProfile("gpu-l40s", "Nvidia L40S (48 GB)", 3.50, 1, 48, "seeds: L40S ~$3.50/h"),
+    HardwareProfile("gpu-a100-large", "Nvidia A100 (80 GB)", 5.00, 1, 80, "seeds: A100 80GB ~$5.00/h"),
+    HardwareProfile("gpu-l40s-2x", "2x Nvidia L40S", 7.00, 2, 96, "whole machine: 2 GPUs"),
+    HardwareProfile("gpu-a100-large-2x", "2x Nvidia A100 (80GB)", 10.00, 2, 160, "whole machine: 2 GPUs"),
+)
+_HTTP_STATUS = {"payment": 402, "too_large": 413, "rate_limited": 429}
+_TITLES = {"payment": "Insufficient credit on Replicate"}
 
 
-class ReplicateAPIError(Exception):
+class ReplicateAPIError(ProviderFailure):
     """A Replicate call failed. ``kind``: auth, payment, too_large, rate_limited, server,
     connection, timeout, not_found, invalid, uncertain, other. The message is meant for
     people and never contains the token."""
 
     def __init__(self, message: str, *, kind: str = "other", status: int | None = None,
                  retry_after: float | None = None, detail: str | None = None):
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, http_status=_HTTP_STATUS.get(kind, 502), retry_after=retry_after,
+                         uncertain=kind == "uncertain", title=_TITLES.get(kind))
         self.kind = kind
         self.status = status
-        self.retry_after = retry_after
         self.detail = detail
-
-    def __str__(self) -> str:
-        return self.message
 
     @property
     def maybe_processed(self) -> bool:
@@ -187,25 +206,39 @@ class ReplicateService(CloudTrainerService):
                  version: str | None = None, *, timeout: float = 30.0, connect_timeout: float = 5.0,
                  upload_timeout: float = 120.0, retry_after_cap: float = 2.0,
                  create_attempts: int = 4, backoff: float = 1.0, max_retry_wait: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
-        if not token:
-            raise ReplicateAPIError(TOKEN_MISSING, kind="auth")
+                 webhook_url: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+                 default_hardware: str | None = None, sleep: Callable[[float], None] = time.sleep):
+        self._token = token or None
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.model = model or DEFAULT_MODEL
         self.version = version or None
+        self.webhook_url = webhook_url or None
+        self._max_upload_bytes = int(max_upload_bytes)
+        self._default_hardware = default_hardware or DEFAULT_HARDWARE
         self.create_attempts = max(1, int(create_attempts))
         self.backoff = max(0.0, float(backoff))
         self.max_retry_wait = float(max_retry_wait)
         self._sleep = sleep
         self._local = threading.local()
-        transport = _Transport(
-            timeouts={"connect": connect_timeout, "read": upload_timeout, "write": upload_timeout,
-                      "pool": connect_timeout},
-            retry_after_cap=retry_after_cap)
-        self.client = replicate.Client(
-            api_token=token, base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            transport=transport, event_hooks={"response": [self._on_response]})
+        self._timeouts = (timeout, connect_timeout, upload_timeout, retry_after_cap)
+        self._client: replicate.Client | None = None
+
+    @property
+    def client(self) -> replicate.Client:
+        """The official client, built on first use. Raises ReplicateAPIError (no token)."""
+        if self._token is None:
+            raise ReplicateAPIError(TOKEN_MISSING, kind="auth")
+        if self._client is None:
+            timeout, connect_timeout, upload_timeout, retry_after_cap = self._timeouts
+            transport = _Transport(
+                timeouts={"connect": connect_timeout, "read": upload_timeout, "write": upload_timeout,
+                          "pool": connect_timeout},
+                retry_after_cap=retry_after_cap)
+            self._client = replicate.Client(
+                api_token=self._token, base_url=self.base_url,
+                timeout=httpx.Timeout(timeout, connect=connect_timeout),
+                transport=transport, event_hooks={"response": [self._on_response]})
+        return self._client
 
     # ---- CloudTrainerService -------------------------------------------------------------
 
@@ -221,6 +254,53 @@ class ReplicateService(CloudTrainerService):
     def supports_live_logs(self) -> bool:
         return True
 
+    @property
+    def label(self) -> str:
+        return "Replicate"
+
+    @property
+    def description(self) -> str:
+        return f"Runs {self.model} on Replicate's cloud GPUs, billed per second of training."
+
+    @property
+    def max_upload_bytes(self) -> int | None:
+        return self._max_upload_bytes
+
+    @property
+    def supports_webhooks(self) -> bool:
+        return True
+
+    def poll_interval(self, status: str) -> float | None:
+        fast, slow = POLL_INTERVALS.get(status, (15, 60))
+        return slow if self.webhook_url else fast
+
+    def hardware_profiles(self) -> list[HardwareProfile]:
+        return list(HARDWARE)
+
+    @property
+    def default_hardware(self) -> str | None:
+        return self._default_hardware
+
+    def not_ready_reason(self) -> str | None:
+        return None if self._token else TOKEN_HELP
+
+    def parse_webhook(self, payload: dict) -> CloudJobInfo:
+        return info_from_prediction(payload)
+
+    def webhook_job_id(self, payload: dict) -> str | None:
+        """Our job id, as the launch put it in the prediction's input."""
+        inp = payload.get("input")
+        our_id = inp.get(JOB_ID_INPUT) if isinstance(inp, dict) else None
+        return our_id if isinstance(our_id, str) and our_id else None
+
+    def webhook_secret(self) -> str:
+        """The signing secret (``GET /v1/webhooks/default/secret``). Raises SecretUnavailable."""
+        return fetch_secret(self._token, self.base_url)
+
+    def find_orphan(self, job_id: str, since: datetime | None) -> CloudJobInfo | None:
+        pred = self.find_prediction_for_job(job_id, since=since)
+        return info_from_prediction(pred) if pred is not None else None
+
     def validate_credentials(self) -> dict[str, Any]:
         """``GET /v1/account``: ``{type, username, name, github_url}``."""
         account = self._call(lambda: self.client.accounts.current(), "validate the token")
@@ -228,22 +308,36 @@ class ReplicateService(CloudTrainerService):
                 "github_url": account.github_url}
 
     def list_jobs(self, limit: int = 50) -> list[CloudJobInfo]:
-        from stcloud.providers.replicate_map import info_from_prediction
-
         return [info_from_prediction(p) for p in self.list_predictions(limit=limit)]
 
     def run_job(self, request: RunRequest) -> CloudJobInfo:
-        """Upload the archive (unless ``inputs`` already has ``images``) and create the
-        prediction with the guarded retry."""
-        from stcloud.providers.replicate_map import info_from_prediction
-
+        """Upload the archive (unless ``inputs`` already has ``images``), then create the
+        prediction with the guarded retry. The uploaded file is deleted again when no
+        prediction will read it: the job was cancelled meanwhile, or the create failed in a
+        way that leaves no prediction (any failure but ``uncertain``, since create looks
+        the prediction up by our job id before giving up)."""
         inputs = dict(request.inputs)
+        uploaded = None
         if request.archive_path and "images" not in inputs:
-            inputs["images"] = self.upload_file(request.archive_path, job_id=request.job_id).url
-        result = self.create_prediction(
-            job_id=request.job_id, input=self.build_input(request.config, request.dataloader_config, inputs),
-            webhook=request.webhook_url)
-        return info_from_prediction(result.prediction)
+            uploaded = self.upload_file(request.archive_path, job_id=request.job_id, progress=request.progress)
+            inputs["images"] = uploaded.url
+        if request.cancelled is not None and request.cancelled():
+            if uploaded is not None:
+                self.delete_file(uploaded.id)
+            return CloudJobInfo(provider_job_id="", status=None, raw_status="not created: job cancelled")
+        try:
+            result = self.create_prediction(
+                job_id=request.job_id, input=self.build_input(request.config, request.dataloader_config, inputs),
+                webhook=request.webhook_url or self.webhook_url)
+        except ReplicateAPIError as exc:
+            if uploaded is not None and exc.kind != "uncertain":
+                self.delete_file(uploaded.id)
+            raise
+        info = info_from_prediction(result.prediction)
+        extra = {**info.extra, "create_attempts": result.attempts, "adopted": result.adopted}
+        if uploaded is not None:
+            extra.update(file_id=uploaded.id, file_url=uploaded.url)
+        return replace(info, extra=extra)
 
     def cancel_job(self, provider_job_id: str) -> bool:
         """``POST /v1/predictions/<id>/cancel``; False when Replicate does not know the id."""
@@ -262,8 +356,6 @@ class ReplicateService(CloudTrainerService):
         return self.get_prediction(provider_job_id).get("logs") or ""
 
     def get_job_status(self, provider_job_id: str) -> CloudJobInfo:
-        from stcloud.providers.replicate_map import info_from_prediction
-
         return info_from_prediction(self.get_prediction(provider_job_id))
 
     # ---- Replicate specifics ---------------------------------------------------------------
@@ -537,6 +629,6 @@ class _ParseFallback(Exception):
 
 
 __all__ = [
-    "DEFAULT_MODEL", "HARDWARE_PROFILES", "JOB_ID_INPUT", "MAX_UPLOAD_BYTES", "TOKEN_MISSING",
+    "DEFAULT_MODEL", "HARDWARE", "JOB_ID_INPUT", "MAX_UPLOAD_BYTES", "TOKEN_MISSING",
     "WEBHOOK_EVENTS", "CreateResult", "ReplicateAPIError", "ReplicateService", "UploadedFile",
 ]

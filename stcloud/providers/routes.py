@@ -5,25 +5,17 @@ The Replicate token is write-only: stored in ``secrets.json`` (0600), reported o
 """
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-
-import requests
 from flask import Blueprint, current_app, jsonify, make_response, render_template, request
-from sqlalchemy import func, select
 
 from stcloud import db, secrets
 from stcloud import settings as settings_store
-from stcloud.errors import BadRequest, ProviderError, RateLimited, StcloudError
-from stcloud.jobs import states
-from stcloud.models import HardwareRate, Job, utcnow
+from stcloud.costs import rates as costs_rates
+from stcloud.costs import service as costs
+from stcloud.errors import BadRequest, NotConfigured, ProviderError, RateLimited, StcloudError
+from stcloud.models import HardwareRate, utcnow
 from stcloud.providers import config, registry
-from stcloud.providers.replicate import (
-    DEFAULT_HARDWARE,
-    HARDWARE_PROFILES,
-    TOKEN_MISSING,
-    ReplicateAPIError,
-)
+from stcloud.providers import replicate_status as status_service
+from stcloud.providers.replicate import DEFAULT_HARDWARE, TOKEN_MISSING, ReplicateAPIError
 from stcloud.web.htmx import render
 from stcloud.web.params import json_body
 
@@ -34,18 +26,17 @@ PUBLIC_URL_HELP = "set your public URL without the path; stcloud appends /api/we
 BILLING_NOTE = ("Replicate has no API for the account balance, so balance is null. Check it at "
                 "https://replicate.com/account/billing. The spend figures are stcloud's own records of "
                 "the jobs it ran (predict_time × the rate recorded on each job).")
-STATUS_PAGE = "https://www.replicatestatus.com"
-STATUS_API = "https://www.replicatestatus.com/api/v2/status.json"
-STATUS_CACHE_SECONDS = 60
 TOKEN_PREFIX = "r8_"
 
 
 # ---- helpers (the routes stay thin) ---------------------------------------------------------
 
 def _service():
-    from stcloud.providers import factories
-
-    return factories.replicate_service()
+    """The Replicate adapter, with a token. Raises NotConfigured ("REPLICATE_API_TOKEN not set")."""
+    service = registry.get("replicate")
+    if service.not_ready_reason():
+        raise NotConfigured(service.not_ready_reason(), extra={"field": "token"})
+    return service
 
 
 def _provider_error(exc: ReplicateAPIError) -> StcloudError:
@@ -55,34 +46,17 @@ def _provider_error(exc: ReplicateAPIError) -> StcloudError:
     return ProviderError(f"Replicate: {exc}", extra={"kind": exc.kind, "provider_status": exc.status})
 
 
-def _rates() -> dict[str, float | None]:
-    from stcloud.costs import service as costs
-    from stcloud.jobs.submit import hardware_profiles
-
-    out = {}
-    names = hardware_profiles()
-    with db.session() as s:
-        for hw in sorted(names):
-            try:
-                out[hw] = costs.estimate(s, "replicate", hw, {}).rate_usd_per_second
-            except Exception:  # noqa: BLE001 - shown as unknown
-                out[hw] = None
-    return out
-
-
 def replicate_view() -> dict:
     cfg = config.get_config("replicate")
     visible = {k: v for k, v in cfg.items() if "secret" not in k and "token" not in k}
-    from stcloud.jobs.submit import hardware_profiles
-
-    rates = _rates()
-    known = hardware_profiles()
+    service = registry.get("replicate")
     profiles = []
-    for name, rate in rates.items():
-        prof = known.get(name, {})
-        profiles.append({"name": name, "label": prof.get("label") or name, "vram_gb": prof.get("vram_gb"),
+    for hw in costs.hardware_choices([("replicate", service)]):
+        rate = hw["rate"]
+        profiles.append({"name": hw["name"], "label": hw["label"],
+                         "vram_gb": costs_rates.hardware_profiles("replicate").get(hw["name"], {}).get("vram_gb"),
                          "usd_per_second": rate, "usd_per_hour": round(rate * 3600, 4) if rate is not None else None,
-                         "default": name == (cfg.get("hardware") or DEFAULT_HARDWARE)})
+                         "default": hw["name"] == (cfg.get("hardware") or DEFAULT_HARDWARE)})
     return {
         "provider": "replicate",
         **visible,
@@ -126,9 +100,7 @@ def update_replicate(changes: dict) -> dict:
         raise BadRequest("nothing to change: send at least one setting")
     clean = config.validate_replicate(changes)
     if "hardware" in clean:
-        from stcloud.jobs.submit import hardware_profiles
-
-        known = set(hardware_profiles()) | set(rates)
+        known = set(costs_rates.hardware_profiles("replicate")) | set(rates)
         if clean["hardware"] not in known:
             raise BadRequest(f"hardware: unknown profile {clean['hardware']!r}; expected one of "
                              f"{', '.join(sorted(known))}", extra={"field": "hardware"})
@@ -140,7 +112,7 @@ def update_replicate(changes: dict) -> dict:
         now = utcnow()
         with db.transaction() as s:
             for hw, rate in rates.items():
-                prof = HARDWARE_PROFILES.get(hw, {})
+                prof = costs_rates.hardware_profiles("replicate").get(hw, {})
                 s.add(HardwareRate(provider="replicate", hardware=hw, label=prof.get("label"),
                                    gpu_count=prof.get("gpu_count") or 1, vram_gb=prof.get("vram_gb"),
                                    usd_per_second=rate, effective_from=now,
@@ -207,62 +179,33 @@ def versions() -> dict:
 
 
 def billing() -> dict:
-    now = utcnow()
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    windows = {"today_usd": day, "last_7_days_usd": now - timedelta(days=7),
-               "last_30_days_usd": now - timedelta(days=30), "all_time_usd": None}
-    spend = {}
-    with db.session() as s:
-        for key, start in windows.items():
-            stmt = select(func.coalesce(func.sum(Job.cost_usd), 0.0)).where(
-                Job.provider == "replicate", Job.cost_usd.is_not(None))
-            if start is not None:
-                stmt = stmt.where(Job.completed_at >= start)
-            spend[key] = round(float(s.scalar(stmt) or 0.0), 4)
-        spend["jobs_billed"] = int(s.scalar(select(func.count()).select_from(Job).where(
-            Job.provider == "replicate", Job.cost_usd.is_not(None))) or 0)
-        active_n, active_est = s.execute(
-            select(func.count(), func.coalesce(func.sum(Job.estimated_cost_usd), 0.0))
-            .where(Job.provider == "replicate", Job.status.in_(tuple(states.ACTIVE)))).one()
+    spent = costs.provider_spend("replicate")
     return {"provider": "replicate", "balance": None, "currency": "USD", "note": BILLING_NOTE,
-            "billing_url": "https://replicate.com/account/billing", "spend": spend,
-            "active": {"jobs": int(active_n), "estimated_usd": round(float(active_est or 0.0), 4)},
-            "as_of": now.isoformat().replace("+00:00", "Z")}
+            "billing_url": "https://replicate.com/account/billing", **spent,
+            "as_of": utcnow().isoformat().replace("+00:00", "Z")}
 
 
-def status_page() -> dict:
-    """Replicate's public status page; optional, short timeout, cached, never raises."""
-    cache = current_app.extensions.setdefault("stcloud.replicate_status", {})
-    if cache.get("at") and time.monotonic() - cache["at"] < STATUS_CACHE_SECONDS:
-        return cache["data"]
-    url = current_app.config.get("REPLICATE_STATUS_URL", STATUS_API)
-    try:
-        resp = requests.get(url, timeout=(1.5, 2.5))
-        resp.raise_for_status()
-        body = resp.json()
-        st = body.get("status") or {}
-        data = {"available": True, "indicator": st.get("indicator"), "description": st.get("description"),
-                "url": STATUS_PAGE}
-    except Exception as exc:  # noqa: BLE001 - offline is normal; degrade
-        data = {"available": False, "url": STATUS_PAGE,
-                "error": f"status page unreachable ({type(exc).__name__}); stcloud works without it"}
-    cache.update(at=time.monotonic(), data=data)
-    return data
+def provider_view(name: str) -> dict:
+    """One provider: its capabilities and (for a provider with declared settings) their values."""
+    service = registry.get(name)
+    view = service.capabilities()
+    if service.settings_fields():
+        view["values"] = config.declared_values(name, service.settings_fields())
+    return view
 
 
 def providers_list() -> list[dict]:
-    rep = replicate_view()
-    return [
-        {"name": "replicate", "label": "Replicate", "kind": "cloud", "configured": rep["token_set"],
-         "token_source": rep["token_source"], "model": rep.get("model"), "version": rep.get("version"),
-         "hardware": rep.get("hardware"), "webhook_endpoint": rep["webhook_endpoint"],
-         "supports_cost_tracking": True, "supports_live_logs": True,
-         **({} if rep["token_set"] else {"note": TOKEN_MISSING})},
-        {"name": "worker", "label": "Self-hosted workers", "kind": "self-hosted", "configured": True,
-         "supports_cost_tracking": False, "supports_live_logs": True},
-        {"name": "local", "label": "This machine (embedded worker)", "kind": "self-hosted", "configured": True,
-         "supports_cost_tracking": False, "supports_live_logs": True},
-    ]
+    out = []
+    for name, service in registry.services():
+        item = provider_view(name)
+        if name == "replicate":
+            rep = replicate_view()
+            item.update(token_source=rep["token_source"], model=rep.get("model"), version=rep.get("version"),
+                        hardware=rep.get("hardware"), webhook_endpoint=rep["webhook_endpoint"])
+            if not rep["token_set"]:
+                item["note"] = TOKEN_MISSING
+        out.append(item)
+    return out
 
 
 # ---- API -------------------------------------------------------------------------------------
@@ -275,15 +218,18 @@ def list_providers():
 @api.get("/<name>")
 def get_provider(name):
     registry.validate_name(name)
-    if name != "replicate":
-        return jsonify({"provider": name, "kind": "self-hosted", "configured": True,
-                        "note": "self-hosted providers are managed on the Workers page"})
-    return jsonify(replicate_view())
+    if name == "replicate":
+        return jsonify(replicate_view())
+    return jsonify({"provider": name, **provider_view(name)})
 
 
-@api.put("/replicate")
-def put_replicate():
-    return jsonify(update_replicate(json_body()))
+@api.put("/<name>")
+def put_provider(name):
+    registry.validate_name(name)
+    if name == "replicate":
+        return jsonify(update_replicate(json_body()))
+    config.update_declared(name, registry.get(name).settings_fields(), json_body())
+    return jsonify({"provider": name, **provider_view(name)})
 
 
 @api.get("/replicate/versions")
@@ -303,7 +249,7 @@ def replicate_billing():
 
 @api.get("/replicate/status")
 def replicate_status():
-    return jsonify(status_page())
+    return jsonify(status_service.status_page())
 
 
 @api.put("/replicate/token")
@@ -326,7 +272,25 @@ def _fragment(template: str, http_status: int = 200, **ctx):
 
 @pages.get("/providers")
 def providers_page():
-    return render("providers/index.html", view=replicate_view(), nav="providers", title="Providers")
+    return render("providers/index.html", view=replicate_view(), providers=providers_list(),
+                  nav="providers", title="Providers")
+
+
+@pages.post("/providers/<name>/settings")
+def declared_settings_form(name):
+    registry.validate_name(name)
+    fields = registry.get(name).settings_fields()
+    changes = {f.name: request.form.get(f.name) for f in fields
+               if f.name in request.form and not (f.kind == "secret" and not request.form.get(f.name))}
+    for f in fields:
+        if f.kind == "boolean":
+            changes[f.name] = f.name in request.form
+    try:
+        config.update_declared(name, fields, changes)
+    except StcloudError as err:
+        return _fragment("providers/_generic.html", 422, p=provider_view(name), error=err.detail,
+                         field=err.extra.get("field"))
+    return _fragment("providers/_generic.html", p=provider_view(name), saved=True)
 
 
 @pages.post("/providers/replicate/token")
@@ -363,7 +327,7 @@ def versions_fragment():
 
 @pages.get("/providers/replicate/status")
 def status_fragment():
-    return _fragment("providers/_status.html", status=status_page())
+    return _fragment("providers/_status.html", status=status_service.status_page())
 
 
 def _lines(text: str) -> list[str]:
@@ -393,8 +357,5 @@ def settings_form():
 
 
 def init_app(app):
-    from stcloud.providers import factories
-
-    factories.register_all()
     app.register_blueprint(api)
     app.register_blueprint(pages)

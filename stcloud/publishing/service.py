@@ -36,6 +36,7 @@ from sqlalchemy import select
 from stcloud import db, secrets
 from stcloud.errors import BadRequest
 from stcloud.models import Job, utcnow
+from stcloud.providers import registry
 from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,12 @@ def prepare_for_submit(job_id: str, provider: str, delivery: dict | None, config
 def _prepare_builtin(job_id: str, provider: str, config: dict):
     from stcloud.storage import credentials
 
-    if provider == "replicate":
+    service = registry.get(provider)
+    if service.uploads_data:  # the trainer runs elsewhere: it must reach this machine
         public = credentials.public_base_url()
         if not public:
-            raise BadRequest("Delivery to this machine needs a public URL that Replicate can reach (for example a "
-                             "tunnel): set public_url on the Providers page or STCLOUD_PUBLIC_URL.",
+            raise BadRequest(f"Delivery to this machine needs a public URL that {service.label} can reach (for "
+                             "example a tunnel): set public_url on the Providers page or STCLOUD_PUBLIC_URL.",
                              extra={"field": "delivery.type"})
         endpoint = public + credentials.ENDPOINT_PATH
     else:

@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 from stcloud import db
 from stcloud import settings as settings_mod
 from stcloud.errors import BadRequest, Conflict, StcloudError
+from stcloud.jobs import rerun as rerun_service
 from stcloud.jobs import service as jobs_service
 from stcloud.snapshots import service
 from stcloud.web.htmx import is_fragment_request, render
@@ -116,7 +117,7 @@ def api_rerun(job_id):
     message = body.get("snapshot_message")
     if message is not None and not isinstance(message, str):
         raise BadRequest("snapshot_message must be a string")
-    result = service.rerun(_home(), job_id, exact=exact, data_consent=consent, snapshot_message=message)
+    result = rerun_service.rerun(_home(), job_id, exact=exact, data_consent=consent, snapshot_message=message)
     return _result_json(result, job_id, exact)
 
 
@@ -164,11 +165,11 @@ def rerun_page(job_id):
     consent_raw = request.form.get("data_consent")
     consent = None if consent_raw in (None, "") else _bool(consent_raw, "data_consent")
     try:
-        result = service.rerun(_home(), job_id, exact=exact, data_consent=consent)
+        result = rerun_service.rerun(_home(), job_id, exact=exact, data_consent=consent)
     except StcloudError as exc:
         ctx = {"job_id": job_id, "exact": exact, "error": exc.detail, "code": exc.status,
                "extra": exc.extra,
-               "dataset_changed": isinstance(exc, Conflict) and service.is_dataset_changed(exc),
+               "dataset_changed": isinstance(exc, Conflict) and rerun_service.is_dataset_changed(exc),
                "needs_consent": isinstance(exc, Conflict) and bool(exc.extra.get("consent_required"))}
         # htmx swaps 2xx/409/422 only: answer 200 so every refusal reaches the user.
         if is_fragment_request():

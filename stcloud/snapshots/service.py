@@ -1,22 +1,24 @@
 """Config snapshots: each submit commits ``<name>/config.json`` and ``<name>/dataloader.json``
 (stable key order, secrets removed) to the git repository at ``STCLOUD_HOME/configs/``;
 history, files at a commit, a job's snapshot with its diff against the previous run of the
-same config name, and the re-run of a job (exactly, or with the current data).
+same config name, and the committed files an exact re-run (``jobs.rerun``) submits again.
 
 ``snapshot_for_submit`` never raises: a missing git or a broken repository must never block
 a submit; the job records the reason in ``snapshot_error`` instead.
 """
 from __future__ import annotations
 
-import importlib
+import json
 import logging
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from stcloud.errors import BadRequest, Conflict, NotFound, Unavailable
+from flask import has_app_context
+
+from stcloud import settings
+from stcloud.errors import BadRequest, NotFound, Unavailable
 from stcloud.redact import REDACTED, is_secret_key, restore_secrets, strip_secrets  # noqa: F401 - re-exported
 from stcloud.snapshots import git
 
@@ -50,12 +52,8 @@ def repo_root(home: str | Path) -> Path:
 def enabled() -> bool:
     """The user's switch (Configs page); on by default. Outside an app context: on."""
     try:
-        from flask import has_app_context
-
         if not has_app_context():
             return True
-        from stcloud import settings
-
         value = settings.get(SETTING_KEY)
         return value is None or bool(value)
     except Exception:  # the switch must never be the reason a submit fails
@@ -197,8 +195,6 @@ def _check_commit(commit: str) -> str:
 
 
 def _parse(text: str | None):
-    import json
-
     if text is None:
         return None
     try:
@@ -336,116 +332,21 @@ def diff_lines(text: str | None) -> list[dict]:
     return out
 
 
-# ---- re-run ----------------------------------------------------------------------------
+# ---- what a re-run reads ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RerunSource:
-    """Plain values of the original job that a re-run needs."""
+def committed_config(home: str | Path, config_name: str, snapshot: str) -> tuple[dict, list]:
+    """``(config, dataloader_config)`` as committed in ``snapshot`` under ``config_name``
+    (secrets stripped). Raises Unavailable when the snapshot cannot be read."""
+    dir_name = safe_name(config_name)
+    root = repo_root(home)
 
-    id: str
-    name: str
-    config_name: str | None
-    provider: str
-    hardware: str | None
-    max_cost_usd: float | None
-    delivery: dict | None
-    config: dict
-    dataloader_config: list
-    dataset_sha256: str | None
-    snapshot: str | None
-    requirements: dict | None
+    def _read():
+        sha = _resolve_snapshot(root, snapshot)
+        return (git.show(root, sha, f"{dir_name}/{git.CONFIG_FILE}"),
+                git.show(root, sha, f"{dir_name}/{git.DATALOADER_FILE}"))
 
-    @classmethod
-    def of(cls, job) -> "RerunSource":
-        return cls(id=job.id, name=job.name, config_name=job.config_name, provider=job.provider,
-                   hardware=job.hardware, max_cost_usd=job.max_cost_usd, delivery=job.delivery,
-                   config=dict(job.config or {}), dataloader_config=list(job.dataloader_config or []),
-                   dataset_sha256=job.dataset_sha256, snapshot=job.snapshot,
-                   requirements=job.requirements)
-
-
-def rerun_body(home: str | Path, src: RerunSource, *, exact: bool,
-               data_consent: bool | None = None, snapshot_message: str | None = None) -> tuple[dict, str]:
-    """``(submit body, config source)`` that re-runs ``src``; the source is "snapshot" or "job".
-
-    exact: the config and dataloader as committed in its snapshot (secrets put back from the
-    job's stored config), the original dataset sha256 as ``expected_dataset_sha256``.
-    Without a snapshot the job's stored config is used (``config_source: "job"``).
-    Not exact: the job's stored config with the current data.
-    Raises Unavailable when the job has a snapshot that cannot be read."""
-    config, dataloader, source = src.config, src.dataloader_config, "job"
-    if exact and src.snapshot:
-        dir_name = safe_name(src.config_name or src.name)
-        root = repo_root(home)
-
-        def _read():
-            sha = _resolve_snapshot(root, src.snapshot)
-            return (git.show(root, sha, f"{dir_name}/{git.CONFIG_FILE}"),
-                    git.show(root, sha, f"{dir_name}/{git.DATALOADER_FILE}"))
-
-        cfg_text, dl_text = _guard(_read)
-        committed_cfg, committed_dl = _parse(cfg_text), _parse(dl_text)
-        if not isinstance(committed_cfg, dict) or not isinstance(committed_dl, list):
-            raise Unavailable(f"snapshot {src.snapshot[:10]} of {dir_name!r} has no readable "
-                              f"config.json/dataloader.json")
-        config = restore_secrets(committed_cfg, src.config)
-        dataloader = restore_secrets(committed_dl, src.dataloader_config)
-        source = "snapshot"
-    body: dict[str, Any] = {
-        "provider": src.provider,
-        "name": src.name,
-        "config_name": src.config_name or src.name,
-        "config": config,
-        "dataloader_config": dataloader,
-        "rerun_of": src.id,
-        "snapshot_message": snapshot_message or (
-            f"{'exact ' if exact else ''}re-run of {src.id}"
-            + (f" (snapshot {src.snapshot[:10]})" if exact and src.snapshot else "")),
-    }
-    for key, value in (("hardware", src.hardware), ("max_cost_usd", src.max_cost_usd),
-                       ("delivery", src.delivery), ("requirements", src.requirements)):
-        if value is not None:
-            body[key] = value
-    if exact and src.dataset_sha256:
-        body["expected_dataset_sha256"] = src.dataset_sha256
-    if data_consent is not None:
-        body["data_consent"] = bool(data_consent)
-    return body, source
-
-
-def is_dataset_changed(exc: Conflict) -> bool:
-    text = f"{exc.detail} {exc.extra}".lower()
-    return "dataset changed" in text or exc.extra.get("reason") == "dataset_changed"
-
-
-def rerun(home: str | Path, job_id: str, *, exact: bool, data_consent: bool | None = None,
-          snapshot_message: str | None = None):
-    """Re-run job ``job_id`` through the submit service; returns its SubmitResult.
-
-    Raises NotFound, Unavailable (snapshot unreadable), Conflict (409; when the dataset
-    changed since the original run it carries ``offer: {"exact": false}``), and whatever the
-    submit service raises (consent, spend limit, provider errors)."""
-    from stcloud import db
-    from stcloud.jobs import service as jobs_service
-
-    with db.session() as s:
-        src = RerunSource.of(jobs_service.get_job(s, job_id))
-    body, _source = rerun_body(home, src, exact=exact, data_consent=data_consent,
-                               snapshot_message=snapshot_message)
-    try:
-        submit_mod = importlib.import_module("stcloud.jobs.submit")
-    except ModuleNotFoundError as exc:
-        if exc.name != "stcloud.jobs.submit":
-            raise
-        raise Unavailable("re-run needs the submit service (stcloud.jobs.submit), "
-                          "which is not installed in this build") from None
-    try:
-        return submit_mod.submit(body, source="rerun")
-    except Conflict as exc:
-        if exact and is_dataset_changed(exc):
-            exc.extra = {**exc.extra, "reason": "dataset_changed", "rerun_of": job_id,
-                         "expected_dataset_sha256": src.dataset_sha256,
-                         "offer": {"exact": False, "label": "Re-run with current data",
-                                   "method": "POST", "url": f"/api/cloud/jobs/{job_id}/rerun",
-                                   "body": {"exact": False}}}
-        raise
+    cfg_text, dl_text = _guard(_read)
+    cfg, dl = _parse(cfg_text), _parse(dl_text)
+    if not isinstance(cfg, dict) or not isinstance(dl, list):
+        raise Unavailable(f"snapshot {snapshot[:10]} of {dir_name!r} has no readable config.json/dataloader.json")
+    return cfg, dl

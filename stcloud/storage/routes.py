@@ -14,9 +14,9 @@ Authentication on the S3 blueprint (a machine route: no session auth, no CSRF):
   scope (bucket, prefix, read-only) decides; the signature is recomputed and compared in
   constant time; signed payload hashes, chunk signatures and checksums are verified before
   an object becomes visible.
-- No SigV4 at all, GET/HEAD only: the dashboard. A valid admin bearer token or an admin
-  session may read and list everything (the Storage page's download links). Without
-  ``STCLOUD_ADMIN_TOKEN`` the whole dashboard is open (SPEC §1), and so is this read access.
+- No SigV4 at all, GET/HEAD only: the dashboard. A signed-in user (session or bearer API key,
+  or the admin token) may read what their role allows (``auth.may_read_stored``): admins and
+  viewers everything, members their own jobs' files; with ``STCLOUD_AUTH=off`` everything.
   Writes never work this way — the Storage page deletes through its own CSRF-protected form.
   Object GETs carry ``Content-Security-Policy: sandbox`` and ``nosniff`` (dashboard reads are
   also ``attachment``) so an uploaded HTML file cannot run script on the dashboard's origin.
@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from urllib.parse import quote, unquote
 
-from flask import Blueprint, Response, g, jsonify, render_template, request, session
+from flask import Blueprint, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import http_date, parse_date
 from werkzeug.routing import BaseConverter
@@ -117,12 +117,11 @@ def _bucket_and_key() -> tuple[str, str | None]:
 def _dashboard_admin() -> bool:
     if request.method not in ("GET", "HEAD"):
         return False
-    token = auth.bearer()
-    if token is not None:
-        return auth.check_token(token)
-    if not auth.admin_token():
-        return True  # no admin token configured: the dashboard is open to whoever reaches it
-    return bool(session.get("admin"))
+    bucket, key = _bucket_and_key()
+    access = auth.stored_access(service.job_of_key(bucket, key) if key else None)
+    if access == "hidden":  # another member's job: it does not exist for this member
+        raise S3Error("NoSuchKey", "The specified key does not exist.", status=404)
+    return access == "yes"
 
 
 def _authenticate(hreq: sigv4.HttpRequest):

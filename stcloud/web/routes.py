@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask_login import current_user
 from sqlalchemy import text
 
 from stcloud import __version__, db, scheduler
+from stcloud.accounts import service as accounts
+from stcloud.errors import Forbidden, Unauthorized
 from stcloud.web import auth
 
 bp = Blueprint("web", __name__)
@@ -12,24 +15,29 @@ bp = Blueprint("web", __name__)
 
 @bp.get("/login")
 def login():
-    if not auth.admin_token():
-        return redirect("/")
-    return render_template("login.html", next=auth.safe_next(request.args.get("next")), error=None)
+    nxt = auth.safe_next(request.args.get("next"))
+    if not auth.auth_enabled() or current_user.is_authenticated:
+        return redirect(nxt)
+    return render_template("login.html", next=nxt, error=None, username="")
 
 
 @bp.post("/login")
 def login_post():
     nxt = auth.safe_next(request.form.get("next"))
-    if auth.check_token(request.form.get("token", "")):
-        session.clear()
-        session["admin"] = True
-        session.permanent = True
-        return redirect(nxt)
-    return render_template("login.html", next=nxt, error="That token is not right."), 401
+    username = request.form.get("username", "")
+    try:
+        if "token" in request.form and not username:  # SPEC §1: the bootstrap admin token
+            auth.login_admin_token(request.form.get("token", ""))
+        else:
+            accounts.login_password(username, request.form.get("password", ""))
+    except (Unauthorized, Forbidden) as exc:
+        return render_template("login.html", next=nxt, error=exc.detail, username=username), exc.status
+    return redirect(nxt)
 
 
 @bp.post("/logout")
 def logout():
+    accounts.logout()
     session.clear()
     return redirect(url_for("web.login"))
 

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, make_response, render_templat
 from stcloud import db
 from stcloud import settings as settings_store
 from stcloud.errors import BadRequest, StcloudError
-from stcloud.jobs import submit as submit_service
+from stcloud.jobs import consent
 from stcloud.models import ProviderConfig
 from stcloud.providers import config as provider_config
 from stcloud.web.htmx import render
@@ -26,9 +26,7 @@ PUBLIC_URL_HELP = "set your public URL without the path; stcloud appends /api/we
 
 
 def consent_view() -> dict:
-    value = submit_service.consent_setting()
-    return {"consent": value, "label": submit_service.CONSENT_CHOICES[value],
-            "choices": dict(submit_service.CONSENT_CHOICES)}
+    return consent.view()
 
 
 def public_url_view() -> dict:
@@ -63,7 +61,7 @@ def put_consent():
     body = json_body()
     if "consent" not in body:
         raise BadRequest('consent is required: {"consent": "ask" | "allow" | "deny"}', extra={"field": "consent"})
-    submit_service.set_consent(body["consent"])
+    consent.set_consent(body["consent"])
     return jsonify(consent_view())
 
 
@@ -98,7 +96,7 @@ def settings_page():
 @pages.post("/settings/consent")
 def consent_form():
     try:
-        submit_service.set_consent(request.form.get("consent"))
+        consent.set_consent(request.form.get("consent"))
     except StcloudError as err:
         return _fragment("settings/_consent.html", 422, consent=consent_view(), error=err.detail)
     return _fragment("settings/_consent.html", consent=consent_view(), saved=True)

@@ -1,17 +1,14 @@
-"""The Replicate webhook signing secret: fetched with the official client, cached per process.
-
-``GET /v1/webhooks/default/secret`` -> ``{"key": "whsec_..."}``
-(``replicate.Client(...).webhooks.default.secret()`` in replicate-python 1.0.x).
+"""The webhook signing secret, cached per process. The provider's adapter fetches it
+(Replicate: ``GET /v1/webhooks/default/secret`` -> ``{"key": "whsec_..."}``); this module only
+decides when to ask.
 
 - The cache is keyed by (base URL, token), so changing the token drops the old secret.
 - On a signature mismatch the receiver asks for a re-fetch (Replicate may have rotated the
   secret). Re-fetches are single-flight and at most one per ``min_refresh_seconds``:
   otherwise every forged delivery would cost a call to Replicate (and could get our token
   rate-limited).
-- The official client retries GETs answered 429/503/504 up to 10 times and sleeps for any
-  ``Retry-After`` with no cap. Inside a webhook request that would hold the request (and
-  Replicate's delivery) for minutes, so the transport below turns those answers into an
-  immediate failure: we answer 503 and Replicate redelivers later.
+- The fetcher must fail at once rather than wait (a webhook request must not hang): we
+  answer 503 and the provider redelivers later.
 """
 from __future__ import annotations
 
@@ -22,78 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import httpx
+from stcloud.providers.base import SecretUnavailable
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_MIN_REFRESH_SECONDS = 10.0
 
-
-class SecretUnavailable(Exception):
-    """The secret cannot be fetched right now (no token, Replicate down, bad answer)."""
-
-    def __init__(self, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-
-
-class _Retryable(httpx.TransportError):
-    def __init__(self, status: int, retry_after: str | None):
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.retry_after = retry_after
-
-
-class _SingleAttempt(httpx.BaseTransport):
-    """Fail at once on the statuses replicate's RetryTransport would sleep and retry on."""
-
-    def __init__(self):
-        self._inner = httpx.HTTPTransport()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
-        if response.status_code in (429, 503, 504):
-            retry_after = response.headers.get("Retry-After")
-            response.close()
-            raise _Retryable(response.status_code, retry_after)
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-def fetch_secret(token: str, base_url: str) -> str:
-    """One fetch through the official client. Raises SecretUnavailable."""
-    import replicate
-    from replicate.exceptions import ReplicateError
-
-    client = replicate.Client(api_token=token, base_url=base_url, timeout=FETCH_TIMEOUT,
-                              transport=_SingleAttempt())
-    try:
-        key = client.webhooks.default.secret().key
-    except _Retryable as exc:
-        ra = exc.retry_after if exc.retry_after and exc.retry_after.isdigit() else None
-        raise SecretUnavailable(f"Replicate answered {exc.status} to the webhook secret request",
-                                retry_after=int(ra) if ra else None) from None
-    except ReplicateError as exc:
-        if exc.status in (401, 403):
-            raise SecretUnavailable("Replicate refused the API token when fetching the webhook secret "
-                                    f"(HTTP {exc.status}); check REPLICATE_API_TOKEN") from None
-        raise SecretUnavailable(f"Replicate answered {exc.status} to the webhook secret request") from None
-    except httpx.HTTPError as exc:
-        raise SecretUnavailable(f"cannot reach Replicate for the webhook secret: {type(exc).__name__}") from None
-    except Exception as exc:  # pydantic validation of an odd body, etc.
-        raise SecretUnavailable(f"unexpected answer to the webhook secret request: {type(exc).__name__}") from None
-    finally:
-        try:
-            client._client.close()  # the client keeps an httpx.Client open otherwise
-        except Exception:  # noqa: BLE001 - closing must not hide the real outcome
-            pass
-    if not isinstance(key, str) or not key.startswith("whsec_"):
-        raise SecretUnavailable("Replicate returned a webhook secret that is not whsec_<base64>")
-    return key
 
 
 @dataclass
@@ -106,7 +37,7 @@ class _Entry:
 class SecretCache:
     """Per-process cache. ``fetcher(token, base_url)`` and ``clock`` are injectable for tests."""
 
-    def __init__(self, fetcher: Callable[[str, str], str] = fetch_secret,
+    def __init__(self, fetcher: Callable[[str, str], str],
                  clock: Callable[[], float] = time.monotonic,
                  min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS):
         self._fetcher = fetcher

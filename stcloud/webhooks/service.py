@@ -30,12 +30,13 @@ from sqlalchemy.exc import IntegrityError
 
 from stcloud import db
 from stcloud.errors import BadRequest, Forbidden, NotConfigured, Unauthorized, Unavailable
-from stcloud.jobs.service import apply_update_in
+from stcloud.jobs.service import apply_update_in, update_from_info
 from stcloud.models import Job, WebhookDelivery, utcnow
 from stcloud.providers import config as provider_config
-from stcloud.providers.replicate_map import info_from_prediction, update_from_info
+from stcloud.providers import registry
+from stcloud.providers.base import SecretUnavailable
 from stcloud.webhooks import netfilter, verify
-from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache, SecretUnavailable
+from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ PROVIDER = "replicate"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # Replicate resends the whole training log each time
 TEST_MARKER = "stcloud_test"
 TEST_ID_PREFIX = "msg_stcloudtest_"
-JOB_ID_INPUT = "stcloud_job_id"  # our job id in the prediction input (providers/replicate.py)
 TEST_TIMEOUT = (5.0, 15.0)  # connect, read — for the "Test webhook" delivery
 
 # outcome values stored in webhook_deliveries.outcome (duplicates are answered, not stored)
@@ -80,8 +80,14 @@ def secret_cache() -> SecretCache:
     if cache is None:
         interval = current_app.config.get("STCLOUD_WEBHOOK_SECRET_MIN_REFRESH")
         cache = ext.setdefault("stcloud.webhook_secret", SecretCache(
-            min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
+            _fetch_secret, min_refresh_seconds=DEFAULT_MIN_REFRESH_SECONDS if interval is None else float(interval)))
     return cache
+
+
+def _fetch_secret(token: str, base_url: str) -> str:
+    """The provider's adapter fetches its signing secret (the cache is keyed by token and
+    base URL, so a changed token drops the old secret)."""
+    return registry.get(PROVIDER).webhook_secret()
 
 
 # ---- the receiver -----------------------------------------------------------------------
@@ -205,13 +211,14 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
         if is_test:
             row.outcome, row.detail = TEST, "test delivery from stcloud"
             return Receipt(TEST, webhook_id, detail=row.detail)
-        job = _find_job(s, pred_id, payload) if pred_id else None
+        service = registry.get(PROVIDER)
+        job = _find_job(s, service, pred_id, payload) if pred_id else None
         if job is None:
             row.detail = f"no job for prediction {pred_id}" if pred_id else "body has no prediction id"
             log.info("webhook %s: %s: ignored", webhook_id, row.detail)
             return Receipt(IGNORED, webhook_id, detail=row.detail)
-        update = update_from_info(info_from_prediction(payload),
-                                  detail=f"replicate webhook: {raw_status} ({webhook_id})")
+        update = update_from_info(service.parse_webhook(payload), provider=PROVIDER,
+                                  detail=f"{PROVIDER} webhook: {raw_status} ({webhook_id})")
         result = apply_update_in(s, job, update, source="webhook")
         row.job_id = job.id
         if result.accepted:
@@ -224,17 +231,17 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
         return Receipt(row.outcome, webhook_id, job.id, job.status, row.detail)
 
 
-def _find_job(s, pred_id: str, payload: dict) -> Job | None:
+def _find_job(s, service, pred_id: str, payload: dict) -> Job | None:
     job = s.scalars(select(Job).where(Job.provider == PROVIDER, Job.provider_job_id == pred_id)
                     .with_for_update().limit(1)).first()
     if job is not None:
         return job
     # Replicate sends "start" as soon as the prediction exists, which can be before the
-    # submit path has stored the prediction id. The submit path puts our job id in the
-    # prediction's input (part of the signed body): bind on it, but only a job that has
-    # no prediction yet.
-    our_id = (payload.get("input") or {}).get(JOB_ID_INPUT) if isinstance(payload.get("input"), dict) else None
-    if not isinstance(our_id, str) or not our_id:
+    # submit path has stored the prediction id. The launch puts our job id in the
+    # prediction (part of the signed body): bind on it, but only a job that has no
+    # prediction yet.
+    our_id = service.webhook_job_id(payload)
+    if not our_id:
         return None
     job = s.scalars(select(Job).where(Job.id == our_id, Job.provider == PROVIDER).with_for_update()).first()
     if job is None or job.provider_job_id not in (None, ""):

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Mapping
 
-LOCAL_PROVIDER = "local"
-WORKER_PROVIDER = "worker"
-WORKER_PROVIDERS = (WORKER_PROVIDER, LOCAL_PROVIDER)
+from stcloud.jobs.requirements import normalize_requirements  # noqa: F401 - part of this module's API
+from stcloud.providers.base import EMBEDDED_POOL as EMBEDDED
+from stcloud.providers.base import SHARED_POOL as SHARED
 
 
 @dataclass(frozen=True)
@@ -25,43 +25,10 @@ class WorkerCaps:
     is_local: bool = False
 
 
-def providers_for(is_local: bool) -> tuple[str, ...]:
-    """Job providers a worker may claim: ``local`` jobs only go to the embedded worker."""
-    return WORKER_PROVIDERS if is_local else (WORKER_PROVIDER,)
-
-
-def normalize_requirements(raw: Any) -> dict:
-    """Validate a requirements object; returns a clean dict. Raises ValueError naming the field."""
-    if raw in (None, {}):
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ValueError("requirements must be an object")
-    out: dict = {}
-    labels = raw.get("labels") or {}
-    if not isinstance(labels, Mapping):
-        raise ValueError("requirements.labels must be an object of label -> glob")
-    clean = {}
-    for k, v in labels.items():
-        if not isinstance(k, str) or not k or not isinstance(v, (str, int, float)):
-            raise ValueError(f"requirements.labels: bad entry {k!r}: {v!r}")
-        clean[k] = str(v)
-    if clean:
-        out["labels"] = clean
-    for key, kind in (("min_gpus", int), ("min_vram_gb", float)):
-        value = raw.get(key)
-        if value in (None, ""):
-            continue
-        if isinstance(value, bool):
-            raise ValueError(f"requirements.{key} must be a number")
-        try:
-            num = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"requirements.{key} must be a number, got {value!r}") from None
-        if num < 0:
-            raise ValueError(f"requirements.{key} must be >= 0")
-        if num:
-            out[key] = num
-    return out
+def providers_for(pools: Mapping[str, str], is_local: bool) -> tuple[str, ...]:
+    """Job providers a worker may claim, from ``{provider: pool}``: a ``shared`` pool's jobs
+    go to any worker, an ``embedded`` pool's (``local``) only to the embedded worker."""
+    return tuple(name for name, pool in pools.items() if pool == SHARED or (is_local and pool == EMBEDDED))
 
 
 def parse_labels(text: str | None) -> dict[str, str]:
@@ -116,5 +83,5 @@ def matches(requirements: Mapping | None, caps: WorkerCaps) -> bool:
     return mismatch(requirements, caps) is None
 
 
-def can_claim(provider: str, requirements: Mapping | None, caps: WorkerCaps) -> bool:
-    return provider in providers_for(caps.is_local) and matches(requirements, caps)
+def can_claim(provider: str, requirements: Mapping | None, caps: WorkerCaps, pools: Mapping[str, str]) -> bool:
+    return provider in providers_for(pools, caps.is_local) and matches(requirements, caps)

@@ -28,6 +28,7 @@ from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthoriz
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import states
 from stcloud.models import Job, Worker, utcnow
+from stcloud.providers import registry
 from stcloud.workers import matching
 
 log = logging.getLogger(__name__)
@@ -419,10 +420,18 @@ class Draining(Exception):
     """The worker is draining: it must not claim (the agent exits when idle)."""
 
 
+def worker_pools() -> dict[str, str]:
+    """``{provider: pool}`` of the providers whose jobs self-hosted workers claim. Jobs of
+    any other provider (Replicate, or a Slurm job that its own agent claims by id) are
+    never handed out here."""
+    return {name: svc.worker_pool for name, svc in registry.services() if svc.worker_pool}
+
+
 def claim(worker_id: str) -> dict | None:
     """Lease the oldest queued job this worker may run; None when there is none.
     Raises Draining (the worker is draining), Conflict (it already holds a running job)."""
     expire_leases()
+    pools = worker_pools()
     now = utcnow()
     with db.transaction() as s:
         timeout = timeout_seconds(s)
@@ -442,12 +451,12 @@ def claim(worker_id: str) -> dict | None:
             candidates = s.execute(
                 select(Job.id, Job.provider, Job.requirements)
                 .where(Job.status == states.QUEUED, Job.worker_id.is_(None),
-                       Job.provider.in_(matching.providers_for(caps.is_local)))
+                       Job.provider.in_(matching.providers_for(pools, caps.is_local)))
                 .order_by(Job.created_at, Job.id).limit(CLAIM_SCAN_LIMIT)).all()
         payload = None
         lease = now + timedelta(seconds=timeout)
         for cand in candidates:
-            if not matching.can_claim(cand.provider, cand.requirements, caps):
+            if not matching.can_claim(cand.provider, cand.requirements, caps, pools):
                 continue
             # Compare-and-set: only one claimer's UPDATE can match the queued, unowned row.
             res = s.execute(
@@ -700,7 +709,7 @@ def expire_leases(now: datetime | None = None) -> list[str]:
     with db.session() as s:
         timeout = timeout_seconds(s)
         ids = list(s.scalars(
-            select(Job.id).where(Job.status == states.RUNNING, Job.provider.in_(matching.WORKER_PROVIDERS),
+            select(Job.id).where(Job.status == states.RUNNING, Job.provider.in_(worker_pools()),
                                  Job.lease_expires_at.is_not(None), Job.lease_expires_at < now)))
     done = []
     for job_id in ids:

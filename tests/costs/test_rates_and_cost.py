@@ -42,12 +42,12 @@ def _finish_from_fake(app, fake, job_id, predict_time):
     pred = fake.client().predictions.create(version=fake.latest_version_id(), input={"job": job_id})
     started = fake.start(pred.id)
     with app.app_context():
-        jobs.apply_update(job_id, replicate_map.update_from_info(replicate_map.info_from_prediction(started)),
+        jobs.apply_update(job_id, jobs.update_from_info(replicate_map.info_from_prediction(started), provider="replicate"),
                           source="webhook")
     final = fake.succeed(pred.id, output=["https://example.invalid/lora.safetensors"], predict_time=predict_time)
     info = replicate_map.info_from_prediction(final)
     with app.app_context():
-        jobs.apply_update(job_id, replicate_map.update_from_info(info), source="webhook")
+        jobs.apply_update(job_id, jobs.update_from_info(info, provider="replicate"), source="webhook")
     return final
 
 

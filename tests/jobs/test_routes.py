@@ -70,9 +70,7 @@ def test_cancel_calls_the_provider(app, client):
     from tests.jobs.memory_provider import MemoryProvider
 
     mem = MemoryProvider()
-    previous = registry._factories.get("replicate")
-    registry.register("replicate", lambda: mem)
-    try:
+    with registry.override("replicate", lambda: mem):
         jid = make_job(app, "running", provider_job_id="pred_1")
         assert client.post(f"/api/cloud/jobs/{jid}/cancel", json={}).status_code == 200
         assert mem.cancelled == ["pred_1"]
@@ -83,10 +81,6 @@ def test_cancel_calls_the_provider(app, client):
         body = problem(client.post(f"/api/cloud/jobs/{jid2}/cancel", json={}), 502)
         assert "cancel" in body["detail"]
         assert client.get(f"/api/cloud/jobs/{jid2}").get_json()["job"]["status"] == "running"
-    finally:
-        registry._factories.pop("replicate", None)
-        if previous is not None:
-            registry.register("replicate", previous)
 
 
 def test_delete_terminal_only(client, seeded):
@@ -147,9 +141,7 @@ def test_cancel_refuses_when_provider_unreachable(app, client):
     def factory():
         raise NotConfigured("REPLICATE_API_TOKEN not set")
 
-    previous = registry._factories.get("replicate")
-    registry.register("replicate", factory)
-    try:
+    with registry.override("replicate", factory):
         jid = make_job(app, "running", provider_job_id="pred_x")
         body = problem(client.post(f"/api/cloud/jobs/{jid}/cancel", json={}), 400)
         assert "REPLICATE_API_TOKEN not set" in body["detail"]
@@ -157,10 +149,10 @@ def test_cancel_refuses_when_provider_unreachable(app, client):
         # a job that never reached the provider is cancelled locally
         jid2 = make_job(app, "uploading")
         assert client.post(f"/api/cloud/jobs/{jid2}/cancel", json={}).get_json()["job"]["status"] == "cancelled"
-    finally:
-        registry._factories.pop("replicate", None)
-        if previous is not None:
-            registry.register("replicate", previous)
+    # no token: the adapter says why it cannot reach Replicate
+    jid3 = make_job(app, "running", provider_job_id="pred_y")
+    body = problem(client.post(f"/api/cloud/jobs/{jid3}/cancel", json={}), 400)
+    assert "REPLICATE_API_TOKEN not set" in body["detail"]
 
 
 def test_job_api_masks_secrets_in_config(app, client):

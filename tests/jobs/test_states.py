@@ -32,12 +32,14 @@ def test_terminal_states_have_no_moves():
 
 
 def test_replicate_map_and_unknown():
-    assert states.REPLICATE_STATUS["starting"] == "queued"
-    assert states.REPLICATE_STATUS["processing"] == "running"
-    assert states.REPLICATE_STATUS["succeeded"] == "completed"
-    assert states.REPLICATE_STATUS["canceled"] == "cancelled"
-    assert states.REPLICATE_STATUS["aborted"] == "failed"
-    assert "exploding" not in states.REPLICATE_STATUS
+    from stcloud.providers.replicate_map import map_status
+
+    assert map_status("starting").value == "queued"
+    assert map_status("processing").value == "running"
+    assert map_status("succeeded").value == "completed"
+    assert map_status("canceled").value == "cancelled"
+    assert map_status("aborted").value == "failed"
+    assert map_status("exploding") is None
 
 
 def test_validate_status():

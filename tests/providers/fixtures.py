@@ -88,7 +88,7 @@ def later(minutes: int = 30):
 
 def poll(app, minutes: int = 30) -> int:
     """Run the scheduler's poller once, as if ``minutes`` had passed."""
-    from stcloud.providers.poller import poll_due
+    from stcloud.jobs.poller import poll_due
 
     with app.app_context():
         return poll_due(now=later(minutes))

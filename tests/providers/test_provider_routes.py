@@ -10,7 +10,7 @@ import pytest
 
 from stcloud.models import Job, utcnow
 from tests.conftest import csrf_of
-from tests.providers.fixtures import dump
+from tests.providers.fixtures import dump, submit_body
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,12 +124,27 @@ def test_status_page_degrades_offline(rclient):
 
 def test_providers_list(rclient, monkeypatch):
     provs = {p["name"]: p for p in rclient.get("/api/cloud/providers").get_json()["providers"]}
-    assert set(provs) == {"replicate", "worker", "local"}
+    assert {"replicate", "worker", "local", "simpletuner_io"} <= set(provs)
     assert provs["replicate"]["configured"] is True
+    assert provs["replicate"]["uploads_data"] and provs["replicate"]["supports_webhooks"]
+    assert provs["replicate"]["max_upload_bytes"] == 100 * 1024 * 1024
+    assert provs["worker"]["worker_pool"] == "shared" and not provs["worker"]["uploads_data"]
+    assert provs["local"]["worker_pool"] == "embedded"
+    assert provs["simpletuner_io"]["status"] == "coming soon"
     monkeypatch.delenv("REPLICATE_API_TOKEN")
-    rep = rclient.get("/api/cloud/providers").get_json()["providers"][0]
-    assert rep["configured"] is False and rep["note"] == "REPLICATE_API_TOKEN not set"
-    assert rclient.get("/api/cloud/providers/nope").status_code == 400
+    provs = {p["name"]: p for p in rclient.get("/api/cloud/providers").get_json()["providers"]}
+    assert provs["replicate"]["configured"] is False and provs["replicate"]["note"] == "REPLICATE_API_TOKEN not set"
+    body = rclient.get("/api/cloud/providers/nope").get_json()
+    assert body["status"] == 400 and "replicate" in body["detail"] and "simpletuner_io" in body["detail"]
+
+
+def test_coming_soon_provider_is_refused_at_submit(rclient, dataset):
+    r = rclient.post("/api/cloud/jobs/submit", json=submit_body(dataset, provider="simpletuner_io"))
+    body = r.get_json()
+    assert r.status_code == 400 and body["field"] == "provider"
+    assert "SimpleTuner.io is coming soon" in body["detail"]
+    r = rclient.post("/api/cloud/jobs/submit", json=submit_body(dataset, provider="nope"))
+    assert r.status_code == 400 and "unknown provider 'nope'" in r.get_json()["detail"]
 
 
 # ---- config ------------------------------------------------------------------------------------

@@ -35,8 +35,10 @@ def archive(tmp_path):
 
 
 def test_no_token_is_a_clear_error():
+    svc = ReplicateService(None)  # it still says what it is
+    assert svc.not_ready_reason().startswith("REPLICATE_API_TOKEN not set")
     with pytest.raises(ReplicateAPIError, match="REPLICATE_API_TOKEN not set"):
-        ReplicateService(None)
+        svc.validate_credentials()
 
 
 def test_validate_credentials_good_and_bad(fake):

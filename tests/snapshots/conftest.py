@@ -2,8 +2,6 @@
 with a real local dataset."""
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass, field
 
 import pytest
@@ -11,6 +9,7 @@ from PIL import Image
 
 from stcloud import db
 from stcloud.errors import Conflict
+from stcloud.jobs import rerun
 from stcloud.models import Job
 from stcloud.packaging.scan import dataset_fingerprint
 from stcloud.snapshots import service
@@ -49,10 +48,7 @@ def fake_submit(app, monkeypatch):
             row.snapshot, row.snapshot_error = commit, err
         return SubmitResult(job=row, warnings=["from the stand-in"])
 
-    module = types.ModuleType("stcloud.jobs.submit")
-    module.submit = submit
-    module.SubmitResult = SubmitResult
-    monkeypatch.setitem(sys.modules, "stcloud.jobs.submit", module)
+    monkeypatch.setattr(rerun, "submit", submit)
     return calls
 
 

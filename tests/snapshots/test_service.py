@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from stcloud.jobs import rerun
 from stcloud.snapshots import git as gitmod
 from stcloud.snapshots import service
 from tests.snapshots.helpers import (
@@ -269,9 +270,9 @@ def test_exact_rerun_body_comes_from_the_commit_with_secrets_restored(app, home)
                    delivery={"target": "builtin"})
     job = get_job(app, jid)
     # the stored row drifted after submit; the snapshot is what ran
-    src = service.RerunSource.of(job)
-    src = service.RerunSource(**{**src.__dict__, "config": {**job.config, "--learning_rate": 0.5}})
-    body, source = service.rerun_body(home, src, exact=True)
+    src = rerun.RerunSource.of(job)
+    src = rerun.RerunSource(**{**src.__dict__, "config": {**job.config, "--learning_rate": 0.5}})
+    body, source = rerun.rerun_body(home, src, exact=True)
     assert source == "snapshot"
     assert body["config"] == config() and body["dataloader_config"] == dataloader()
     assert body["expected_dataset_sha256"] == "d" * 64 and body["rerun_of"] == jid
@@ -283,13 +284,13 @@ def test_exact_rerun_body_comes_from_the_commit_with_secrets_restored(app, home)
                                          body["dataloader_config"], "job_rerun")
     blob = lambda s: git(repo(home), "rev-parse", f"{s}:my-lora/config.json").strip()  # noqa: E731
     assert blob(sha) == blob(job.snapshot)
-    current, _ = service.rerun_body(home, service.RerunSource.of(job), exact=False, data_consent=True)
+    current, _ = rerun.rerun_body(home, rerun.RerunSource.of(job), exact=False, data_consent=True)
     assert "expected_dataset_sha256" not in current and current["data_consent"] is True
 
 
 def test_exact_rerun_without_snapshot_uses_the_stored_config(app, home):
     jid = seed_job(app, take_snapshot=False, dataset_sha256="e" * 64)
-    body, source = service.rerun_body(home, service.RerunSource.of(get_job(app, jid)), exact=True)
+    body, source = rerun.rerun_body(home, rerun.RerunSource.of(get_job(app, jid)), exact=True)
     assert source == "job" and body["config"] == config() and body["expected_dataset_sha256"] == "e" * 64
 
 
@@ -299,7 +300,7 @@ def test_exact_rerun_with_unreadable_snapshot_is_503_not_a_guess(app, home):
     jid = seed_job(app)
     (repo(home) / ".git" / "HEAD").write_text("garbage")
     with pytest.raises(Unavailable, match="broken"):
-        service.rerun_body(home, service.RerunSource.of(get_job(app, jid)), exact=True)
+        rerun.rerun_body(home, rerun.RerunSource.of(get_job(app, jid)), exact=True)
 
 
 def test_secret_values_never_in_rerun_source_files(app, home):
@@ -307,6 +308,6 @@ def test_secret_values_never_in_rerun_source_files(app, home):
     jid = seed_job(app)
     files = service.job_snapshot(home, service.JobRef.of(get_job(app, jid)))["files"]
     assert not any(s in files["config.json"] + files["dataloader.json"] for s in ALL_SECRETS)
-    body, _ = service.rerun_body(home, service.RerunSource.of(get_job(app, jid)), exact=True)
+    body, _ = rerun.rerun_body(home, rerun.RerunSource.of(get_job(app, jid)), exact=True)
     text = json.dumps(body)
     assert all(s in text for s in (HF, R8, S3_ACCESS, S3_SECRET, PASSWORD))

@@ -1,4 +1,6 @@
 """Admin token on/off, login form, bearer, CSRF."""
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import csrf_of
@@ -10,6 +12,10 @@ TOKEN = "s3cret-admin-token"
 @pytest.fixture
 def locked(make_app):
     return make_app(STCLOUD_ADMIN_TOKEN=TOKEN)
+
+
+def _initial_password(app) -> str:
+    return (Path(app.config["STCLOUD_HOME"]) / "initial-admin-password").read_text().strip()
 
 
 def test_auth_off_everything_open(client):
@@ -33,9 +39,10 @@ def test_pages_redirect_to_login_then_session_works(locked):
     login = c.get("/login")
     assert login.status_code == 200
     csrf = csrf_of(c)
-    bad = c.post("/login", data={"token": "wrong", "csrf_token": csrf, "next": "/jobs"})
-    assert bad.status_code == 401 and b"not right" in bad.data
-    ok = c.post("/login", data={"token": TOKEN, "csrf_token": csrf, "next": "/jobs"})
+    bad = c.post("/login", data={"username": "admin", "password": "wrong", "csrf_token": csrf, "next": "/jobs"})
+    assert bad.status_code == 401 and b"invalid username or password" in bad.data
+    ok = c.post("/login", data={"username": "admin", "password": _initial_password(locked),
+                                "csrf_token": csrf, "next": "/jobs"})
     assert ok.status_code == 302 and ok.headers["Location"].endswith("/jobs")
     assert c.get("/jobs").status_code == 200
     assert c.get("/api/cloud/jobs").status_code == 200  # the session works for the API too
@@ -44,7 +51,8 @@ def test_pages_redirect_to_login_then_session_works(locked):
 def test_login_next_cannot_redirect_offsite(locked):
     c = locked.test_client()
     csrf = csrf_of(c)
-    r = c.post("/login", data={"token": TOKEN, "csrf_token": csrf, "next": "https://evil.example/"})
+    r = c.post("/login", data={"username": "admin", "password": _initial_password(locked), "csrf_token": csrf,
+                               "next": "https://evil.example/"})
     assert r.headers["Location"] in ("/", "http://localhost/")
 
 

@@ -38,11 +38,12 @@ def test_mismatch_says_why():
 
 
 def test_local_jobs_only_go_to_the_embedded_worker():
-    assert matching.can_claim("local", None, LOCAL)
-    assert not matching.can_claim("local", None, A100)
-    assert matching.can_claim("worker", None, A100)
-    assert matching.can_claim("worker", None, LOCAL)
-    assert not matching.can_claim("replicate", None, LOCAL)
+    pools = {"worker": matching.SHARED, "local": matching.EMBEDDED}
+    assert matching.can_claim("local", None, LOCAL, pools)
+    assert not matching.can_claim("local", None, A100, pools)
+    assert matching.can_claim("worker", None, A100, pools)
+    assert matching.can_claim("worker", None, LOCAL, pools)
+    assert not matching.can_claim("replicate", None, LOCAL, pools)
 
 
 def test_labels_parsing_and_requirements_validation():
