@@ -26,6 +26,7 @@ BLUEPRINT_MODULES = (
     "stcloud.costs.routes",
     "stcloud.snapshots.routes",
     "stcloud.accounts.routes",
+    "stcloud.accounts.extroutes",
 )
 
 

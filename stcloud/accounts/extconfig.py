@@ -125,7 +125,7 @@ def view(name: str) -> dict:
         enabled = section.parse(mapping) is not None
     except Misconfigured as exc:
         enabled, problem = False, str(exc)
-    return {"name": name, "prefix": section.prefix, "fields": section.fields, "values": values,
+    return {"name": name, "prefix": section.prefix, "fields": section.fields, "form": values,
             "source": source, "enabled": enabled, "problem": problem, "has_secret": has_secret,
             "secret_field": section.secret_field}
 

@@ -24,7 +24,7 @@ def test_env_applies_until_a_section_is_stored(make_app, home):
 
         v = extconfig.save("ldap", LDAP_FORM)
         assert v["source"] == "settings" and v["enabled"] and v["has_secret"]
-        assert v["values"]["BIND_PASSWORD"] == ""  # never shown again
+        assert v["form"]["BIND_PASSWORD"] == ""  # never shown again
         s = extconfig.effective("ldap")
         assert (s.url, s.mode, s.bind_password, s.default_role, s.start_tls) == (
             "ldap://ldap.example.org", "search", "s3cret-bind", None, True)
