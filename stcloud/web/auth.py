@@ -269,6 +269,7 @@ ACTIONS = {
     "workers_admin_api.drain": "worker.drain", "workers_pages.drain_page": "worker.drain",
     "workers_admin_api.resume": "worker.resume", "workers_pages.resume_page": "worker.resume",
     "workers_admin_api.delete": "worker.delete", "workers_pages.delete_page": "worker.delete",
+    "external_auth_settings.save_section": "settings.external_sign_in",
 }
 # Body fields whose values are worth keeping (never secrets); other fields are named only.
 DETAIL_VALUES = {"role", "disabled", "provider", "hardware", "enabled", "amount_usd", "period", "action",

@@ -168,6 +168,11 @@ def test_settings_section_turns_ldap_on(make_app, directory):
     assert r.status_code == 422 and "not one of" in r.get_data(as_text=True)
     r = c.post("/settings/auth/ldap", data=form)
     assert r.status_code == 200 and "Saved" in r.get_data(as_text=True)
+    with app.app_context():
+        saves = audit.query(action="settings.external_sign_in")
+    assert [(r["target"], r["outcome"], r["actor"]) for r in reversed(saves)] == [
+        ("ldap", "failed", "root"), ("ldap", "ok", "root")]
+    assert directory.url not in str(saves[0]["detail"])  # field names only, never values
     r = app.test_client().post("/api/auth/login", json={"username": "alice", "password": directory.passwords["alice"]})
     assert r.status_code == 200
 
