@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each module has ``init_app(app)`` that registers its blueprints.
 BLUEPRINT_MODULES = (
     "stcloud.web.routes",
-    "stcloud.web.settings",
+    "stcloud.jobs.settings_routes",
     "stcloud.jobs.routes",
     "stcloud.jobs.submit_routes",
     "stcloud.providers.routes",
@@ -26,6 +26,7 @@ BLUEPRINT_MODULES = (
     "stcloud.costs.routes",
     "stcloud.snapshots.routes",
     "stcloud.accounts.routes",
+    "stcloud.jobs.rerun_routes",
     "stcloud.accounts.extroutes",
 )
 

@@ -106,3 +106,35 @@ def check(s: Session, amount_usd: float, now: datetime | None = None) -> list[st
                                                           "after_usd": round(after, 6)})
                 warnings.append(message)
     return warnings
+
+
+class SpendByUser:
+    """Accumulates spend per job owner for the Spend page / ``costs/summary``."""
+
+    def __init__(self):
+        self._by: dict[str | None, dict] = {}
+
+    def _row(self, owner_id: str | None) -> dict:
+        return self._by.setdefault(owner_id, {"cost_usd": 0.0, "running_usd": 0.0, "reserved_usd": 0.0,
+                                              "finished_jobs": 0, "active_jobs": 0})
+
+    def finished(self, owner_id: str | None, cost: float) -> None:
+        row = self._row(owner_id)
+        row["cost_usd"] += cost
+        row["finished_jobs"] += 1
+
+    def active(self, owner_id: str | None, used: float, reserved: float) -> None:
+        row = self._row(owner_id)
+        row["running_usd"] += used
+        row["reserved_usd"] += reserved
+        row["active_jobs"] += 1
+
+    def rows(self, s: Session) -> list[dict]:
+        """Largest spender first; ``username`` None for jobs without an owner (before
+        accounts, the admin token, auth off)."""
+        ids = [i for i in self._by if i is not None]
+        names = dict(s.execute(select(User.id, User.username).where(User.id.in_(ids))).all()) if ids else {}
+        out = [{"user_id": uid, "username": names.get(uid) if uid else None,
+                **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}}
+               for uid, row in self._by.items()]
+        return sorted(out, key=lambda r: (-(r["cost_usd"] + r["running_usd"]), r["username"] or ""))

@@ -1,6 +1,7 @@
 """Password hashing (argon2id via argon2-cffi) and generated secrets. Pure."""
 from __future__ import annotations
 
+import functools
 import secrets
 
 from argon2 import PasswordHasher
@@ -8,8 +9,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 MIN_LENGTH = 8
 _hasher = PasswordHasher()
-# Verified against when the username is unknown, so both answers take as long.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so both answers take as long. Made on
+    first use: hashing at import would slow every process that imports this (the CLI too)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -18,7 +24,7 @@ def hash_password(password: str) -> str:
 
 def verify(stored_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -25,8 +25,8 @@ MEMBER_WRITES = frozenset({
     "jobs_api.delete_job",
     "jobs_pages.cancel_page",
     "jobs_pages.delete_page",
-    "snapshots_api.api_rerun",
-    "snapshots_pages.rerun_page",
+    "rerun_api.api_rerun",
+    "rerun_pages.rerun_page",
 })
 
 SELF_WRITES = frozenset({

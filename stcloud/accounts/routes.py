@@ -257,10 +257,27 @@ def update_user_page(username):
     if "disabled" in f:
         changes["disabled"] = f["disabled"] == "true"
     try:
+        changes.update(_limit_fields(f))
         accounts.update_user(username, changes, home=_home())
     except StcloudError as exc:
         return _users(exc.status if exc.status in (404, 409) else 422, error=exc.detail)
     return _users()
+
+
+def _limit_fields(form) -> dict:
+    """The limits form: blank = no limit; numbers parsed here, ranges checked by the service."""
+    out: dict = {}
+    for key, kind in (("max_concurrent_jobs", int), ("spend_limit_usd", float)):
+        if key in form:
+            raw = form[key].strip()
+            try:
+                out[key] = kind(raw) if raw else None
+            except ValueError:
+                raise BadRequest(f"{key.replace('_', ' ')} must be a number or empty") from None
+    for key in ("spend_period", "spend_action"):
+        if key in form:
+            out[key] = form[key]
+    return out
 
 
 @pages.post("/users/<username>/delete")

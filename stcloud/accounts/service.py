@@ -207,6 +207,9 @@ def update_user(username: str, changes: dict, *, home: Path | None = None) -> di
         for key, value in user_limits.validate(changes).items():
             setattr(user, key, value)
         if "password" in changes:
+            if user.source != "local":
+                raise ValidationError(f"{user.username} signs in through {user.source}; set the password there",
+                                      extra={"field": "password"})
             user.password_hash = passwords.hash_password(_new_password(changes["password"]))
             user.password_changed_at = utcnow()
             user.session_version += 1
@@ -345,8 +348,7 @@ def change_own_password(user_id: str, current: str, new: str, *, home: Path | No
         stored = user.password_hash
     if stored is None:
         raise BadRequest(f"{user.username} signs in through {user.source}; change the password there")
-    if not passwords.verify(stored, str(current or "")):
-        audit.record("user.password", target=user.username, outcome="denied", detail={"reason": "wrong current password"})
+    if not passwords.verify(stored, str(current or "")):  # the request's refusal is audited by the web hook
         raise Unauthorized("the current password is not right")
     with db.transaction() as s:
         row = s.get(User, user_id)

@@ -84,7 +84,7 @@ def limits_show(server, token, as_json):
 @click.option("--disable", is_flag=True, help="store the limit but switch it off")
 @json_opt
 def limits_set(server, token, provider, amount, period, action, timezone, stop_running, disable, as_json):
-    """Set the limit of PROVIDER (replicate, worker, local, or all for the global one)."""
+    """Set the limit of PROVIDER (a provider the server lists, or all for the global one)."""
     body = {"enabled": not disable, "amount_usd": amount, "period": period, "action": action}
     if timezone:
         body["timezone"] = timezone

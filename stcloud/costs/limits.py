@@ -129,7 +129,7 @@ def spend_in_period(s: Session, scope: str, start: datetime, end: datetime,
 
 def scopes() -> tuple[str, ...]:
     """``all`` and every registered provider."""
-    return (ALL, *registry.names())
+    return (ALL, *registry.display_order())
 
 
 def validate_scope(scope: str) -> str:

@@ -39,7 +39,7 @@ def default_profiles() -> dict[tuple[str, str], dict]:
 
 
 def providers() -> tuple[str, ...]:
-    return registry.names()
+    return registry.display_order()
 
 
 def hardware_profiles(provider: str) -> dict[str, dict]:
@@ -136,7 +136,7 @@ def current_rates(s: Session, at: datetime | None = None) -> list[dict]:
     ``upcoming`` rates with a future ``effective_from``."""
     at = at or utcnow()
     catalogue = default_profiles()
-    names = registry.names()
+    names = registry.display_order()
     pairs = set(catalogue)
     pairs.update((p, hw) for p, hw in s.execute(select(HardwareRate.provider, HardwareRate.hardware)))
     out = []

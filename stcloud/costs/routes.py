@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from stcloud import db
 from stcloud.costs import enforce, limits, periods, rates, service
 from stcloud.errors import BadRequest
+from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import int_arg, json_body
 
@@ -57,12 +58,12 @@ def _form_estimate_body() -> dict:
     """A submit form (htmx: form-encoded, or JSON with string values) -> a submit body."""
     raw = request.get_json(silent=True) if request.is_json else request.form.to_dict()
     raw = dict(raw or {})
-    # the submit form posts provider "replicate" when no radio is checked: price it the same way
-    provider = raw.get("provider") or "replicate"
-    # The form's hardware select is for Replicate only (as in the submit form's own parsing):
-    # worker and local jobs are priced at their own profile.
-    body: dict = {"provider": provider,
-                  "hardware": (raw.get("hardware") or None) if provider == "replicate" else None}
+    provider = raw.get("provider") or None
+    service = registry.maybe_get(provider) if provider else None
+    # The form's hardware select is for providers whose jobs pick a profile (as in the submit
+    # form's own parsing): jobs that workers claim are priced at their pool's profile.
+    priced = service is not None and not service.accepts_requirements and bool(service.hardware_profiles())
+    body: dict = {"provider": provider, "hardware": (raw.get("hardware") or None) if priced else None}
     config = raw.get("config", raw.get("config_json"))
     if isinstance(config, str):
         try:

@@ -302,7 +302,7 @@ def summary(days: int = 30, tz: str | None = None, now: datetime | None = None) 
         today = periods.local_date(now, tz)
         first = today - timedelta(days=days - 1)
         start = periods.local_midnight(first, tz)
-        finished = s.scalars(select(Job).options(load_only(*limits.COST_COLUMNS, Job.estimate))
+        finished = s.scalars(select(Job).options(load_only(*limits.COST_COLUMNS, Job.estimate, Job.owner_id))
                              .where(Job.status.in_(states.TERMINAL), Job.completed_at >= start)
                              .order_by(Job.completed_at)).all()
         active = s.scalars(select(Job).where(Job.status.in_(states.ACTIVE)).order_by(Job.created_at.desc())).all()
@@ -315,8 +315,10 @@ def summary(days: int = 30, tz: str | None = None, now: datetime | None = None) 
         per_provider = {p: {"cost_usd": 0.0, "finished_jobs": 0, "running_usd": 0.0, "reserved_usd": 0.0,
                             "active_jobs": 0, "estimated_usd": 0.0} for p in providers}
         comparisons = []
+        per_user = user_limits.SpendByUser()
         for j in finished:
             cost = actual_cost(j, now)
+            per_user.finished(j.owner_id, cost)
             d = periods.local_date(j.completed_at, tz)
             if j.provider in per_provider:
                 if d in per_day:
@@ -336,6 +338,7 @@ def summary(days: int = 30, tz: str | None = None, now: datetime | None = None) 
         active_list = []
         for j in active:
             used = running_cost(j, now)
+            per_user.active(j.owner_id, used, max(0.0, float(j.estimated_cost_usd or 0.0) - used))
             if j.provider in per_provider:
                 per_day[today][j.provider] += used
                 pp = per_provider[j.provider]
@@ -346,6 +349,7 @@ def summary(days: int = 30, tz: str | None = None, now: datetime | None = None) 
                                 "hardware": j.hardware, "running_cost_usd": round(used, 6),
                                 "estimated_cost_usd": j.estimated_cost_usd, "max_cost_usd": j.max_cost_usd,
                                 "started_at": periods.iso(j.started_at)})
+        by_user = per_user.rows(s)
 
     daily = [{"date": d.isoformat(), "providers": {p: round(v, 6) for p, v in per_day[d].items()},
               "total": round(sum(per_day[d].values()), 6)} for d in day_list]
@@ -369,6 +373,7 @@ def summary(days: int = 30, tz: str | None = None, now: datetime | None = None) 
         "per_day": daily,
         "per_provider": {p: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
                          for p, d in per_provider.items()},
+        "per_user": by_user,
         "totals": {
             "cost_usd": round(sum(d["cost_usd"] for d in per_provider.values()), 6),
             "running_usd": round(sum(d["running_usd"] for d in per_provider.values()), 6),

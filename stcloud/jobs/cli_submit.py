@@ -19,6 +19,7 @@ import click
 
 from stcloud.cli_options import json_opt, server_opt, token_opt
 from stcloud.client import ApiError, Client
+from stcloud.packaging.scan import LOCAL_TYPES
 
 STAGE_LABELS = {"scan": "scanning", "package": "packaging", "upload": "uploading", "submit": "submitting",
                 "submitted": "submitted", "failed": "failed"}
@@ -50,7 +51,7 @@ def absolutize(dataloader: list, base: Path) -> list:
     out = []
     for entry in dataloader:
         entry = dict(entry) if isinstance(entry, dict) else entry
-        if isinstance(entry, dict) and entry.get("type") in (None, "", "local"):
+        if isinstance(entry, dict) and entry.get("type") in LOCAL_TYPES:
             d = entry.get("instance_data_dir")
             if isinstance(d, str) and d and not os.path.isabs(os.path.expanduser(d)):
                 entry["instance_data_dir"] = str((base / d).resolve())

@@ -37,11 +37,13 @@ class SubmitRequest:
     requirements: dict | None
     expected_dataset_sha256: str | None
     rerun_of: str | None
+    options: dict  # the provider's per-job settings (body key = the provider's name)
 
     def fingerprint(self) -> str:
         """What makes two submits "the same" for an idempotency key (consent excluded)."""
         raw = json.dumps({"provider": self.provider, "name": self.name, "config": self.config,
-                          "dataloader_config": self.dataloader_config, "hardware": self.hardware},
+                          "dataloader_config": self.dataloader_config, "hardware": self.hardware,
+                          **({"options": self.options} if self.options else {})},
                          sort_keys=True, default=str)
         return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -128,6 +130,17 @@ def _requirements(service: CloudTrainerService, raw: Any) -> dict | None:
         raise BadRequest(str(exc), extra={"field": "requirements"}) from None
 
 
+def _options(service: CloudTrainerService, name: str, raw: Any) -> dict:
+    if raw in (None, {}, ""):
+        raw = {}
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{name} must be an object of per-job settings for {service.label}", extra={"field": name})
+    try:
+        return service.validate_options(dict(raw))
+    except ValueError as exc:
+        raise BadRequest(f"{name}: {exc}", extra={"field": name}) from None
+
+
 def _hardware(service: CloudTrainerService, name: str, hardware: str | None) -> str | None:
     # Jobs that workers claim are matched by requirements, not by profile: a named profile
     # only prices them (unknown names at the pool's default rate).
@@ -181,5 +194,6 @@ def parse_body(body: Any) -> SubmitRequest:
             if s.get(Job, rerun_of) is None:
                 raise BadRequest(f"rerun_of: job {rerun_of} not found", extra={"field": "rerun_of"})
     hardware = _hardware(service, provider, _opt_str(body, "hardware", 64))
+    options = _options(service, provider, body.get(provider))
     return SubmitRequest(provider, name, config, dataloader, hardware, consent, max_cost, key,
-                         snapshot_message, config_name, delivery, requirements, expected, rerun_of)
+                         snapshot_message, config_name, delivery, requirements, expected, rerun_of, options)

@@ -31,6 +31,7 @@ class RerunSource:
     dataset_sha256: str | None
     snapshot: str | None
     requirements: dict | None
+    options: dict | None = None  # the provider's per-job settings
 
     @classmethod
     def of(cls, job) -> "RerunSource":
@@ -38,7 +39,7 @@ class RerunSource:
                    hardware=job.hardware, max_cost_usd=job.max_cost_usd, delivery=job.delivery,
                    config=dict(job.config or {}), dataloader_config=list(job.dataloader_config or []),
                    dataset_sha256=job.dataset_sha256, snapshot=job.snapshot,
-                   requirements=job.requirements)
+                   requirements=job.requirements, options=(job.provider_data or {}).get("options"))
 
 
 def rerun_body(home: str | Path, src: RerunSource, *, exact: bool,
@@ -71,6 +72,8 @@ def rerun_body(home: str | Path, src: RerunSource, *, exact: bool,
                        ("delivery", src.delivery), ("requirements", src.requirements)):
         if value is not None:
             body[key] = value
+    if src.options:
+        body[src.provider] = src.options
     if exact and src.dataset_sha256:
         body["expected_dataset_sha256"] = src.dataset_sha256
     if data_consent is not None:

@@ -5,6 +5,7 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 
 from stcloud import db
 from stcloud.errors import BadRequest
+from stcloud.jobs import progress as progress_mod
 from stcloud.jobs import service, states
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
@@ -86,7 +87,7 @@ def job_list():
         return render("jobs/list.html", block="job_table", jobs=jobs, total=total, page=page,
                       pages_total=pages_total, filters=f, nav="jobs",
                       newest_id=service.newest_job_id(s), self_url=request.full_path.rstrip("?"),
-                      providers=registry.names(), statuses=states.STATUSES)
+                      providers=registry.display_order(), statuses=states.STATUSES)
 
 
 @pages.get("/jobs/changes")
@@ -147,5 +148,7 @@ def delete_page(job_id):
 
 
 def init_app(app):
+    app.jinja_env.globals.update(is_terminal=states.is_terminal, STATUSES=states.STATUSES,
+                                 percent=progress_mod.percent)
     app.register_blueprint(api)
     app.register_blueprint(pages)

@@ -48,7 +48,8 @@ from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import SubmitRequest, parse_body, parse_dataloader, provider_of
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
-from stcloud.providers.base import CloudJobInfo, CloudTrainerService, ProviderFailure, RunRequest
+from stcloud.providers import registry
+from stcloud.providers.base import AVAILABLE, CloudJobInfo, CloudTrainerService, ProviderFailure, RunRequest
 from stcloud.publishing import service as publishing
 from stcloud.snapshots.service import snapshot_for_submit
 
@@ -102,11 +103,17 @@ def _upload_limit(service: CloudTrainerService) -> int | None:
     return service.max_upload_bytes if service.uploads_data else None
 
 
+def _first_uploading() -> str | None:
+    """The provider a preview without one is for: the first that takes data off this machine."""
+    names = registry.names_where(lambda svc: svc.uploads_data and svc.status == AVAILABLE)
+    return names[0] if names else None
+
+
 def preview(body: dict) -> dict:
     """``POST /api/cloud/data-preview``: what a submit would upload, without uploading."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    service = provider_of(body, default="replicate" if "provider" not in body else None)
+    service = provider_of(body, default=None if "provider" in body else _first_uploading())
     summary = scan(parse_dataloader(body.get("dataloader_config")))
     has_local = summary.dataset_count > 0
     setting = consent.current()
@@ -208,7 +215,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
         if has_local:
             archive = _package(job_id, req, service, progress, prebuilt)
             archive_path = Path(archive.path)
-        job = _launch(job_id, req, service, archive, extra_inputs, progress, source)
+        job = _launch(job_id, name, req, service, archive, extra_inputs, progress, source)
     except _Cancelled:
         with db.session() as s:
             job = jobs_service.to_dict(jobs_service.get_job(s, job_id))
@@ -248,7 +255,8 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
                 idempotency_key=req.idempotency_key, data_summary=summary.to_dict(),
                 delivery=delivery_record, requirements=req.requirements, rerun_of=req.rerun_of,
                 progress={"stage": "scan", "submit_percent": STAGE_SPAN["scan"][1]},
-                provider_data={"submit_fingerprint": req.fingerprint()},
+                provider_data={"submit_fingerprint": req.fingerprint(),
+                               **({"options": req.options} if req.options else {})},
             )
             s.add(job)
             s.flush()
@@ -301,8 +309,8 @@ def _cancelled(job_id: str) -> bool:
         return states.is_terminal(jobs_service.get_job(s, job_id).status)
 
 
-def _launch(job_id: str, req: SubmitRequest, service: CloudTrainerService, archive, extra_inputs: dict,
-            progress: SubmitProgress, source: str) -> dict:
+def _launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerService, archive,
+            extra_inputs: dict, progress: SubmitProgress, source: str) -> dict:
     """``run_job`` outside any transaction, then its answer through the one update path."""
     if _cancelled(job_id):
         raise _Cancelled()
@@ -312,11 +320,11 @@ def _launch(job_id: str, req: SubmitRequest, service: CloudTrainerService, archi
     with db.session() as s:
         run_config = dict(jobs_service.get_job(s, job_id).config or {})
     request = RunRequest(
-        job_id=job_id, name=req.name or job_id, config=run_config,
+        job_id=job_id, name=name, config=run_config,
         dataloader_config=archive.dataloader_config if archive is not None else req.dataloader_config,
         hardware=req.hardware, archive_path=str(archive.path) if archive is not None else None,
         inputs=dict(extra_inputs or {}), archive_sha256=archive.sha256 if archive is not None else None,
-        requirements=req.requirements,
+        requirements=req.requirements, options=dict(req.options),
         progress=(lambda done, total: progress("upload", done, total)) if uploads else None,
         cancelled=lambda: _cancelled(job_id))
     info = service.run_job(request)

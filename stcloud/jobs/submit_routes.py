@@ -90,12 +90,13 @@ def _priced_by_profile(svc) -> bool:
 def _form_context(form: dict | None = None) -> dict:
     sample = _sample()
     form = dict(form or {})
-    services = registry.services()
+    order = registry.display_order()
+    services = sorted(registry.services(), key=lambda p: order.index(p[0]) if p[0] in order else len(order))
     choices = [svc.capabilities() for _name, svc in services]
     ready = [c["name"] for c in choices if c["status"] == "available" and c["configured"]]
     # The first ready cloud provider, else a self-hosted one (make run: no account needed).
     preferred = [c["name"] for c in choices if c["name"] in ready and c["uploads_data"]] + ready
-    form.setdefault("provider", preferred[0] if preferred else "local")
+    form.setdefault("provider", preferred[0] if preferred else "")
     form.setdefault("config_json", sample["config"])
     form.setdefault("dataloader_json", sample["dataloader"])
     hardware = costs.hardware_choices([(n, svc) for n, svc in services if _priced_by_profile(svc)])
@@ -175,7 +176,8 @@ def _fragment(template: str, http_status: int = 200, headers: dict | None = None
 def submit_preview():
     form = request.form
     try:
-        data = submit_service.preview({"provider": form.get("provider") or "replicate",
+        chosen = {"provider": form["provider"]} if form.get("provider") else {}
+        data = submit_service.preview({**chosen,
                                        "dataloader_config": (form.get("dataloader_json") or "").strip() or None})
     except StcloudError as err:
         return _fragment("submit/_message.html", 422, error=err.detail, field=err.extra.get("field"))

@@ -68,6 +68,7 @@ class RunRequest:
     inputs: dict = field(default_factory=dict)  # provider-specific extra inputs (publishing, hub id)
     archive_sha256: str | None = None
     requirements: dict | None = None
+    options: dict = field(default_factory=dict)  # the job's own settings for this provider (validate_options)
     # Called with (bytes done, bytes total) while the archive uploads.
     progress: Callable[[int, int], None] | None = field(default=None, compare=False)
     # True once the user cancelled the job: stop before creating anything remote.
@@ -124,7 +125,8 @@ class SettingField:
     """A setting an adapter declares; the Providers page renders it and
     ``PUT /api/cloud/providers/<name>`` validates against it.
 
-    kind: ``string | text | secret | integer | number | boolean | choice | url``. A ``secret`` is
+    kind: ``string | text | secret | integer | number | boolean | choice | url | list`` (of
+    strings; a form sends one per line). A ``secret`` is
     write-only: stored in ``secrets.json``, never shown again."""
 
     name: str
@@ -144,6 +146,12 @@ class SettingField:
                 raise ValueError(f"{self.name} is required")
             return None
         kind = self.kind
+        if kind == "list":
+            if isinstance(value, str):
+                value = [p.strip() for line in value.splitlines() for p in line.split(",") if p.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{self.name} must be a list of strings")
+            return [v.strip() for v in value]
         if kind == "boolean":
             if isinstance(value, bool):
                 return value
@@ -252,7 +260,9 @@ class CloudTrainerService(abc.ABC):
 
     @property
     def supports_webhooks(self) -> bool:
-        """The provider posts job events to ``/api/webhooks/<provider_name>`` (``parse_webhook``)."""
+        """The provider posts job events that ``parse_webhook`` reads. (The receiver route,
+        ``POST /api/webhooks/replicate`` with Standard Webhooks verification, exists for
+        Replicate; another provider's route is not there yet.)"""
         return False
 
     @property
@@ -297,6 +307,14 @@ class CloudTrainerService(abc.ABC):
         """Settings the generic panel shows; values reach the adapter through its factory."""
         return ()
 
+    def validate_options(self, options: dict) -> dict:
+        """Per-job settings sent in the submit body under the provider's name (e.g.
+        ``{"slurm": {"partition": "gpu"}}``) -> the clean dict ``run_job`` gets in
+        ``request.options``. Raises ValueError saying what is wrong (answered as 400)."""
+        if options:
+            raise ValueError(f"{self.provider_name} takes no per-job settings")
+        return {}
+
     def not_ready_reason(self) -> str | None:
         """Why jobs cannot be submitted now (e.g. no token), or None."""
         return None
@@ -314,6 +332,10 @@ class CloudTrainerService(abc.ABC):
         """stcloud's job id carried in a webhook body (to bind an event that arrives before
         ``run_job`` returned), or None."""
         return None
+
+    def download_headers(self, url: str) -> dict:
+        """Headers to download one of this provider's output URLs (e.g. its auth), or {}."""
+        return {}
 
     def find_orphan(self, job_id: str, since: datetime | None) -> CloudJobInfo | None:
         """After an ``uncertain`` run_job failure: the remote job made for ``job_id``, if any."""

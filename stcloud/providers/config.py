@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from flask import current_app
 
 from stcloud import db, secrets
+from stcloud import settings as settings_store
 from stcloud.errors import BadRequest
 from stcloud.models import ProviderConfig
 from stcloud.providers.base import SettingField
@@ -109,6 +110,32 @@ def update_config(provider: str, changes: dict, validator=None) -> dict:
             s.add(row)
         row.config = {**(row.config or {}), **clean}
     return get_config(provider)
+
+
+PUBLIC_URL_HELP = "set your public URL without the path; stcloud appends /api/webhooks/replicate"
+
+
+def public_url_view() -> dict:
+    """The instance's public URL (stored with the Replicate config, where the webhook
+    endpoint is derived from; ``STCLOUD_PUBLIC_URL`` is the fallback) and where it comes from."""
+    cfg = get_config("replicate")
+    with db.session() as s:
+        row = s.get(ProviderConfig, "replicate")
+        stored = (row.config or {}).get("public_url") if row else None
+    source = "settings" if stored else ("env" if current_app.config.get("STCLOUD_PUBLIC_URL") else None)
+    return {"public_url": cfg.get("public_url"), "webhook_endpoint": webhook_endpoint(cfg),
+            "source": source, "help": PUBLIC_URL_HELP}
+
+
+def set_public_url(value) -> dict:
+    """Validate and store the public URL (None clears it); mirrored in the ``public_url``
+    setting for readers that look there. Raises BadRequest naming the field."""
+    if value is not None and not isinstance(value, str):
+        raise BadRequest("public_url must be a string URL or null", extra={"field": "public_url"})
+    clean = normalize_public_url(value)
+    update_config("replicate", {"public_url": clean})
+    settings_store.put("public_url", clean)
+    return public_url_view()
 
 
 def webhook_endpoint(cfg: dict | None = None) -> str | None:

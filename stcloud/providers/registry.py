@@ -114,6 +114,18 @@ def available(name: str) -> CloudTrainerService:
     return service
 
 
+def _rank(svc: CloudTrainerService) -> int:
+    if svc.status != AVAILABLE:
+        return 2
+    return 0 if svc.uploads_data else 1
+
+
+def display_order() -> tuple[str, ...]:
+    """The names as lists on pages show them: cloud providers, then self-hosted ones, then
+    those not available yet; by name within each."""
+    return tuple(n for n, _svc in sorted(services(), key=lambda p: (_rank(p[1]), p[0])))
+
+
 def names_where(predicate: Callable[[CloudTrainerService], bool]) -> tuple[str, ...]:
     """Names of the buildable providers whose adapter satisfies ``predicate``."""
     return tuple(n for n, svc in services() if predicate(svc))

@@ -293,6 +293,12 @@ class ReplicateService(CloudTrainerService):
         our_id = inp.get(JOB_ID_INPUT) if isinstance(inp, dict) else None
         return our_id if isinstance(our_id, str) and our_id else None
 
+    def download_headers(self, url: str) -> dict:
+        """Replicate's own output URLs need the token; others (replicate.delivery) do not."""
+        if self._token and url.startswith(self.base_url + "/"):
+            return {"Authorization": f"Bearer {self._token}"}
+        return {}
+
     def webhook_secret(self) -> str:
         """The signing secret (``GET /v1/webhooks/default/secret``). Raises SecretUnavailable."""
         return fetch_secret(self._token, self.base_url)

@@ -196,7 +196,7 @@ def provider_view(name: str) -> dict:
 
 def providers_list() -> list[dict]:
     out = []
-    for name, service in registry.services():
+    for name in registry.display_order():
         item = provider_view(name)
         if name == "replicate":
             rep = replicate_view()

@@ -35,8 +35,12 @@ from sqlalchemy import select
 
 from stcloud import db, secrets
 from stcloud.errors import BadRequest
-from stcloud.models import Job, utcnow
+from stcloud.models import Job, StorageCredential, utcnow
 from stcloud.providers import registry
+from stcloud.publishing.download import download
+from stcloud.storage import backend as bk
+from stcloud.storage import credentials
+from stcloud.storage import service as storage_service
 from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
@@ -94,8 +98,6 @@ def prepare_for_submit(job_id: str, provider: str, delivery: dict | None, config
 
 
 def _prepare_builtin(job_id: str, provider: str, config: dict):
-    from stcloud.storage import credentials
-
     service = registry.get(provider)
     if service.uploads_data:  # the trainer runs elsewhere: it must reach this machine
         public = credentials.public_base_url()
@@ -170,11 +172,6 @@ def _prepare_hf(delivery: dict, config: dict):
 def discard_for_submit(job_id: str) -> None:
     """Undo ``prepare_for_submit`` for a submit that failed before its job row existed: the
     per-job storage key is revoked and a stored external-S3 secret is forgotten."""
-    from sqlalchemy import select
-
-    from stcloud.models import StorageCredential
-    from stcloud.storage import credentials
-
     with db.session() as s:
         keys = list(s.scalars(select(StorageCredential.access_key_id).where(StorageCredential.job_id == job_id)))
     for key in keys:
@@ -194,7 +191,8 @@ def _max_bytes() -> int:
 
 
 def _provider_outputs(job: Job) -> list[dict]:
-    return [o for o in (job.outputs or []) if isinstance(o, dict) and o.get("destination") == "replicate"
+    """The outputs the job's provider holds (``destination`` = the provider: temporary URLs)."""
+    return [o for o in (job.outputs or []) if isinstance(o, dict) and o.get("destination") == job.provider
             and isinstance(o.get("url"), str)]
 
 
@@ -254,6 +252,7 @@ def deliver_job(job_id: str) -> bool:
         if job is None or not isinstance(job.delivery, dict) or not _due(job.delivery, now):
             return False
         delivery = dict(job.delivery)
+        provider = job.provider
         if job.status != "completed":
             _finish_without_transfer(s, job, "skipped")
             return False
@@ -270,13 +269,11 @@ def deliver_job(job_id: str) -> bool:
             builtin = False
     if not sources:
         if builtin:
-            from stcloud.storage import service as storage_service
-
             storage_service.sync_job_outputs(job_id)
         return False
     work = Path(tempfile.mkdtemp(prefix=f"deliver-{job_id}-", dir=_work_root()))
     try:
-        delivered = _transfer(job_id, delivery, sources, work)
+        delivered = _transfer(job_id, provider, delivery, sources, work)
     except Exception as exc:  # noqa: BLE001 - recorded on the job, retried
         message = str(exc) or exc.__class__.__name__
         log.warning("delivery of %s failed (attempt %s): %s", job_id, attempts, message)
@@ -299,7 +296,7 @@ def deliver_job(job_id: str) -> bool:
         job = s.get(Job, job_id)
         if job is None:
             return False
-        kept = [o for o in (job.outputs or []) if not (isinstance(o, dict) and o.get("destination") == "replicate")]
+        kept = [o for o in (job.outputs or []) if not (isinstance(o, dict) and o.get("destination") == job.provider)]
         if delivery.get("type") == "builtin":
             kept = [o for o in kept if not (isinstance(o, dict) and o.get("destination") == "builtin")]
         job.outputs = kept + delivered
@@ -308,8 +305,6 @@ def deliver_job(job_id: str) -> bool:
     if delivery.get("type") == "s3":
         secrets.delete(current_app.config["STCLOUD_HOME"], SECRET_PREFIX + job_id)
     if delivery.get("type") == "builtin":
-        from stcloud.storage import service as storage_service
-
         storage_service.sync_job_outputs(job_id)
     log.info("delivered %d file(s) of %s to %s", len(delivered), job_id, delivery.get("type"))
     return True
@@ -332,36 +327,19 @@ def _safe_name(name: str, used: set[str]) -> str:
     return candidate
 
 
-def _auth_headers(url: str) -> dict:
-    try:
-        from stcloud.providers.config import replicate_base_url, replicate_token
-
-        base = replicate_base_url().rstrip("/")
-        if url.startswith(base + "/"):
-            token = replicate_token()
-            return {"Authorization": f"Bearer {token}"} if token else {}
-    except Exception:  # noqa: BLE001 - plain download without a token
-        pass
-    return {}
-
-
-def _transfer(job_id: str, delivery: dict, sources: list[dict], work: Path) -> list[dict]:
-    from stcloud.publishing.download import download
-
+def _transfer(job_id: str, provider: str, delivery: dict, sources: list[dict], work: Path) -> list[dict]:
+    service = registry.get(provider)
     used: set[str] = set()
     files = []
     cap = _max_bytes()
     for src in sources:
         name = _safe_name(src.get("name") or src["url"].rsplit("/", 1)[-1], used)
         path = work / name
-        size, sha = download(src["url"], path, max_bytes=cap, headers=_auth_headers(src["url"]))
+        size, sha = download(src["url"], path, max_bytes=cap, headers=service.download_headers(src["url"]))
         files.append({"name": name, "path": path, "size": size, "sha256": sha, "source_url": src["url"]})
     kind = delivery.get("type")
     out = []
     if kind == "builtin":
-        from stcloud.storage import backend as bk
-        from stcloud.storage import service as storage_service
-
         b = storage_service.backend()
         b.create_bucket(storage_service.JOB_BUCKET, exist_ok=True)
         for f in files:

@@ -149,6 +149,7 @@ class ObjectInfo:
     checksums: dict = field(default_factory=dict)  # algorithm -> base64 (composite values end in -N)
     sha256: str | None = None
     parts: int | None = None
+    part_sizes: list | None = None  # sizes of a multipart object's parts, in order
     path: Path | None = None
 
 
@@ -207,7 +208,8 @@ class Backend:
         self.uploads = self.sys / "uploads"
         self.meta_root = self.sys / "meta"
         self.bucket_records = self.sys / "buckets"
-        for d in (self.tmp, self.uploads, self.meta_root, self.bucket_records):
+        self.completed = self.sys / "completed"  # recently completed uploads (a repeated Complete succeeds)
+        for d in (self.tmp, self.uploads, self.meta_root, self.bucket_records, self.completed):
             d.mkdir(parents=True, exist_ok=True)
         self.max_put_size = max_put_size
         self._locks = [threading.Lock() for _ in range(64)]
@@ -318,7 +320,7 @@ class Backend:
             content_type=meta.get("content_type") or DEFAULT_CONTENT_TYPE,
             headers=dict(meta.get("headers") or {}), metadata=dict(meta.get("metadata") or {}),
             checksums=dict(meta.get("checksums") or {}), sha256=meta.get("sha256"), parts=meta.get("parts"),
-            path=path)
+            part_sizes=meta.get("part_sizes"), path=path)
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Raises NoSuchBucket, NoSuchKey."""
@@ -393,10 +395,11 @@ class Backend:
 
     # ---- writing
     def receive(self, reader, expect: Expectations, *, directory: Path | None = None,
-                want_sha256: bool = True) -> Received:
+                want_sha256: bool = True, durable: bool = True) -> Received:
         """Stream ``reader`` into a temp file, hashing; verify ``expect``. The caller renames
         or deletes the file. ``want_sha256=False`` skips the SHA-256 unless the client signed
-        the payload hash. Raises EntityTooLarge, IncompleteBody, BadDigest,
+        the payload hash. ``durable`` fsyncs the file (objects and parts; not request bodies
+        that are only parsed). Raises EntityTooLarge, IncompleteBody, BadDigest,
         XAmzContentSHA256Mismatch, SignatureDoesNotMatch (from the chunk decoder)."""
         directory = directory or self.tmp
         directory.mkdir(parents=True, exist_ok=True)
@@ -437,6 +440,8 @@ class Backend:
                     while view:
                         written = out.write(view)
                         view = view[written:]
+                if durable:
+                    _sync(out.fileno())  # on disk before any rename makes it visible
             sha_hex = sha.hexdigest() if sha is not None else None
             md5_digest = md5.digest()
             if expect.sha256_hex is not None and not chunked.digests_equal(expect.sha256_hex, sha_hex):
@@ -520,6 +525,7 @@ class Backend:
                             _remove_empty_tree(target)
                             target.rmdir()
                         os.replace(tmp_path, target)
+                        _sync_dir(target.parent)
                         break
                     except (FileExistsError, NotADirectoryError):
                         raise S3Error("ParentIsObject", Key=key) from None
@@ -626,6 +632,7 @@ class Backend:
             if not (d / "upload.json").exists():  # aborted or completed meanwhile
                 raise S3Error("NoSuchUpload")
             os.replace(received.path, d / f"{number}.part")
+            _sync_dir(d)
             _write_json(d / f"{number}.json", rec, d)
         finally:
             received.path.unlink(missing_ok=True)
@@ -667,12 +674,20 @@ class Backend:
         """Join the listed parts (number, etag, checksums) into the object.
         Raises NoSuchUpload, InvalidPart, InvalidPartOrder, EntityTooSmall, MalformedXML."""
         self._require_bucket(bucket)
-        d = self._upload_dir(bucket, key, upload_id)
+        try:
+            d = self._upload_dir(bucket, key, upload_id)
+        except S3Error:
+            done = self._completed_again(bucket, key, upload_id, requested)
+            if done is None:
+                raise
+            return done
         if not requested:
             raise S3Error("MalformedXML", "You must specify at least one part")
         numbers = [n for n, _, _ in requested]
-        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+        if numbers != sorted(numbers):
             raise S3Error("InvalidPartOrder")
+        # A part listed twice in a row (a resent part): the last entry counts, as on S3.
+        requested = list({n: (n, etag, sums) for n, etag, sums in requested}.values())
         stored = {p.number: p for p in self.list_parts(bucket, key, upload_id)}
         for i, (number, etag, sums) in enumerate(requested):
             part = stored.get(number)
@@ -693,7 +708,7 @@ class Backend:
         md5s = b""
         algorithm = info.meta.get("checksum_algorithm")
         composite = []
-        size = 0
+        sizes = []
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
                 for number, _etag, _sums in requested:
@@ -702,7 +717,8 @@ class Backend:
                     if algorithm and part.checksums.get(algorithm):
                         composite.append(base64.b64decode(part.checksums[algorithm]))
                     with open(d / f"{number}.part", "rb") as src:
-                        size += _copy_file(src, out)
+                        sizes.append(_copy_file(src, out))
+                _sync(out.fileno())
         except FileNotFoundError:
             tmp_path.unlink(missing_ok=True)
             raise S3Error("NoSuchUpload", UploadId=upload_id) from None
@@ -718,10 +734,39 @@ class Backend:
         # No SHA-256 here: it would mean reading the whole object again inside the request.
         # ``ensure_sha256`` computes it on first need (job outputs) and keeps it in the sidecar.
         result = self._commit(bucket, key, target, tmp_path, {
-            **meta, "etag": etag, "sha256": None, "checksums": checksums, "size": size,
-            "parts": len(requested)})
+            **meta, "etag": etag, "sha256": None, "checksums": checksums, "size": sum(sizes),
+            "parts": len(requested), "part_sizes": sizes})
+        _write_json(self.completed / f"{upload_id}.json",
+                    {"bucket": bucket, "key": key, "etag": etag,
+                     "parts": [[n, e.strip().strip('"')] for n, e, _ in requested]}, self.tmp)
         shutil.rmtree(d, ignore_errors=True)
         return result
+
+    def completed_upload(self, bucket: str, key: str, upload_id: str) -> dict | None:
+        """The record of an upload of ``bucket/key`` completed within a day, or None."""
+        if not _UPLOAD_ID_RE.fullmatch(upload_id or ""):
+            return None
+        try:
+            rec = json.loads((self.completed / f"{upload_id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return rec if rec.get("bucket") == bucket and rec.get("key") == key else None
+
+    def _completed_again(self, bucket: str, key: str, upload_id: str, requested) -> ObjectInfo | None:
+        """S3 answers a repeated Complete of the same parts with the object it made, as long as
+        that object is still the current one."""
+        rec = self.completed_upload(bucket, key, upload_id)
+        if rec is None:
+            return None
+        asked = [[n, (e or "").strip().strip('"')] for n, e, _ in requested]
+        asked = list({n: [n, e] for n, e in asked}.values())
+        if asked != rec.get("parts"):
+            return None
+        try:
+            info = self.head(bucket, key)
+        except S3Error:
+            return None
+        return info if info.etag == rec.get("etag") else None
 
     def ensure_sha256(self, bucket: str, key: str) -> str | None:
         """The object's SHA-256, computed and stored in its sidecar when missing."""
@@ -757,7 +802,7 @@ class Backend:
                     removed += 1
             except OSError:
                 pass
-        for entry in os.scandir(self.tmp):
+        for entry in [*os.scandir(self.tmp), *os.scandir(self.completed)]:
             try:
                 if now - entry.stat().st_mtime > tmp_age:
                     os.unlink(entry.path)
@@ -886,10 +931,30 @@ def _write_json(path: Path, data: dict, tmp_dir: Path) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, separators=(",", ":"))
+        # Not fsynced: a sidecar lost in a crash (or one of another version) is ignored and the
+        # object is served from its file (default content type, an etag from its inode).
         os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
+
+
+def _sync(fd: int) -> None:
+    os.fsync(fd)
+
+
+def _sync_dir(d: Path) -> None:
+    """fsync a directory so a rename into it survives a crash (POSIX; a no-op elsewhere)."""
+    try:
+        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories
+    finally:
+        os.close(fd)
 
 
 def _remove_empty_tree(d: Path) -> None:

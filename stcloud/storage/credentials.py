@@ -43,17 +43,16 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who an S3 request acts as: an access key, or the dashboard admin (read-only)."""
+    """Who an S3 request acts as: an access key and its scope."""
 
     access_key_id: str
     bucket: str  # "*" = any
     prefix: str
     read_only: bool
     job_id: str | None = None
-    admin: bool = False
 
     def bucket_ok(self, bucket: str) -> bool:
-        return self.admin or self.bucket == "*" or self.bucket == bucket
+        return self.bucket == "*" or self.bucket == bucket
 
     def can_read(self, bucket: str, key: str) -> bool:
         return self.bucket_ok(bucket) and key.startswith(self.prefix)
@@ -62,10 +61,10 @@ class Principal:
         return self.bucket_ok(bucket) and prefix.startswith(self.prefix)
 
     def can_write(self, bucket: str, key: str) -> bool:
-        return not self.read_only and not self.admin and self.can_read(bucket, key)
+        return not self.read_only and self.can_read(bucket, key)
 
     def can_admin_buckets(self) -> bool:
-        return self.bucket == "*" and not self.prefix and not self.read_only and not self.admin
+        return self.bucket == "*" and not self.prefix and not self.read_only
 
 
 @dataclass(frozen=True)

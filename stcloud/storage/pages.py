@@ -1,16 +1,22 @@
 """The Storage page: buckets, objects (prefixes as folders), downloads, deletes, access keys.
 
-Downloads link to the S3 endpoint itself (``/api/cloud/storage/<bucket>/<key>``), which lets the
-admin's session read. Everything that changes something posts to this blueprint (a normal,
-CSRF-protected route) — never to the S3 endpoint with a cookie.
+Downloads (here and on job pages) go through ``/storage/download/<bucket>/<key>``, a normal
+dashboard route guarded by the dashboard's auth (login session or API key): the S3 endpoint
+itself answers only signed requests. Everything that changes something posts to this
+blueprint (a normal, CSRF-protected route) — never to the S3 endpoint with a cookie.
 """
 from __future__ import annotations
 
-from flask import Blueprint, redirect, request, url_for
+from urllib.parse import quote
 
-from stcloud.errors import StcloudError
-from stcloud.storage import credentials, service
+from flask import Blueprint, Response, redirect, request, url_for
+from werkzeug.http import http_date
+
+from stcloud.errors import Forbidden, NotFound, StcloudError
+from stcloud.storage import credentials, s3request, s3response, service
 from stcloud.storage.errors import S3Error
+from stcloud.storage.routes import AnyPath
+from stcloud.web import auth
 from stcloud.web.htmx import is_fragment_request, render
 
 bp = Blueprint("storage_pages", __name__)
@@ -50,9 +56,45 @@ def _context(**extra) -> dict:
     return ctx
 
 
+def _may_read(job_id: str | None) -> None:
+    """Admins and viewers read every stored object; members only their own jobs' files (others'
+    do not exist for them) and not the bucket browser."""
+    access = auth.stored_access(job_id)
+    if access == "hidden":
+        raise NotFound("no such object")
+    if access != "yes":
+        raise Forbidden("your role cannot browse stored objects; open your job's page for its files")
+
+
 @bp.get("/storage")
 def storage_page():
+    _may_read(None)
     return render("storage/index.html", block="browser", **_context())
+
+
+def download(rest: str = ""):
+    """An object as an attachment, for the signed-in dashboard user (GET and HEAD)."""
+    try:
+        bucket, key = s3request.bucket_and_key(service.DOWNLOAD_PATH)
+        _may_read(service.job_of_key(bucket, key) if key else None)
+        info, fh = service.open_download(bucket, key or "")
+    except S3Error as err:
+        raise NotFound(err.message) from None
+    name = key.rsplit("/", 1)[-1]
+    headers = {"Content-Type": info.content_type, "Content-Length": str(info.size), "ETag": info.etag,
+               "Last-Modified": http_date(info.last_modified),
+               "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
+               "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": "sandbox; default-src 'none'"}
+    if request.method == "HEAD":
+        fh.close()
+        return Response(status=200, headers=headers)
+    return s3response.object_body(fh, 0, info.size, 200, headers)
+
+
+# merge_slashes=False: "a//b" is a different key from "a/b".
+bp.add_url_rule(f"{service.DOWNLOAD_PATH}/<s3any:rest>", "download", download, methods=["GET", "HEAD"],
+                merge_slashes=False)
 
 
 def _back(**params):
@@ -137,4 +179,5 @@ def revoke_key(access_key_id):
 
 
 def init_app(app):
+    app.url_map.converters.setdefault("s3any", AnyPath)
     app.register_blueprint(bp)

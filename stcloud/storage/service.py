@@ -37,9 +37,21 @@ def backend() -> Backend:
     return b
 
 
+DOWNLOAD_PATH = "/storage/download"
+
+
 def object_url(bucket: str, key: str) -> str:
-    """Site-relative download URL (the S3 endpoint; the dashboard session may GET it)."""
-    return f"/api/cloud/storage/{quote(bucket)}/{quote(key, safe='/')}"
+    """Site-relative download URL for people: the dashboard's download route (its login or
+    API key guards it), never the S3 endpoint, which answers only signed requests."""
+    return f"{DOWNLOAD_PATH}/{quote(bucket)}/{quote(key, safe='/')}"
+
+
+def open_download(bucket: str, key: str):
+    """(ObjectInfo, open file) for the dashboard's download route; a folder marker or a missing
+    object raises S3Error (NoSuchBucket / NoSuchKey)."""
+    if not key or key.endswith("/"):
+        raise S3Error("NoSuchKey", Key=key)
+    return backend().open(bucket, key)
 
 
 def job_of_key(bucket: str, key: str) -> str | None:

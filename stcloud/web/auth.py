@@ -212,7 +212,7 @@ def _guard():
     g.actor = None
     scope.bind(None)
     scope.bind_client(None)
-    if is_machine_request():
+    if is_machine_request() or request.endpoint == "static":
         return None
     scope.bind_client(client_addr())
     if not auth_enabled():
@@ -248,10 +248,16 @@ def _guard():
 ACTIONS = {
     "web.login_post": "auth.login", "accounts_api.login": "auth.login",
     "web.logout": "auth.logout", "accounts_api.logout": "auth.logout",
+    "accounts_api.create_user": "user.create", "accounts_pages.invite_page": "user.create",
+    "accounts_api.update_user": "user.update", "accounts_pages.update_user_page": "user.update",
+    "accounts_api.delete_user": "user.delete", "accounts_pages.delete_user_page": "user.delete",
+    "accounts_api.change_password": "user.password", "accounts_pages.change_password_page": "user.password",
+    "accounts_api.create_token": "token.create", "accounts_pages.create_token_page": "token.create",
+    "accounts_api.revoke_token": "token.revoke", "accounts_pages.revoke_token_page": "token.revoke",
     "submit_api.submit_job": "job.submit", "submit_pages.submit_form": "job.submit",
     "jobs_api.cancel_job": "job.cancel", "jobs_pages.cancel_page": "job.cancel",
     "jobs_api.delete_job": "job.delete", "jobs_pages.delete_page": "job.delete",
-    "snapshots_api.api_rerun": "job.rerun", "snapshots_pages.rerun_page": "job.rerun",
+    "rerun_api.api_rerun": "job.rerun", "rerun_pages.rerun_page": "job.rerun",
     "submit_api.refresh_job": "job.refresh", "submit_pages.refresh_page": "job.refresh",
     "jobs_api.approve_job": "job.approve", "jobs_api.reject_job": "job.reject",
     "providers_api.put_provider": "provider.settings", "providers_pages.settings_form": "provider.settings",

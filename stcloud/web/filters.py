@@ -5,9 +5,6 @@ from datetime import datetime, timezone
 
 from flask import Flask
 
-from stcloud.jobs import progress as progress_mod
-from stcloud.jobs import states
-
 
 def money(value, digits: int = 2) -> str:
     if value is None:
@@ -49,7 +46,3 @@ def bytes_h(n) -> str:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(money=money, when=when, iso=iso, duration=duration, bytes=bytes_h)
-    app.jinja_env.globals.update(
-        is_terminal=states.is_terminal, STATUSES=states.STATUSES,
-        percent=progress_mod.percent,
-    )

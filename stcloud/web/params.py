@@ -32,3 +32,14 @@ def json_body(required: bool = True) -> dict:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+
+
+def bool_value(value, name: str) -> bool:
+    """A boolean from JSON or a form (``1/true/yes/on``, ``0/false/no/off/""``). Raises BadRequest."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise BadRequest(f"{name} must be true or false, got {value!r}")

@@ -23,12 +23,15 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from stcloud import db, settings
+from stcloud import db, secrets, settings
+from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import states
 from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import registry
+from stcloud.storage import credentials as creds_mod
+from stcloud.storage import service as storage_service
 from stcloud.workers import matching
 
 log = logging.getLogger(__name__)
@@ -233,8 +236,6 @@ def delete_worker(worker_id: str, *, force: bool = False) -> None:
 def ensure_local_worker(home) -> tuple[str, str]:
     """The embedded worker's row and token (kept in secrets.json as ``local_worker_token``).
     Returns (worker_id, token)."""
-    from stcloud import secrets
-
     token = secrets.get(home, "local_worker_token")
     with db.transaction() as s:
         w = s.scalars(select(Worker).where(Worker.is_local.is_(True)).order_by(Worker.created_at)).first()
@@ -295,14 +296,9 @@ def _end_attempt(job: Job, outcome: str) -> None:
 
 def _finalize_cost(s: Session, job: Job) -> None:
     try:
-        from stcloud.costs import service as costs
-    except ImportError:
-        return
-    if hasattr(costs, "finalize_worker_cost"):
-        try:
-            costs.finalize_worker_cost(s, job)
-        except Exception:  # cost bookkeeping must never lose the end state
-            log.exception("finalize_worker_cost failed for job %s", job.id)
+        costs.finalize_worker_cost(s, job)
+    except Exception:  # cost bookkeeping must never lose the end state
+        log.exception("finalize_worker_cost failed for job %s", job.id)
 
 
 def _requeue_in(s: Session, job: Job, reason: str, *, source: str) -> str:
@@ -499,21 +495,12 @@ def claim(worker_id: str) -> dict | None:
 
 def storage_for_job(job_id: str) -> dict | None:
     """Per-job S3 credentials for the built-in endpoint (bucket ``outputs``, prefix
-    ``<job_id>/``), or None when the storage module is not available."""
+    ``<job_id>/``), or None when they cannot be minted (the job then runs without uploads)."""
     try:
-        from stcloud.storage import credentials as creds_mod
-    except ImportError:
-        return None
-    fn = getattr(creds_mod, "credentials_for_job", None)
-    if fn is None:
-        return None
-    try:
-        raw = fn(job_id)
+        raw = creds_mod.credentials_for_job(job_id)
     except Exception:
         log.exception("could not mint storage credentials for job %s", job_id)
         return None
-    if not isinstance(raw, dict):  # a dataclass or object: read its attributes
-        raw = {k: getattr(raw, k) for k in dir(raw) if not k.startswith("_") and not callable(getattr(raw, k))}
     get = raw.get
     expires = get("expires_at")
     return {
@@ -677,15 +664,10 @@ def _sync_outputs(job_id: str, reported: list[dict]) -> None:
     """Refresh ``job.outputs`` from the built-in endpoint; without it, keep what the agent
     reported."""
     try:
-        from stcloud.storage import service as storage_service
-    except ImportError:
-        storage_service = None
-    if storage_service is not None and hasattr(storage_service, "sync_job_outputs"):
-        try:
-            storage_service.sync_job_outputs(job_id)
-            return
-        except Exception:
-            log.exception("could not list the outputs of %s", job_id)
+        storage_service.sync_job_outputs(job_id)
+        return
+    except Exception:
+        log.exception("could not list the outputs of %s", job_id)
     if reported:
         jobs_service.apply_update(job_id, jobs_service.JobUpdate(outputs=reported), source=SOURCE)
 

@@ -187,3 +187,16 @@ def test_background_cancel_is_recorded_as_system(secure_app):
     rec = _records(secure_app, action="job.cancel")
     assert len(rec) == 1 and rec[0]["actor"] == "system" and rec[0]["target"] == job_id
     assert rec[0]["detail"] == {"source": "scheduler", "reason": "spend cap reached"}
+
+
+def test_refused_account_changes_are_recorded_once(secure_app, ada):
+    c = secure_app.test_client()
+    add_user(secure_app, "mia", "member")
+    assert c.post("/api/cloud/users", json={"username": "mia", "role": "viewer"}, headers=ada.headers).status_code == 409
+    s = secure_app.test_client()
+    login(s, "mia")
+    r = s.post("/api/cloud/me/password", json={"current_password": "nope", "new_password": "whatever-1"})
+    assert r.status_code == 401
+    got = [(r["actor"], r["action"], r["outcome"]) for r in _records(secure_app, action="user.*")]
+    assert ("ada", "user.create", "failed") in got
+    assert [g for g in got if g[1] == "user.password"] == [("mia", "user.password", "denied")]

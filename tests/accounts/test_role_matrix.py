@@ -128,3 +128,15 @@ def test_sessions_follow_the_same_policy(matrix_app):
     c2.post("/api/auth/login", json={"username": "m-member", "password": "correct horse battery"})
     assert c2.post("/api/cloud/jobs/submit", json={}).status_code not in (401, 403)
     assert c2.put("/api/cloud/settings/consent", json={"mode": "ask"}).status_code == 403
+
+
+def test_policy_and_audit_tables_name_real_endpoints(app):
+    """The role and audit tables are keyed by endpoint names: a renamed route must not silently
+    fall back to admin-only or to an unnamed audit action."""
+    from stcloud.accounts import policy
+    from stcloud.web import auth
+
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    named = (set(policy.MEMBER_WRITES) | set(policy.SELF_WRITES) | set(policy.ADMIN_READS)
+             | set(auth.ACTIONS) | set(auth.NOT_AUDITED))
+    assert named - endpoints == set()

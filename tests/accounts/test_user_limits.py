@@ -8,8 +8,9 @@ import requests
 
 from stcloud import db
 from stcloud.models import Job
-from tests.accounts.helpers import add_user
+from tests.accounts.helpers import add_user, set_owner
 from tests.conftest import serve_in_thread
+from tests.jobs.factories import make_job
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -116,3 +117,19 @@ def test_limit_fields_are_validated(served):
                 {"spend_period": "hourly"}, {"spend_action": "stop"}):
         r = requests.patch(f"{url}/api/cloud/users/mia", json=bad, headers=admin.headers, timeout=10)
         assert r.status_code == 422 and r.json()["field"] == next(iter(bad)), bad
+
+
+def test_spend_summary_breaks_down_by_user(secure_app):
+    admin, mia = add_user(secure_app, "ada", "admin"), add_user(secure_app, "mia", "member")
+    done = make_job(secure_app, "completed", provider="worker", cost_usd=1.25)
+    running = make_job(secure_app, "running", provider="worker", estimated_cost_usd=2.0)
+    make_job(secure_app, "completed", provider="worker", cost_usd=0.5)  # no owner
+    set_owner(secure_app, done, mia.user_id)
+    set_owner(secure_app, running, mia.user_id)
+    c = secure_app.test_client()
+    rows = {r["username"]: r for r in c.get("/api/cloud/costs/summary", headers=admin.headers).json["per_user"]}
+    assert rows["mia"]["cost_usd"] == pytest.approx(1.25) and rows["mia"]["finished_jobs"] == 1
+    assert rows["mia"]["active_jobs"] == 1 and rows["mia"]["reserved_usd"] == pytest.approx(2.0, abs=0.01)
+    assert rows[None]["cost_usd"] == pytest.approx(0.5)
+    page = c.get("/spend", headers=admin.headers).get_data(as_text=True)
+    assert 'id="spend-per-user"' in page and 'data-user="mia"' in page and "(no owner)" in page

@@ -109,3 +109,20 @@ def test_account_page_password_and_keys(secure_app):
                                           "confirm_password": "new-password-1", "csrf_token": csrf})
     assert r.status_code == 200 and "Password changed" in r.get_data(as_text=True)
     login(secure_app.test_client(), "mia", "new-password-1")
+
+
+def test_users_page_sets_limits(secure_app):
+    add_user(secure_app, "mia", "member")
+    c = secure_app.test_client()
+    login(c, "admin", initial_password(secure_app))
+    csrf = csrf_of(c)
+    r = c.post("/users/mia", data={"max_concurrent_jobs": "3", "spend_limit_usd": "25.5", "spend_period": "weekly",
+                                   "spend_action": "warn", "csrf_token": csrf})
+    assert r.status_code == 200
+    limits = c.get("/api/cloud/users/mia").json["user"]["limits"]
+    assert limits == {"max_concurrent_jobs": 3, "spend_limit_usd": 25.5, "spend_period": "weekly",
+                      "spend_action": "warn"}
+    r = c.post("/users/mia", data={"max_concurrent_jobs": "", "spend_limit_usd": "lots", "csrf_token": csrf})
+    assert r.status_code == 422 and "spend limit usd must be a number" in r.get_data(as_text=True)
+    r = c.post("/users/mia", data={"max_concurrent_jobs": "", "spend_limit_usd": "", "csrf_token": csrf})
+    assert c.get("/api/cloud/users/mia").json["user"]["limits"]["max_concurrent_jobs"] is None

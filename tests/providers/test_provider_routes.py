@@ -287,3 +287,11 @@ def test_settings_page_and_forms(rclient):
     assert r.status_code == 422
     r = rclient.post("/settings/public-url", headers=hx, data={"public_url": "https://p.example.com"})
     assert r.status_code == 200 and "https://p.example.com/api/webhooks/replicate" in r.get_data(as_text=True)
+
+
+def test_per_job_settings_go_to_the_provider_that_declares_them(rclient, dataset):
+    """The body key named after the provider carries its per-job settings (e.g. ``slurm``);
+    a provider that declares none refuses them, naming the field."""
+    r = rclient.post("/api/cloud/jobs/submit", json=submit_body(dataset, provider="local", local={"gpus": 2}))
+    body = r.get_json()
+    assert r.status_code == 400 and body["field"] == "local" and "takes no per-job settings" in body["detail"]

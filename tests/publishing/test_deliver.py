@@ -45,7 +45,7 @@ def test_deliver_to_this_machine(app, filehost):
     lora = by_name["lora.safetensors"]
     assert lora["destination"] == "builtin" and lora["size"] == len(WEIGHTS)
     assert lora["sha256"] == hashlib.sha256(WEIGHTS).hexdigest()
-    assert lora["download_url"] == f"/api/cloud/storage/outputs/{job_id}/lora.safetensors"
+    assert lora["download_url"] == f"/storage/download/outputs/{job_id}/lora.safetensors"
     with app.app_context():
         info, fh = storage_service.backend().open("outputs", f"{job_id}/lora.safetensors")
         with fh:

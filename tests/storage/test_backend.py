@@ -99,6 +99,39 @@ def test_failed_upload_leaves_nothing(store):
     assert os.listdir(store.tmp) == []
 
 
+def test_objects_reach_the_disk_before_the_rename(store, monkeypatch):
+    """The object's bytes are fsynced before the atomic rename makes them visible, and the
+    directory after it (so the rename itself survives a crash); the same for a completed
+    multipart upload."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("fsync", "dir" if os.path.isdir(target) else target))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    put(store, "dur/obj", b"x" * 1000)
+    target = str(store.object_path("bkt", "dur/obj"))
+    i = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2] == target)
+    assert ("fsync", events[i][1]) in events[:i]  # the temp file, before it became the object
+    assert events[i + 1] == ("fsync", "dir")
+
+    events.clear()
+    uid = store.create_upload("bkt", "dur/mp", {})
+    part = store.upload_part("bkt", "dur/mp", uid, 1, io.BytesIO(b"p" * 100), bk.Expectations())
+    store.complete_upload("bkt", "dur/mp", uid, [(1, part.etag, {})])
+    target = str(store.object_path("bkt", "dur/mp"))
+    i = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2] == target)
+    assert ("fsync", events[i][1]) in events[:i] and events[i + 1] == ("fsync", "dir")
+
+
 def test_open_reader_keeps_its_version(store):
     put(store, "v", b"one" * 1000)
     info, fh = store.open("bkt", "v")

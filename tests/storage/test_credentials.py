@@ -1,5 +1,5 @@
 """The credentials JSON API, per-job keys and their lifetime, and who may read through the
-S3 endpoint without SigV4 (the dashboard)."""
+S3 endpoint without SigV4 (nobody; the dashboard downloads through its own route)."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -173,37 +173,71 @@ def guarded(make_app, home):
     t.join(5)
 
 
-def test_dashboard_reads_need_admin(guarded):
+UNSIGNED_READS = [("GET", "/api/cloud/storage"), ("HEAD", "/api/cloud/storage"),
+                  ("GET", "/api/cloud/storage/outputs"), ("GET", "/api/cloud/storage/outputs?list-type=2"),
+                  ("HEAD", "/api/cloud/storage/outputs"), ("GET", "/api/cloud/storage/outputs?versions"),
+                  ("GET", "/api/cloud/storage/outputs?uploads"), ("GET", "/api/cloud/storage/outputs?location"),
+                  ("GET", "/api/cloud/storage/outputs/job_x/page.html"),
+                  ("HEAD", "/api/cloud/storage/outputs/job_x/page.html"),
+                  ("GET", "/api/cloud/storage/outputs/job_x/page.html?acl")]
+
+
+def _assert_unsigned_refused(url, session=None, **headers):
+    import requests
+
+    http = session or requests
+    for method, path in UNSIGNED_READS:
+        r = http.request(method, url + path, headers=headers, timeout=5)
+        assert r.status_code == 403, (method, path, headers, r.status_code)
+        if method == "GET":
+            assert "<Code>AccessDenied</Code>" in r.text and "job_x/page.html" not in r.text
+
+
+def test_the_s3_endpoint_never_answers_unsigned_reads(guarded):
+    """Not anonymously, not with the admin bearer token, not with a logged-in session: the
+    S3 endpoint needs a signature. People download through the dashboard's route."""
     import requests
 
     app, url = guarded
-    obj = f"{url}/api/cloud/storage/outputs/job_x/page.html"
-    r = requests.get(obj, timeout=5)
-    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
-    r = requests.get(obj, headers={"Authorization": "Bearer wrong"}, timeout=5)
-    assert r.status_code == 403
-    r = requests.get(obj, headers={"Authorization": "Bearer tok"}, timeout=5)
-    assert r.status_code == 200 and r.content == b"<script>alert(1)</script>"
-    assert r.headers["Content-Disposition"].startswith("attachment")
-    assert "sandbox" in r.headers["Content-Security-Policy"] and r.headers["X-Content-Type-Options"] == "nosniff"
-    r = requests.get(f"{url}/api/cloud/storage/outputs?list-type=2", headers={"Authorization": "Bearer tok"}, timeout=5)
-    assert r.status_code == 200 and "<Key>job_x/page.html</Key>" in r.text
+    _assert_unsigned_refused(url)
+    _assert_unsigned_refused(url, Authorization="Bearer tok")
     session = requests.Session()
     session.post(f"{url}/login", data={"token": "tok", "next": "/"}, timeout=5)
-    assert session.get(obj, timeout=5).status_code == 200
+    _assert_unsigned_refused(url, session=session)
     for method in ("DELETE", "PUT"):  # a session never writes through the S3 endpoint
-        r = session.request(method, obj, data=b"x", headers={"Authorization": "Bearer tok"}, timeout=5)
+        r = session.request(method, f"{url}/api/cloud/storage/outputs/job_x/page.html", data=b"x",
+                            headers={"Authorization": "Bearer tok"}, timeout=5)
         assert r.status_code == 403 and "AccessDenied" in r.text
-    assert session.get(obj, timeout=5).status_code == 200
+
+    download = f"{url}/storage/download/outputs/job_x/page.html"
+    assert requests.get(download, allow_redirects=False, timeout=5).status_code in (302, 401)
+    assert requests.get(download, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    r = requests.get(download, headers={"Authorization": "Bearer tok"}, timeout=5)
+    assert r.status_code == 200 and r.content == b"<script>alert(1)</script>"
+    assert r.headers["Content-Disposition"] == "attachment; filename*=UTF-8''page.html"
+    assert "sandbox" in r.headers["Content-Security-Policy"] and r.headers["X-Content-Type-Options"] == "nosniff"
+    assert session.get(download, timeout=5).content == b"<script>alert(1)</script>"
+    assert session.head(download, timeout=5).headers["Content-Length"] == "25"
+    assert session.get(f"{url}/storage/download/outputs/job_x/nope", timeout=5).status_code == 404
+    assert session.get(f"{url}/storage/download/outputs/job_x/", timeout=5).status_code == 404
+
+    # A presigned URL is the way to hand a download to someone without a login.
+    with app.app_context():
+        creds = credentials.mint(bucket="outputs", prefix="job_x/", ttl_seconds=600, read_only=True)
+    presigned = s3(url + "/api/cloud/storage", creds).generate_presigned_url(
+        "get_object", Params={"Bucket": "outputs", "Key": "job_x/page.html"}, ExpiresIn=60)
+    assert requests.get(presigned, timeout=5).content == b"<script>alert(1)</script>"
 
 
-def test_without_admin_token_the_dashboard_is_open(app, live_server):
+def test_without_admin_token_the_s3_endpoint_is_still_closed(app, live_server):
     import requests
 
     with app.app_context():
-        creds = credentials.mint(bucket="open-b", ttl_seconds=600)
-    s3(live_server + "/api/cloud/storage", creds).put_object(Bucket="open-b", Key="k.txt", Body=b"v")
-    r = requests.get(f"{live_server}/api/cloud/storage/open-b/k.txt", timeout=5)
-    assert r.status_code == 200 and r.content == b"v"
-    r = requests.delete(f"{live_server}/api/cloud/storage/open-b/k.txt", timeout=5)
+        creds = credentials.mint(bucket="outputs", ttl_seconds=600)
+    s3(live_server + "/api/cloud/storage", creds).put_object(Bucket="outputs", Key="job_x/page.html", Body=b"v")
+    _assert_unsigned_refused(live_server)
+    r = requests.delete(f"{live_server}/api/cloud/storage/outputs/job_x/page.html", timeout=5)
     assert r.status_code == 403
+    # The dashboard itself is open without STCLOUD_ADMIN_TOKEN (SPEC §1), and so its downloads.
+    r = requests.get(f"{live_server}/storage/download/outputs/job_x/page.html", timeout=5)
+    assert r.status_code == 200 and r.content == b"v"

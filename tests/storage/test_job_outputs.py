@@ -38,12 +38,12 @@ def test_uploads_under_a_job_prefix_become_its_outputs(app, client, live_server,
     assert [o["name"] for o in builtin] == ["pytorch_lora_weights.safetensors", "samples/step 100/optimizer.bin"]
     w = builtin[0]
     assert w["size"] == len(weights) and w["sha256"] == hashlib.sha256(weights).hexdigest()
-    assert w["download_url"] == f"/api/cloud/storage/outputs/{job_id}/pytorch_lora_weights.safetensors"
+    assert w["download_url"] == f"/storage/download/outputs/{job_id}/pytorch_lora_weights.safetensors"
     assert any(o["destination"] == "replicate" for o in outputs)  # other entries are kept
 
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "pytorch_lora_weights.safetensors" in page and w["sha256"][:16] in page
-    assert f'href="/api/cloud/storage/outputs/{job_id}/samples/step%20100/optimizer.bin"' in page
+    assert f'href="/storage/download/outputs/{job_id}/samples/step%20100/optimizer.bin"' in page
     assert "checkpoint-100" not in page
     got = client.get(w["download_url"])
     assert got.status_code == 200 and got.data == weights

@@ -63,8 +63,8 @@ def test_unsupported_and_wrong_methods(c3):
     status, _, body = send("POST", url, sign("POST", url, creds, {}, "UNSIGNED-PAYLOAD"), b"")
     assert status == 405 and b"<Code>MethodNotAllowed</Code>" in body
     with pytest.raises(ClientError) as e:
-        c.create_bucket(Bucket="errs")
-    assert code(e) == ("BucketAlreadyOwnedByYou", 409)
+        c.create_bucket(Bucket="errs", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert code(e) == ("BucketAlreadyOwnedByYou", 409)  # us-east-1 (no constraint) answers 200
     with pytest.raises(ClientError) as e:
         c.head_bucket(Bucket="no-such-bucket")
     assert code(e)[1] == 404

@@ -29,7 +29,7 @@ def test_browse_folders_and_files(app, client):
     assert "job_a/" in html and "job_b/" in html and "model.safetensors" not in html
     html = client.get("/storage?bucket=outputs&prefix=job_a/").get_data(as_text=True)
     assert "model.safetensors" in html and "2.0 KiB" in html and "ckpt/" in html
-    assert 'href="/api/cloud/storage/outputs/job_a/model.safetensors"' in html
+    assert 'href="/storage/download/outputs/job_a/model.safetensors"' in html
     html = client.get("/storage?bucket=nope-nope").get_data(as_text=True)
     assert "The specified bucket does not exist" in html
     frag = client.get("/storage?bucket=outputs&prefix=job_a/", headers={"HX-Request": "true"}).get_data(as_text=True)
