@@ -16,7 +16,7 @@ from stcloud.accounts import audit, extconfig, ldap, oidc
 from stcloud.accounts import service as accounts
 from stcloud.accounts.extauth import ExternalAuthError, Refused
 from stcloud.accounts.external import ExternalIdentity
-from stcloud.errors import Forbidden, NotFound, Unauthorized
+from stcloud.errors import Forbidden, NotFound, Unauthorized, ValidationError
 from stcloud.providers import config as provider_config
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,17 @@ class SignInUnavailable(Unauthorized):
 def _denied(method: str, name: str | None, reason: str) -> None:
     audit.record("auth.login", target=name or None, outcome="denied", actor="anonymous",
                  detail={"reason": reason[:200], "method": method})
+
+
+def _usable(method: str, identity: ExternalIdentity) -> ExternalIdentity:
+    """Refuse (Forbidden, audited) a name that cannot be an stcloud username."""
+    try:
+        accounts.normalize_username(identity.username)
+    except ValidationError as exc:
+        reason = f"the name {identity.username!r} from {method.upper()} cannot be an stcloud username: {exc.detail}"
+        _denied(method, None, reason)
+        raise Forbidden(reason) from None
+    return identity
 
 
 def _unavailable(method: str, name: str | None, exc: ExternalAuthError) -> SignInUnavailable:
@@ -55,7 +66,7 @@ def ldap_authenticator(username: str, password: str) -> tuple[ExternalIdentity, 
         identity = ldap.authenticate(settings, username, password)
         if identity is None:
             return None
-        return identity, ldap.role_for(settings, identity.groups)
+        return _usable("ldap", identity), ldap.role_for(settings, identity.groups)
     except Refused as exc:
         _denied("ldap", username, str(exc))
         raise Forbidden(str(exc)) from None
@@ -111,7 +122,7 @@ def finish_oidc(store: MutableMapping, args: Mapping) -> str:
         raise Forbidden(str(exc)) from None
     except ExternalAuthError as exc:
         raise _unavailable("oidc", None, exc) from None
-    accounts.login_external(identity, role)
+    accounts.login_external(_usable("oidc", identity), role)
     return next_url
 
 

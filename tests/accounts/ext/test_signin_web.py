@@ -110,6 +110,16 @@ def test_ldap_login_form_and_no_group_refusal(make_app, directory):
     assert logins(app)[-1][:3] == ("carol", "denied", "ldap") and "no group" in logins(app)[-1][3]
 
 
+def test_a_directory_name_that_cannot_be_a_username_is_refused_clearly(make_app, directory):
+    app = make_app(STCLOUD_AUTH="on", **ldap_config(directory))
+    c = app.test_client()
+    csrf_of(c)
+    r = c.post("/login", data={"username": "dave(x)", "password": directory.passwords["dave(x)"]})
+    assert r.status_code == 403
+    assert "cannot be an stcloud username" in r.get_data(as_text=True)
+    assert logins(app)[-1][:3] == (None, "denied", "ldap")
+
+
 def test_ldap_group_change_updates_the_role_at_next_login(make_app, directory):
     app = make_app(STCLOUD_AUTH="on", **ldap_config(directory))
     c = app.test_client()
