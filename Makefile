@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install system bench clean
+.PHONY: run test install system bench clean dist
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ system:
 test: install system
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: no tests were collected"; exit 1; fi; exit $$rc
+
+# The wheel and the sdist (templates, static, migrations and alembic.ini inside) in dist/.
+dist: install
+	$(PY) -m build --outdir dist .
 
 bench: install
 	$(PY) -m bench

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-from pathlib import Path
 
 from flask import Flask
 
+from stcloud import resources
+
 __version__ = "0.1.0"
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = resources.DATA_DIR  # templates/, static/, migrations/, alembic.ini (see stcloud.resources)
 
 # Each module has ``init_app(app)`` that registers its blueprints.
 BLUEPRINT_MODULES = (
@@ -27,6 +28,8 @@ BLUEPRINT_MODULES = (
     "stcloud.snapshots.routes",
     "stcloud.accounts.routes",
     "stcloud.jobs.rerun_routes",
+    "stcloud.web.security",
+    "stcloud.ops.routes",
     "stcloud.accounts.extroutes",
 )
 
@@ -44,7 +47,7 @@ def create_app(config: dict | None = None, home: str | None = None) -> Flask:
     home_path = config_mod.home_dir(home or (config or {}).get("STCLOUD_HOME"))
     cfg = config_mod.load(home_path, config)
     app = Flask(__name__, instance_path=str(home_path), instance_relative_config=True,
-                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+                template_folder=str(resources.TEMPLATES), static_folder=str(resources.STATIC))
     app.config.update(cfg)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = secrets.get_or_create(home_path, "flask_secret_key")

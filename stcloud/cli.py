@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from stcloud import ROOT
+from stcloud import resources
 from stcloud.cli_options import fail
 
 # (group or None for top level, "module:attr")
@@ -22,14 +22,16 @@ EXTRA_COMMANDS = [
     (None, "stcloud.accounts.cli:audit_group"),
     (None, "stcloud.accounts.cli:users_group"),
     (None, "stcloud.cli_completion:completion_command"),
+    (None, "stcloud.ops.cli:backup_command"),
+    (None, "stcloud.ops.cli:restore_command"),
 ]
 
 
 def alembic_config(url: str):
     from alembic.config import Config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg = Config(str(resources.ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(resources.MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

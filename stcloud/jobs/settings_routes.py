@@ -1,6 +1,7 @@
-"""Settings used by submit: data-upload consent (Always Ask / Always Allow / Never Upload) and
-the instance's public URL (where providers reach this server) — ``GET|PUT /api/cloud/settings/consent``, ``GET|PUT /api/cloud/settings/public-url``
-and the Settings page.
+"""Settings: data-upload consent (Always Ask / Always Allow / Never Upload) and the instance's
+public URL — ``GET|PUT /api/cloud/settings/consent``, ``GET|PUT /api/cloud/settings/public-url``
+and the Settings page; the outbound proxy (``GET|PUT /api/cloud/settings/proxy``, shown on the
+Providers page).
 
 The public URL is one setting: it is stored with the Replicate provider config (where the
 webhook endpoint is derived from; ``STCLOUD_PUBLIC_URL`` is the fallback) and mirrored in
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, make_response, render_template, request
 
+from stcloud import proxy_settings
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.jobs import consent
 from stcloud.providers import config as provider_config
@@ -53,6 +55,20 @@ def put_public_url():
     return jsonify(provider_config.set_public_url(body["public_url"]))
 
 
+@api.get("/proxy")
+def get_proxy():
+    return jsonify(proxy_settings.view())
+
+
+@api.put("/proxy")
+def put_proxy():
+    body = json_body()
+    if "proxy_url" not in body:
+        raise BadRequest('proxy_url is required: {"proxy_url": "http://proxy:3128", "no_proxy": "localhost"} '
+                         "(null clears it)", extra={"field": "proxy_url"})
+    return jsonify(proxy_settings.save(body["proxy_url"], body.get("no_proxy")))
+
+
 # ---- pages -----------------------------------------------------------------------------------
 
 def _fragment(template: str, http_status: int = 200, **ctx):
@@ -85,6 +101,24 @@ def public_url_form():
         return _fragment("settings/_public_url.html", 422, public={**provider_config.public_url_view(), "public_url": raw},
                          error=err.detail)
     return _fragment("settings/_public_url.html", public=view, saved=True)
+
+
+@pages.get("/settings/proxy")
+def proxy_fragment():
+    return _fragment("settings/_proxy.html", proxy=proxy_settings.view())
+
+
+@pages.post("/settings/proxy")
+def proxy_form():
+    raw = (request.form.get("proxy_url") or "").strip() or None
+    no_proxy = (request.form.get("no_proxy") or "").strip()
+    try:
+        view = proxy_settings.save(raw, no_proxy)
+    except StcloudError as err:
+        return _fragment("settings/_proxy.html", 422, proxy={**proxy_settings.view(), "proxy_url": raw,
+                                                              "no_proxy": no_proxy, "has_credentials": False},
+                         error=err.detail)
+    return _fragment("settings/_proxy.html", proxy=view, saved=True)
 
 
 def init_app(app):

@@ -149,8 +149,8 @@ class _Transport(httpx.HTTPTransport):
     the client passed none, and a capped ``Retry-After`` so the client's GET retries stay
     short; the original value is kept in ``x-stcloud-retry-after``."""
 
-    def __init__(self, *, timeouts: dict, retry_after_cap: float):
-        super().__init__()
+    def __init__(self, *, timeouts: dict, retry_after_cap: float, proxy: str | None = None):
+        super().__init__(proxy=proxy)
         self._timeouts = timeouts
         self._cap = retry_after_cap
 
@@ -207,8 +207,10 @@ class ReplicateService(CloudTrainerService):
                  upload_timeout: float = 120.0, retry_after_cap: float = 2.0,
                  create_attempts: int = 4, backoff: float = 1.0, max_retry_wait: float = 30.0,
                  webhook_url: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 default_hardware: str | None = None, sleep: Callable[[float], None] = time.sleep):
+                 default_hardware: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                 proxy: str | None = None):
         self._token = token or None
+        self._proxy = proxy or None  # stcloud.net decides, per base URL
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.model = model or DEFAULT_MODEL
         self.version = version or None
@@ -233,7 +235,7 @@ class ReplicateService(CloudTrainerService):
             transport = _Transport(
                 timeouts={"connect": connect_timeout, "read": upload_timeout, "write": upload_timeout,
                           "pool": connect_timeout},
-                retry_after_cap=retry_after_cap)
+                retry_after_cap=retry_after_cap, proxy=self._proxy)
             self._client = replicate.Client(
                 api_token=self._token, base_url=self.base_url,
                 timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -301,7 +303,7 @@ class ReplicateService(CloudTrainerService):
 
     def webhook_secret(self) -> str:
         """The signing secret (``GET /v1/webhooks/default/secret``). Raises SecretUnavailable."""
-        return fetch_secret(self._token, self.base_url)
+        return fetch_secret(self._token, self.base_url, proxy=self._proxy)
 
     def find_orphan(self, job_id: str, since: datetime | None) -> CloudJobInfo | None:
         pred = self.find_prediction_for_job(job_id, since=since)

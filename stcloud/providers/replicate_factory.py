@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from stcloud import proxy_settings
 from stcloud.providers import config
 from stcloud.providers.replicate import MAX_UPLOAD_BYTES, TOKEN_HELP, ReplicateService
 
@@ -16,9 +17,11 @@ def create() -> ReplicateService:
     Without a token it still answers what it is (``not_ready_reason`` says why)."""
     cfg = config.get_config("replicate")
     app_cfg = current_app.config
+    base_url = config.replicate_base_url()
     return ReplicateService(
         config.replicate_token(),
-        base_url=config.replicate_base_url(),
+        base_url=base_url,
+        proxy=proxy_settings.current().for_url(base_url),
         model=cfg.get("model"),
         version=cfg.get("version"),
         webhook_url=config.webhook_endpoint(cfg),

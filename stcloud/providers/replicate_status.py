@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-import requests
 from flask import current_app
+
+from stcloud import net, proxy_settings
 
 STATUS_PAGE = "https://www.replicatestatus.com"
 STATUS_API = "https://www.replicatestatus.com/api/v2/status.json"
@@ -18,7 +19,8 @@ def status_page() -> dict:
         return cache["data"]
     url = current_app.config.get("REPLICATE_STATUS_URL", STATUS_API)
     try:
-        resp = requests.get(url, timeout=(1.5, 2.5))
+        with net.requests_session(proxy_settings.current()) as http:  # honours the outbound proxy
+            resp = http.get(url, timeout=(1.5, 2.5))
         resp.raise_for_status()
         st = resp.json().get("status") or {}
         data = {"available": True, "indicator": st.get("indicator"), "description": st.get("description"),

@@ -29,8 +29,8 @@ class _Retryable(httpx.TransportError):
 class _SingleAttempt(httpx.BaseTransport):
     """Fail at once on the statuses replicate's RetryTransport would sleep and retry on."""
 
-    def __init__(self):
-        self._inner = httpx.HTTPTransport()
+    def __init__(self, proxy: str | None = None):
+        self._inner = httpx.HTTPTransport(proxy=proxy)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
@@ -44,12 +44,13 @@ class _SingleAttempt(httpx.BaseTransport):
         self._inner.close()
 
 
-def fetch_secret(token: str, base_url: str) -> str:
-    """One fetch through the official client. Raises SecretUnavailable."""
+def fetch_secret(token: str, base_url: str, proxy: str | None = None) -> str:
+    """One fetch through the official client (through ``proxy`` when given). Raises
+    SecretUnavailable."""
     if not token:
         raise SecretUnavailable("REPLICATE_API_TOKEN not set: cannot fetch the webhook signing secret")
     client = replicate.Client(api_token=token, base_url=base_url, timeout=FETCH_TIMEOUT,
-                              transport=_SingleAttempt())
+                              transport=_SingleAttempt(proxy))
     try:
         key = client.webhooks.default.secret().key
     except _Retryable as exc:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import requests
 
+from stcloud import net
+
 CHUNK = 1024 * 1024
 
 
@@ -14,15 +16,17 @@ class DownloadError(Exception):
 
 
 def download(url: str, dest: Path, *, max_bytes: int, headers: dict | None = None,
-             timeout: tuple[float, float] = (10, 120)) -> tuple[int, str]:
+             timeout: tuple[float, float] = (10, 120), proxies: net.Proxies | None = None) -> tuple[int, str]:
     """Write ``url`` to ``dest``; returns (size, sha256 hex). Raises DownloadError (HTTP error,
-    too large, connection problem). Never holds more than one chunk in memory."""
+    too large, connection problem). Never holds more than one chunk in memory. ``proxies``:
+    default the environment's."""
     if not url.startswith(("https://", "http://")):
         raise DownloadError(f"not an http(s) URL: {url[:100]}")
     sha = hashlib.sha256()
     size = 0
     try:
-        with requests.get(url, stream=True, timeout=timeout, headers=headers or {}) as resp:
+        with net.requests_session(proxies or net.Proxies.from_env()) as http, \
+                http.get(url, stream=True, timeout=timeout, headers=headers or {}) as resp:
             if resp.status_code != 200:
                 raise DownloadError(f"GET {url[:200]} answered {resp.status_code}")
             declared = resp.headers.get("Content-Length")

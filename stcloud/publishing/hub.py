@@ -6,7 +6,23 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+
+from stcloud import net
+
+# huggingface_hub shares one HTTP client per process; it is rebuilt when the proxies change.
+_client_lock = threading.Lock()
+_client_proxies: list[net.Proxies] = []
+
+
+def _use_proxies(proxies: net.Proxies) -> None:
+    import huggingface_hub  # ~0.5 s to import: only when publishing to the Hub
+
+    with _client_lock:
+        if _client_proxies != [proxies]:
+            huggingface_hub.set_client_factory(net.hf_client_factory(proxies))
+            _client_proxies[:] = [proxies]
 
 
 class HubError(Exception):
@@ -14,7 +30,8 @@ class HubError(Exception):
 
 
 def upload_files(repo_id: str, files: list[tuple[Path, str]], *, token: str, private: bool = False,
-                 endpoint: str | None = None, message: str = "Upload from stcloud") -> str:
+                 endpoint: str | None = None, message: str = "Upload from stcloud",
+                 proxies: net.Proxies | None = None) -> str:
     """Create ``repo_id`` if needed and commit ``files`` [(local path, path in repo)] in one
     commit. Returns the commit URL. Raises HubError."""
     try:
@@ -22,6 +39,7 @@ def upload_files(repo_id: str, files: list[tuple[Path, str]], *, token: str, pri
         from huggingface_hub.errors import HfHubHTTPError
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise HubError("huggingface_hub is not installed") from exc
+    _use_proxies(proxies or net.Proxies.from_env())
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -3,29 +3,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stcloud import net
+
 
 class S3DeliveryError(Exception):
     pass
 
 
-def client(endpoint_url: str | None, region: str, access_key: str, secret_key: str):
+def client(endpoint_url: str | None, region: str, access_key: str, secret_key: str,
+           proxies: net.Proxies | None = None):
     import boto3
     from botocore.config import Config
 
     return boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or "us-east-1",
                         aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                         config=Config(s3={"addressing_style": "path"}, connect_timeout=10, read_timeout=120,
+                                      proxies=net.botocore_proxies(proxies or net.Proxies.from_env(), endpoint_url),
                                       retries={"max_attempts": 3, "mode": "standard"}))
 
 
 def upload_files(files: list[tuple[Path, str]], *, endpoint_url: str | None, bucket: str, region: str,
-                 access_key: str, secret_key: str) -> None:
+                 access_key: str, secret_key: str, proxies: net.Proxies | None = None) -> None:
     """Upload [(local path, key)]. Raises S3DeliveryError."""
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        c = client(endpoint_url, region, access_key, secret_key)
+        c = client(endpoint_url, region, access_key, secret_key, proxies)
         for path, key in files:
             c.upload_file(str(path), bucket, key)
     except (ClientError, BotoCoreError, S3UploadFailedError, OSError) as exc:

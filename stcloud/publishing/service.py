@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 from flask import current_app
 from sqlalchemy import select
 
-from stcloud import db, secrets
+from stcloud import db, proxy_settings, secrets
 from stcloud.errors import BadRequest
 from stcloud.models import Job, StorageCredential, utcnow
 from stcloud.providers import registry
@@ -332,10 +332,12 @@ def _transfer(job_id: str, provider: str, delivery: dict, sources: list[dict], w
     used: set[str] = set()
     files = []
     cap = _max_bytes()
+    proxies = proxy_settings.current()
     for src in sources:
         name = _safe_name(src.get("name") or src["url"].rsplit("/", 1)[-1], used)
         path = work / name
-        size, sha = download(src["url"], path, max_bytes=cap, headers=service.download_headers(src["url"]))
+        size, sha = download(src["url"], path, max_bytes=cap, headers=service.download_headers(src["url"]),
+                             proxies=proxies)
         files.append({"name": name, "path": path, "size": size, "sha256": sha, "source_url": src["url"]})
     kind = delivery.get("type")
     out = []
@@ -363,7 +365,7 @@ def _transfer(job_id: str, provider: str, delivery: dict, sources: list[dict], w
         pairs = [(f["path"], f"{prefix}{f['name']}") for f in files]
         s3_adapter.upload_files(pairs, endpoint_url=delivery.get("endpoint_url"), bucket=delivery["bucket"],
                                 region=delivery.get("region") or "us-east-1",
-                                access_key=delivery["access_key_id"], secret_key=secret)
+                                access_key=delivery["access_key_id"], secret_key=secret, proxies=proxies)
         for f, (_path, key) in zip(files, pairs):
             out.append({"name": f["name"], "key": key, "bucket": delivery["bucket"], "size": f["size"],
                         "sha256": f["sha256"],
@@ -377,7 +379,8 @@ def _transfer(job_id: str, provider: str, delivery: dict, sources: list[dict], w
             raise RuntimeError("HF_TOKEN not set: cannot publish to the Hugging Face Hub")
         repo = delivery["hub_model_id"]
         hub.upload_files(repo, [(f["path"], f["name"]) for f in files], token=token,
-                         private=bool(delivery.get("private")), message=f"Outputs of stcloud job {job_id}")
+                         private=bool(delivery.get("private")), message=f"Outputs of stcloud job {job_id}",
+                         proxies=proxies)
         for f in files:
             out.append({"name": f["name"], "key": f["name"], "size": f["size"], "sha256": f["sha256"],
                         "download_url": hub.file_url(repo, f["name"]), "destination": "hf",

@@ -44,14 +44,21 @@ def _browse(bucket: str | None, prefix: str, marker: str) -> dict:
     return view
 
 
-def _context(**extra) -> dict:
+def _context(browse: bool = True, **extra) -> dict:
     bucket = request.values.get("bucket") or None
     prefix = request.values.get("prefix", "")
     marker = request.values.get("marker", "") if request.method == "GET" else ""
-    ctx = _browse(bucket, prefix, marker)
-    ctx.update(keys=credentials.list_credentials(), endpoint_url=credentials.endpoint_url(),
+    if browse:
+        ctx = _browse(bucket, prefix, marker)
+        keys = credentials.list_credentials()
+    else:
+        ctx = {"buckets": [], "bucket": None, "prefix": "", "marker": "", "listing": None, "crumbs": [],
+               "browse_error": None}
+        keys = []
+    ctx.update(keys=keys, endpoint_url=credentials.endpoint_url(),
                region=credentials.REGION, ttl_choices=TTL_CHOICES, object_url=service.object_url,
-               nav="storage", new_key=None, keys_error=None, browse_message=None, buckets_error=None)
+               nav="storage", new_key=None, keys_error=None, buckets_error=None,
+               browse_message=None if browse else "Your jobs' files are listed on each job's page.")
     ctx.update(extra)
     return ctx
 
@@ -68,7 +75,8 @@ def _may_read(job_id: str | None) -> None:
 
 @bp.get("/storage")
 def storage_page():
-    _may_read(None)
+    if auth.stored_access(None) != "yes":  # members: only their own jobs' files, on the job pages
+        return render("storage/index.html", block="browser", **_context(browse=False))
     return render("storage/index.html", block="browser", **_context())
 
 

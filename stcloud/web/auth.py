@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 _machine_blueprints: set[str] = set()
 _public_blueprints: set[str] = set()
-PUBLIC_ENDPOINTS = {"static", "web.login", "web.login_post", "web.logout", "web.healthz",
+PUBLIC_ENDPOINTS = {"static", "web.login", "web.login_post", "web.logout",
                     "accounts_api.login", "accounts_pages.login_link"}
 CSRF_METHODS = {"POST"}  # the only unsafe method a cross-site form or simple fetch can send
 SAFE_METHODS = policy.SAFE_METHODS
@@ -259,7 +259,6 @@ ACTIONS = {
     "jobs_api.delete_job": "job.delete", "jobs_pages.delete_page": "job.delete",
     "rerun_api.api_rerun": "job.rerun", "rerun_pages.rerun_page": "job.rerun",
     "submit_api.refresh_job": "job.refresh", "submit_pages.refresh_page": "job.refresh",
-    "jobs_api.approve_job": "job.approve", "jobs_api.reject_job": "job.reject",
     "providers_api.put_provider": "provider.settings", "providers_pages.settings_form": "provider.settings",
     "providers_pages.declared_settings_form": "provider.settings",
     "providers_api.put_token": "provider.token.set", "providers_pages.token_form": "provider.token.set",

@@ -1,11 +1,9 @@
-"""Shell routes: index, login/logout, health."""
+"""Shell routes: login/logout (health checks are in ``stcloud.ops``)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import text
 
-from stcloud import __version__, db, scheduler
 from stcloud.accounts import service as accounts
 from stcloud.errors import Forbidden, Unauthorized
 from stcloud.web import auth
@@ -40,23 +38,6 @@ def logout():
     accounts.logout()
     session.clear()
     return redirect(url_for("web.login"))
-
-
-@bp.get("/healthz")
-def healthz():
-    db_ok, db_error = True, None
-    try:
-        with db.session() as s:
-            s.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        db_ok, db_error = False, str(exc).splitlines()[0]
-    body = {
-        "status": "ok" if db_ok else "error",
-        "version": __version__,
-        "database": {"ok": db_ok, "error": db_error},
-        "scheduler": scheduler.status(current_app) if db_ok else {"alive": False},
-    }
-    return jsonify(body), (200 if db_ok else 503)
 
 
 def init_app(app):

@@ -94,10 +94,10 @@ def test_members_download_only_their_own_outputs(secure_app, crew):
     r = c.get(mine_url, headers=crew["member"].headers)
     assert r.status_code == 200 and r.data == b"w-" + mine.encode()
     r = c.get(theirs_url, headers=crew["member"].headers)
-    assert r.status_code == 404 and b"NoSuchKey" in r.data
+    assert r.status_code == 404  # another member's job: its files do not exist for this member
     assert c.get(theirs_url, headers=crew["viewer"].headers).status_code == 200
     assert c.get(theirs_url, headers=crew["admin"].headers).status_code == 200
-    assert c.get(theirs_url).status_code == 403  # anonymous
+    assert c.get(theirs_url).status_code in (302, 401)  # anonymous: to the sign-in page
     assert c.get(f"/api/cloud/storage/{storage.JOB_BUCKET}?list-type=2", headers=crew["member"].headers).status_code == 403
 
 

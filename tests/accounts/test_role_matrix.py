@@ -18,7 +18,8 @@ from tests.accounts.helpers import add_user, expire_key
 PLACEHOLDERS = {"job_id": "job_missing", "username": "nobody", "key_id": "key_missing",
                 "worker_id": "wrk_missing", "access_key_id": "STCMISSING", "provider": "replicate",
                 "name": "missing-config", "commit": "0" * 40, "token": "not-a-link",
-                "filename": "app.css", "bucket": "missing-bucket"}
+                "filename": "app.css", "bucket": "missing-bucket",
+                "rest": "outputs/job_missing/weights.safetensors"}
 CALLERS = ("admin", "member", "viewer", "anonymous", "expired", "revoked")
 
 

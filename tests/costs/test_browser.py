@@ -46,18 +46,18 @@ def test_submit_form_shows_estimate_and_warn_level_warning(live_server, app, pag
     assert page.locator("#cost-estimate .estimate-block").count() == 0
     # fewer steps: under 80%, the warning goes away; the estimate follows the form
     page.fill("textarea[name=config_json]", json.dumps({"max_train_steps": 500}))
-    page.wait_for_function("document.querySelector('#cost-estimate .estimate-amount') && "
+    page.wait_for_function("() => document.querySelector('#cost-estimate .estimate-amount') && "
                            "document.querySelector('#cost-estimate .estimate-amount').innerText.includes('$1.31')")
     assert page.locator("#cost-estimate .estimate-warning").count() == 0
     # A100 is priced at its own rate
     page.select_option("select[name=hardware]", "gpu-a100-large")
-    page.wait_for_function("document.querySelector('#cost-estimate .estimate-amount').innerText.includes('$1.88')")
+    page.wait_for_function("() => document.querySelector('#cost-estimate .estimate-amount').innerText.includes('$1.88')")
 
 
 def test_spend_page_charts_and_forms(live_server, app, page):
     _seed(app, live_server)
     page.goto(f"{live_server}/spend")
-    page.wait_for_function("window.stcloudCosts && window.stcloudCosts.charts['spend-chart']")
+    page.wait_for_function("() => window.stcloudCosts && window.stcloudCosts.charts['spend-chart']")
     labels = page.evaluate("window.stcloudCosts.charts['spend-chart'].data.datasets.map(d => d.label)")
     assert {"replicate", "worker", "local"} <= set(labels)
     assert any("limit" in label and "$6.00" in label for label in labels)  # the limit line
@@ -92,13 +92,13 @@ def test_spend_page_charts_and_forms(live_server, app, page):
 
     # the window selector swaps the body and redraws the chart
     page.select_option("select[name=days]", "7")
-    page.wait_for_function("window.stcloudCosts.charts['spend-chart'].data.labels.length === 7")
+    page.wait_for_function("() => window.stcloudCosts.charts['spend-chart'].data.labels.length === 7")
     assert "days=7" in page.url
 
     # the calculator on the Spend page uses the same estimate fragment
     page.fill("#estimate-calculator input[name=max_train_steps]", "1000")
     page.locator("#estimate-calculator input[name=max_train_steps]").dispatch_event("change")
-    page.wait_for_function("document.querySelector('#estimate-calculator .estimate-amount') && "
+    page.wait_for_function("() => document.querySelector('#estimate-calculator .estimate-amount') && "
                            "document.querySelector('#estimate-calculator .estimate-amount').innerText.includes('$3.15')")
 
 

@@ -125,5 +125,5 @@ def test_test_webhook_button_on_the_providers_page(wh_app, live_server, page):
     report = page.inner_text("#webhook-test-report")
     assert "Webhook OK" in report and "Latency" in report
     # the table reloads by itself after the test
-    page.wait_for_function("document.querySelector('#webhook-deliveries').innerText.includes('msg_stcloudtest_')")
+    page.wait_for_function("() => document.querySelector('#webhook-deliveries').innerText.includes('msg_stcloudtest_')")
     assert "test" in page.inner_text("#webhook-deliveries")
