@@ -3,13 +3,14 @@
     GET  /auth/oidc/login?next=     -> 302 to the OpenID provider (PKCE, state, nonce)
     GET  /auth/oidc/callback        -> signs in, 302 to next (or the dashboard); the login
                                        page with the reason when refused
+    (both 302 to the login page while OIDC is not configured)
     POST /settings/auth/<ldap|oidc> (admin) -> the section's form, saved or with the error
 
 LDAP has no route of its own: it answers the password form and ``POST /api/auth/login``
 through ``accounts.service.login_password`` (local accounts keep their local password)."""
 from __future__ import annotations
 
-from flask import Blueprint, make_response, redirect, render_template, request, session
+from flask import Blueprint, make_response, redirect, render_template, request, session, url_for
 
 from stcloud.accounts import extconfig, extservice
 from stcloud.accounts import service as accounts
@@ -29,7 +30,9 @@ def oidc_login():
     nxt = auth.safe_next(request.args.get("next"))
     try:
         return redirect(extservice.begin_oidc(session, nxt))
-    except (NotFound, Unauthorized) as exc:
+    except NotFound:
+        return redirect(url_for("web.login", next=nxt))
+    except Unauthorized as exc:
         return _login_page(exc.detail, exc.status)
 
 
@@ -37,7 +40,9 @@ def oidc_login():
 def oidc_callback():
     try:
         nxt = extservice.finish_oidc(session, request.args)
-    except (NotFound, Unauthorized, Forbidden, Conflict) as exc:
+    except NotFound:
+        return redirect(url_for("web.login"))
+    except (Unauthorized, Forbidden, Conflict) as exc:
         return _login_page(exc.detail, exc.status)
     return redirect(auth.safe_next(nxt))
 

@@ -269,10 +269,12 @@ def test_oidc_provider_error_is_shown(oidc_app, idp):
     assert r.status_code == 403 and "aborted" in r.get_data(as_text=True)
 
 
-def test_oidc_off_is_404(make_app):
+def test_oidc_off_sends_to_the_login_page(make_app):
     c = make_app(STCLOUD_AUTH="on").test_client()
-    assert c.get("/auth/oidc/login").status_code == 404
-    assert c.get("/auth/oidc/callback?state=x&code=y").status_code == 404
+    r = c.get("/auth/oidc/login?next=/jobs")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/login?next=/jobs")
+    r = c.get("/auth/oidc/callback?state=x&code=y")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/login")
 
 
 @pytest.mark.browser
