@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install system bench clean dist
+.PHONY: run test install system lint bench clean dist
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,16 @@ system:
 	@bash .ci/system-deps
 
 # pytest exits 5 when it collected no tests: that is a failure here.
-test: install system
+test: install system lint
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: no tests were collected"; exit 1; fi; exit $$rc
 
 # The wheel and the sdist (templates, static, migrations and alembic.ini inside) in dist/.
 dist: install
 	$(PY) -m build --outdir dist .
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) -m bench

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         digest = make_file(src, args.size_mib * MiB)
         print(f"{args.size_mib} MiB object, stock boto3 (upload_file / download_file), loopback, "
               f"median of {max(1, args.repeat)} runs")
-        for name, (c, pid) in targets.items():  # warm-up: connections, imports, first requests
+        for c, _pid in targets.values():  # warm-up: connections, imports, first requests
             c.put_object(Bucket="bench", Key="warmup", Body=b"x" * 1024)
             c.get_object(Bucket="bench", Key="warmup")["Body"].read()
         runs: dict[str, list[dict]] = {name: [] for name in targets}

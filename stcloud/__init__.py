@@ -30,6 +30,9 @@ BLUEPRINT_MODULES = (
     "stcloud.jobs.rerun_routes",
     "stcloud.web.security",
     "stcloud.ops.routes",
+    "stcloud.providers.slurm_routes",
+    "stcloud.jobs.compare_routes",
+    "stcloud.notify.routes",
     "stcloud.accounts.extroutes",
 )
 

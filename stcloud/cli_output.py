@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -27,7 +27,7 @@ def is_tty(stream=None) -> bool:
 def when(value) -> str:
     """An API timestamp as the dashboard shows it: ``2026-12-06 19:27:33 UTC``."""
     dt = parse_iso(value)
-    return "—" if dt is None else dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "—" if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def seconds_between(start, end=None, now: datetime | None = None) -> float | None:
@@ -35,7 +35,7 @@ def seconds_between(start, end=None, now: datetime | None = None) -> float | Non
     a = parse_iso(start)
     if a is None:
         return None
-    b = parse_iso(end) or now or datetime.now(timezone.utc)
+    b = parse_iso(end) or now or datetime.now(UTC)
     return max(0.0, (b - a).total_seconds())
 
 

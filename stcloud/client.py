@@ -1,4 +1,5 @@
-"""A small REST client for the CLI (``--server``, ``--token``, else what ``stcloud login`` stored). Errors become ``ApiError``
+"""A small REST client for the CLI (``--server``, ``--token``, else what ``stcloud login``
+stored). Errors become ``ApiError``
 with the problem+json detail, so the CLI prints one line and exits non-zero."""
 from __future__ import annotations
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -56,7 +57,7 @@ class Proxies:
     no_proxy: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Proxies":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Proxies:
         env = os.environ if environ is None else environ
 
         def var(name: str) -> str | None:
@@ -66,7 +67,7 @@ class Proxies:
         return cls(http=var("http_proxy") or fallback, https=var("https_proxy") or fallback,
                    no_proxy=_split_no_proxy(var("no_proxy")))
 
-    def with_setting(self, proxy_url: str | None, no_proxy: str | None) -> "Proxies":
+    def with_setting(self, proxy_url: str | None, no_proxy: str | None) -> Proxies:
         """The Providers-page setting (one proxy for both schemes) replaces the environment.
         An empty setting keeps the environment."""
         if not proxy_url:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -24,6 +24,7 @@ PERIODIC = [
     ("worker_liveness", "stcloud.workers.service:check_liveness", 15),
     ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
     ("deliver_outputs", "stcloud.publishing.service:deliver_pending", 10),
+    ("send_notifications", "stcloud.notify.sender:send_due", 5),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"
@@ -38,7 +39,7 @@ def resolve(path: str):
 def beat() -> None:
     from stcloud import settings
 
-    settings.put(HEARTBEAT_KEY, {"at": datetime.now(timezone.utc).isoformat(), "pid": os.getpid()})
+    settings.put(HEARTBEAT_KEY, {"at": datetime.now(UTC).isoformat(), "pid": os.getpid()})
 
 
 def _wrap(app, func_path: str):
@@ -65,7 +66,7 @@ def start(app) -> BackgroundScheduler:
                                                                "misfire_grace_time": 30})
     for job_id, path, seconds in PERIODIC:
         sched.add_job(_wrap(app, path), "interval", seconds=seconds, id=job_id, name=job_id,
-                      next_run_time=datetime.now(timezone.utc))
+                      next_run_time=datetime.now(UTC))
     extra = app.extensions.get("stcloud.schedule_hooks", [])
     for hook in extra:  # e.g. period-boundary jobs added by the cost module
         hook(sched, app)
@@ -83,7 +84,7 @@ def status(app) -> dict:
     at = beat_.get("at")
     alive = False
     if at:
-        age = (datetime.now(timezone.utc) - datetime.fromisoformat(at)).total_seconds()
+        age = (datetime.now(UTC) - datetime.fromisoformat(at)).total_seconds()
         alive = age < 45
     return {"alive": alive, "last_beat": at, "pid": beat_.get("pid"),
             "in_this_process": "stcloud.scheduler" in app.extensions}

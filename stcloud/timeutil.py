@@ -1,7 +1,7 @@
 """ISO-8601 timestamps as the APIs we talk to write them (``...Z``). Pure."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def parse_iso(value) -> datetime | None:
@@ -16,11 +16,11 @@ def parse_iso(value) -> datetime | None:
             dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def iso_z(dt: datetime | None) -> str | None:
     """``2026-01-02T03:04:05.123456Z`` (UTC), or None."""
     if dt is None:
         return None
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")

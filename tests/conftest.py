@@ -139,7 +139,7 @@ class ServeProcess:
             [sys.executable, "-m", "stcloud.cli", "serve", "--port", str(self.port), *args],
             env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(ROOT))
 
-    def wait_ready(self, timeout: float = 30) -> "ServeProcess":
+    def wait_ready(self, timeout: float = 30) -> ServeProcess:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

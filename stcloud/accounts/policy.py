@@ -46,6 +46,10 @@ ADMIN_READS = frozenset({
     "accounts_api.audit_log",
     "accounts_pages.users_page",
     "accounts_pages.audit_page",
+    # notification settings and the delivery log name every user's jobs and errors
+    "notify_api.get_notifications",
+    "notify_api.delivery_log",
+    "notify_pages.notifications_section",
 })
 
 

@@ -19,8 +19,16 @@ Pages: /login/link/<token> (one-time sign-in), /account, /users (admin), /audit 
 """
 from __future__ import annotations
 
-from flask import (Blueprint, Response, current_app, jsonify, redirect, request, stream_with_context,
-                   url_for)
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from stcloud.accounts import audit, ownership, scope
 from stcloud.accounts import service as accounts

@@ -6,10 +6,10 @@ new rows. Background code (scheduler, worker API) binds nothing and sees everyth
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Iterator
 
 ADMIN, MEMBER, VIEWER = "admin", "member", "viewer"
 ROLES = (ADMIN, MEMBER, VIEWER)

@@ -25,7 +25,14 @@ from stcloud import db
 from stcloud.accounts import audit, passwords, scope
 from stcloud.accounts import limits as user_limits
 from stcloud.accounts.external import ExternalIdentity
-from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationError
+from stcloud.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationError,
+)
 from stcloud.models import ApiKey, Job, LoginLink, User, utcnow
 from stcloud.timeutil import iso_z
 
@@ -59,7 +66,7 @@ class SessionUser(flask_login.UserMixin):
         return f"{self.user_id}:{self.session_version}"
 
     @classmethod
-    def of(cls, user: User) -> "SessionUser":
+    def of(cls, user: User) -> SessionUser:
         return cls(user.id, user.username, user.role, user.session_version)
 
 

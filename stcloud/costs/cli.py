@@ -5,10 +5,9 @@ import json
 
 import click
 
-from stcloud.client import Client
-
 from stcloud.cli_options import call as _call
 from stcloud.cli_options import json_opt, server_opt, token_opt
+from stcloud.client import Client
 
 
 def _money(v) -> str:

@@ -8,11 +8,11 @@ jumps, and the same instant ends one period and starts the next, so periods alwa
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PERIODS = ("daily", "weekly", "monthly")
-UTC = timezone.utc
+UTC = UTC
 
 
 def zone(name: str) -> ZoneInfo:

@@ -176,9 +176,11 @@ def _limit_fragment(provider: str, **extra):
                   timezones=_common_timezones(), **extra)
 
 
+@pages.get("/spend/limits", defaults={"provider": None})
 @pages.get("/spend/limits/<provider>")
 def limit_form(provider):
-    return _limit_fragment(limits.validate_scope(provider))
+    """The limit form of one scope; ``/spend/limits?provider=`` is the Spend page's selector."""
+    return _limit_fragment(limits.validate_scope(provider or request.args.get("provider") or "all"))
 
 
 @pages.post("/spend/limits/<provider>")

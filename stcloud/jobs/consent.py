@@ -38,6 +38,16 @@ def _human(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def refuse_cloud(provider_label: str) -> None:
+    """"Never Upload" turns cloud training off: raises Forbidden for any job on a provider that
+    takes data off this machine, local datasets or not (Hub/S3 datasets included)."""
+    if current() == "deny":
+        raise Forbidden(
+            f"Cloud training is off: the consent setting is Never Upload, so no job goes to "
+            f"{provider_label} (not even with Hub or S3 datasets). Run the job on this machine or a "
+            f"worker, or change the setting on the Settings page.", extra={"consent": "deny"})
+
+
 def check(provider_label: str, data_consent: bool, summary: dict) -> None:
     """Raises Forbidden (``deny``) or Conflict (``ask`` without ``data_consent``) with the
     dataset summary; returns when the upload may go ahead."""

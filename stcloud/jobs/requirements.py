@@ -3,7 +3,8 @@
 worker satisfies them."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def normalize_requirements(raw: Any) -> dict:

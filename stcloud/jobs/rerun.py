@@ -34,7 +34,7 @@ class RerunSource:
     options: dict | None = None  # the provider's per-job settings
 
     @classmethod
-    def of(cls, job) -> "RerunSource":
+    def of(cls, job) -> RerunSource:
         return cls(id=job.id, name=job.name, config_name=job.config_name, provider=job.provider,
                    hardware=job.hardware, max_cost_usd=job.max_cost_usd, delivery=job.delivery,
                    config=dict(job.config or {}), dataloader_config=list(job.dataloader_config or []),

@@ -4,9 +4,10 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from stcloud import db
+from stcloud.accounts import scope
 from stcloud.errors import BadRequest
+from stcloud.jobs import listing, metrics, service, states
 from stcloud.jobs import progress as progress_mod
-from stcloud.jobs import service, states
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import int_arg
@@ -14,9 +15,10 @@ from stcloud.web.params import int_arg
 api = Blueprint("jobs_api", __name__, url_prefix="/api/cloud/jobs")
 pages = Blueprint("jobs_pages", __name__)
 PAGE_SIZE = 25
+LOG_PAGE_TAIL = 256 * 1024  # the job page opens on the last bytes of a long log
 
 
-def _filters() -> dict:
+def _filters() -> listing.Filters:
     raw_status = request.args.get("status", "")
     statuses = [s.strip() for s in raw_status.split(",") if s.strip()]
     for s in statuses:
@@ -25,7 +27,7 @@ def _filters() -> dict:
     provider = request.args.get("provider") or None
     if provider:
         registry.validate_name(provider)
-    return {"status": statuses or None, "provider": provider, "q": request.args.get("q") or None}
+    return listing.Filters(status=tuple(statuses), provider=provider, q=request.args.get("q") or None)
 
 
 # ---- API -------------------------------------------------------------------------------
@@ -36,9 +38,12 @@ def list_jobs():
     limit = int_arg("limit", 50, 1, 500)
     offset = int_arg("offset", 0, 0)
     with db.session() as s:
-        jobs, total = service.list_jobs(s, limit=limit, offset=offset, **f)
-        items = [service.to_dict(j, include_config=False) for j in jobs]
-    return jsonify({"jobs": items, "total": total, "limit": limit, "offset": offset})
+        page = listing.list_jobs(s, f, limit=limit, cursor=request.args.get("cursor") or None, offset=offset,
+                                 owner_id=scope.owner_filter())
+        items = [service.to_dict(j, include_config=False) for j in page.jobs]
+    return jsonify({"jobs": items, "total": page.total, "count_is_estimate": page.count_is_estimate,
+                    "limit": limit, "offset": offset, "next_cursor": page.next_cursor,
+                    "prev_cursor": page.prev_cursor})
 
 
 @api.get("/<job_id>")
@@ -69,9 +74,12 @@ def job_logs(job_id):
 
 @api.get("/<job_id>/events")
 def job_events(job_id):
+    after = int_arg("after", 0, 0)
+    limit = int_arg("limit", 1000, 1, 5000)
     with db.session() as s:
-        job = service.get_job(s, job_id)
-        return jsonify({"events": [service.event_to_dict(e) for e in job.events]})
+        service.get_job(s, job_id)
+        events, next_after = listing.list_events(s, job_id, after=after, limit=limit)
+        return jsonify({"events": [service.event_to_dict(e) for e in events], "next_after": next_after})
 
 
 # ---- pages -----------------------------------------------------------------------------
@@ -80,12 +88,14 @@ def job_events(job_id):
 @pages.get("/jobs")
 def job_list():
     f = _filters()
-    page = int_arg("page", 1, 1)
+    cursor = request.args.get("cursor") or None
+    offset = (int_arg("page", 1, 1) - 1) * PAGE_SIZE  # old ?page= links still work
     with db.session() as s:
-        jobs, total = service.list_jobs(s, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **f)
-        pages_total = max(1, -(-total // PAGE_SIZE))
-        return render("jobs/list.html", block="job_table", jobs=jobs, total=total, page=page,
-                      pages_total=pages_total, filters=f, nav="jobs",
+        page = listing.list_jobs(s, f, limit=PAGE_SIZE, cursor=cursor, offset=0 if cursor else offset,
+                                 owner_id=scope.owner_filter())
+        return render("jobs/list.html", block="job_table", jobs=page.jobs, page=page,
+                      count_label=listing.count_label(page.total, page.count_is_estimate),
+                      first_page=not cursor and not offset, filters=f, nav="jobs",
                       newest_id=service.newest_job_id(s), self_url=request.full_path.rstrip("?"),
                       providers=registry.display_order(), statuses=states.STATUSES)
 
@@ -113,10 +123,13 @@ def job_row(job_id):
 def job_page(job_id):
     with db.session() as s:
         job = service.get_job(s, job_id)
-        events = list(job.events)
-        log = service.read_log(s, job_id, 0)
+        events = listing.recent_events(s, job_id)
+        log_start = max(0, job.log_size - LOG_PAGE_TAIL)
+        log = service.read_log(s, job_id, log_start)
+        if log_start:  # start on a whole line
+            log["text"] = log["text"][log["text"].find("\n") + 1:]
         return render("jobs/detail.html", block="status_panel", job=job, events=events, log=log,
-                      nav="jobs")
+                      log_start=log_start, nav="jobs")
 
 
 @pages.get("/jobs/<job_id>/log")
@@ -149,6 +162,6 @@ def delete_page(job_id):
 
 def init_app(app):
     app.jinja_env.globals.update(is_terminal=states.is_terminal, STATUSES=states.STATUSES,
-                                 percent=progress_mod.percent)
+                                 percent=progress_mod.percent, job_metrics=metrics.compute)
     app.register_blueprint(api)
     app.register_blueprint(pages)

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from stcloud import db
 from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
+from stcloud.jobs import metrics, states
 from stcloud.jobs import progress as progress_mod
-from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
+from stcloud.notify import events as notify_events
 from stcloud.providers import registry
 from stcloud.providers.base import CloudJobInfo, ProviderFailure
 from stcloud.redact import redact
@@ -106,6 +107,8 @@ def transition(s: Session, job: Job, to: str, *, source: str, detail: str | None
         job.started_at = None  # re-queued: a new attempt starts later
     s.add(JobEvent(job_id=job.id, at=utcnow(), source=source, from_status=current, to_status=to,
                    accepted=True, detail=detail))
+    if to in states.TERMINAL:
+        notify_events.job_finished(s, job, metrics.compute(job))  # queued in this transaction; sent after it commits
     return True
 
 
@@ -197,22 +200,6 @@ def get_job(s: Session, job_id: str) -> Job:
     return job
 
 
-def list_jobs(s: Session, *, status: list[str] | None = None, provider: str | None = None,
-              q: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
-    stmt = select(Job)
-    if (owner := scope.owner_filter()) is not None:
-        stmt = stmt.where(Job.owner_id == owner)
-    if status:
-        stmt = stmt.where(Job.status.in_(status))
-    if provider:
-        stmt = stmt.where(Job.provider == provider)
-    if q:
-        stmt = stmt.where(Job.name.ilike(f"%{q}%"))
-    total = s.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = s.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)).all()
-    return list(rows), int(total or 0)
-
-
 def newest_job_id(s: Session) -> str | None:
     stmt = select(Job.id)
     if (owner := scope.owner_filter()) is not None:
@@ -222,21 +209,25 @@ def newest_job_id(s: Session) -> str | None:
 
 def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
     """Log text from byte ``offset``: ``{text, next_offset, complete, size}``."""
-    job = get_job(s, job_id)
+    job = s.execute(select(Job.status, Job.log_size, Job.owner_id).where(Job.id == job_id)).first()
+    if job is None or not scope.may_see(job.owner_id):  # members: others' jobs do not exist
+        raise NotFound(f"job {job_id} not found")
     if offset < 0:
         raise BadRequest("offset must be >= 0")
     offset = min(offset, job.log_size)
-    chunks = s.scalars(
-        select(JobLogChunk).where(JobLogChunk.job_id == job_id)
-        .where(JobLogChunk.offset + func.length(JobLogChunk.data) > offset)
+    # The chunk holding byte ``offset`` and those up to ``offset + limit``: two ranges of the
+    # (job_id, offset) index, never a walk from the start of a long log.
+    start = s.scalar(select(func.max(JobLogChunk.offset)).where(
+        JobLogChunk.job_id == job_id, JobLogChunk.offset <= offset)) or 0
+    chunks = s.execute(
+        select(JobLogChunk.offset, JobLogChunk.data)
+        .where(JobLogChunk.job_id == job_id, JobLogChunk.offset >= start,
+               JobLogChunk.offset < offset + limit)
         .order_by(JobLogChunk.offset)
     )
     buf = bytearray()
-    for chunk in chunks:
-        start = max(0, offset - chunk.offset) if not buf else 0
-        buf += chunk.data[start:]
-        if len(buf) >= limit:
-            break
+    for chunk_offset, data in chunks:
+        buf += data[max(0, offset - chunk_offset):]
     if len(buf) > limit:
         cut = limit
         while cut > 0 and (buf[cut] & 0xC0) == 0x80:  # do not split a UTF-8 sequence
@@ -334,6 +325,7 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "log_size": job.log_size,
         "rerun_of": job.rerun_of,
         "terminal": states.is_terminal(job.status),
+        "metrics": metrics.compute(job),
     }
     if include_config:
         # The stored config carries what the trainer needs (publishing keys, tokens); what

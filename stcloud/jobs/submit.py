@@ -5,8 +5,10 @@ Order, each step failing with a clear error:
 1. validate the body (``jobs.request``: 400 naming the field) — nothing written;
 2. idempotency: the same key within 24 h returns the first job (200, ``idempotent: true``);
 3. the provider must be ready (e.g. "REPLICATE_API_TOKEN not set") — nothing written;
-4. scan the local datasets (the consent summary; missing directories are 400 here); when the
-   provider takes the data off this machine (``uploads_data``): consent (``deny`` -> 403,
+4. consent ``deny`` ("Never Upload") turns cloud training off: any job on a provider that
+   takes data off this machine (``uploads_data``) is 403, whatever its datasets;
+   scan the local datasets (the consent summary; missing directories are 400 here); when the
+   provider takes the data off this machine: consent (
    ``ask`` without ``data_consent: true`` -> 409 with the summary) and the provider's size
    limit on the scan (413, before any upload);
 5. delivery settings, cost estimate, then ONE write transaction: ``check_and_reserve`` (402
@@ -38,6 +40,7 @@ from stcloud.errors import (
     BadRequest,
     Conflict,
     NotConfigured,
+    PaymentRequired,
     ProviderError,
     RateLimited,
     StcloudError,
@@ -45,11 +48,23 @@ from stcloud.errors import (
 )
 from stcloud.jobs import consent, idempotency, poller, states
 from stcloud.jobs import service as jobs_service
-from stcloud.jobs.request import SubmitRequest, parse_body, parse_dataloader, provider_of
+from stcloud.jobs.request import (
+    SubmitRequest,
+    parse_body,
+    parse_dataloader,
+    provider_of,
+)
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
+from stcloud.notify import events as notify_events
 from stcloud.providers import registry
-from stcloud.providers.base import AVAILABLE, CloudJobInfo, CloudTrainerService, ProviderFailure, RunRequest
+from stcloud.providers.base import (
+    AVAILABLE,
+    CloudJobInfo,
+    CloudTrainerService,
+    ProviderFailure,
+    RunRequest,
+)
 from stcloud.publishing import service as publishing
 from stcloud.snapshots.service import snapshot_for_submit
 
@@ -126,7 +141,7 @@ def preview(body: dict) -> dict:
         "consent": setting,
         "consent_label": consent.CHOICES[setting],
         "consent_required": bool(uploads and has_local and setting == "ask"),
-        "upload_blocked": bool(uploads and has_local and setting == "deny"),
+        "upload_blocked": bool(uploads and setting == "deny"),
         "upload_limit_bytes": limit,
         "estimated_archive_bytes": summary.estimated_archive_bytes,
         "within_limit": limit is None or summary.min_archive_bytes <= limit,
@@ -175,6 +190,8 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     if reason:
         raise NotConfigured(reason, extra={"field": "provider", "provider": req.provider})
 
+    if service.uploads_data:
+        consent.refuse_cloud(service.label)
     summary = scan(req.dataloader_config)
     has_local = summary.dataset_count > 0
     if service.uploads_data and has_local:
@@ -261,9 +278,15 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
             s.add(job)
             s.flush()
             jobs_service.transition(s, job, states.UPLOADING, source=source, detail=f"submitted ({source})")
+            if check.warnings:  # queued with the job row; sent after the commit
+                notify_events.spend(s, "spend.warn", req.provider, list(check.warnings), job_id=job_id)
             if req.idempotency_key:
                 s.add(IdempotencyKey(key=req.idempotency_key, job_id=job_id, created_at=utcnow()))
                 s.flush()
+    except PaymentRequired as refused:  # the row was rolled back; the refusal is still news
+        with db.transaction() as s:
+            notify_events.spend(s, "spend.block", req.provider, [refused.detail])
+        raise
     except (_KeyTaken, IntegrityError):
         if not req.idempotency_key:
             raise

@@ -7,16 +7,26 @@ import json
 import uuid
 from pathlib import Path
 
-from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from stcloud import db
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, StcloudError
-from stcloud.jobs import consent, idempotency, poller
+from stcloud.jobs import consent, idempotency, poller, states
 from stcloud.jobs import routes as job_routes
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import submit as submit_service
 from stcloud.jobs.submit_progress import STAGES
+from stcloud.providers import config as provider_config
 from stcloud.providers import registry
 from stcloud.snapshots import service as snapshots
 from stcloud.trainer.sample import ensure_sample
@@ -92,7 +102,7 @@ def _form_context(form: dict | None = None) -> dict:
     form = dict(form or {})
     order = registry.display_order()
     services = sorted(registry.services(), key=lambda p: order.index(p[0]) if p[0] in order else len(order))
-    choices = [svc.capabilities() for _name, svc in services]
+    choices = [{**svc.capabilities(), "priced_by_profile": _priced_by_profile(svc)} for _name, svc in services]
     ready = [c["name"] for c in choices if c["status"] == "available" and c["configured"]]
     # The first ready cloud provider, else a self-hosted one (make run: no account needed).
     preferred = [c["name"] for c in choices if c["name"] in ready and c["uploads_data"]] + ready
@@ -102,6 +112,8 @@ def _form_context(form: dict | None = None) -> dict:
     hardware = costs.hardware_choices([(n, svc) for n, svc in services if _priced_by_profile(svc)])
     default_hw = next((svc.default_hardware for _n, svc in services if _priced_by_profile(svc)), None)
     form.setdefault("hardware", default_hw or (hardware[0]["name"] if hardware else ""))
+    # With a public URL the outputs can come home: "download only" delivers to this machine.
+    form.setdefault("delivery_type", "builtin" if provider_config.public_url_view()["public_url"] else "")
     return {"form": form, "hardware_choices": hardware, "delivery_choices": DELIVERY_CHOICES,
             "provider_choices": choices, "consent": consent.current(),
             "consent_label": consent.CHOICES[consent.current()],
@@ -211,9 +223,12 @@ def submit_form():
 
 @pages.get("/submit/progress")
 def submit_progress_fragment():
+    """Polled while the submit request runs; 286 (htmx: stop polling) once the submit of this
+    key has been answered (the job left the upload stage)."""
     key = (request.args.get("idempotency_key") or "").strip()
     job = idempotency.job_for_key(key) if key else None
-    return _fragment("submit/_progress.html", job=job, stages=STAGES)
+    answered = job is not None and job["status"] not in (states.PENDING, states.UPLOADING)
+    return _fragment("submit/_progress.html", 286 if answered else 200, job=job, stages=STAGES)
 
 
 @pages.post("/jobs/<job_id>/refresh")

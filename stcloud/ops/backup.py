@@ -18,7 +18,7 @@ import sqlite3
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -79,7 +79,7 @@ def create(home: Path, database_url: str, dest: Path, version: str) -> Manifest:
     if dest.is_relative_to(home):
         raise BackupError(f"write the backup outside STCLOUD_HOME ({home}), not into it")
     db_path = sqlite_path(database_url)
-    manifest = Manifest(format=FORMAT, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    manifest = Manifest(format=FORMAT, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                         stcloud_version=version, database="sqlite", alembic_revision=None)
     skip = _db_files(db_path)
     with tempfile.TemporaryDirectory(prefix="stcloud-backup-") as tmp:
@@ -114,7 +114,7 @@ def create(home: Path, database_url: str, dest: Path, version: str) -> Manifest:
             data = json.dumps(asdict(manifest), indent=2).encode()
             info = tarfile.TarInfo("manifest.json")
             info.size = len(data)
-            info.mtime = int(datetime.now(timezone.utc).timestamp())
+            info.mtime = int(datetime.now(UTC).timestamp())
             tar.addfile(info, io.BytesIO(data))
         os.chmod(partial, 0o600)  # it holds the secrets
         os.replace(partial, dest)

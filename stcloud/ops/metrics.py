@@ -13,7 +13,7 @@ sums every worker's counters (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -34,7 +34,7 @@ S3_BYTES_OUT = Counter("stcloud_s3_sent_bytes", "Bytes sent by the built-in S3 e
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class DatabaseCollector:
@@ -44,7 +44,7 @@ class DatabaseCollector:
         self.app = app
 
     def collect(self):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with db.session() as s:
             jobs = GaugeMetricFamily("stcloud_jobs", "Jobs by provider and status.", labels=["provider", "status"])
             for provider, status, n in s.execute(

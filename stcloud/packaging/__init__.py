@@ -10,7 +10,6 @@ Pure Python (no Flask, no database)::
 """
 from .archive import Archive, build_archive, sha256_file
 from .errors import (
-    MiB,
     ArchiveTooLargeError,
     DatasetChangedError,
     DatasetNotADirectoryError,
@@ -18,6 +17,7 @@ from .errors import (
     DatasetUnreadableError,
     EmptyDatasetError,
     InvalidDataloaderConfigError,
+    MiB,
     PackagingError,
 )
 from .scan import (

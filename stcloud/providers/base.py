@@ -16,9 +16,10 @@ from __future__ import annotations
 import abc
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_POLL_SECONDS = 15.0
 AVAILABLE, COMING_SOON = "available", "coming soon"

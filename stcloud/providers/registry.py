@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Callable, Iterator
 
 from stcloud.errors import BadRequest
 from stcloud.providers.base import AVAILABLE, CloudTrainerService

@@ -31,10 +31,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import replicate
@@ -140,8 +141,8 @@ def _parse_retry_after(value: str | None) -> float | None:
         except ValueError:
             return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class _Transport(httpx.HTTPTransport):
@@ -169,7 +170,7 @@ class _Transport(httpx.HTTPTransport):
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _ProgressFile(io.FileIO):
@@ -466,7 +467,7 @@ class ReplicateService(CloudTrainerService):
         if webhook:
             params["webhook"] = webhook
             params["webhook_events_filter"] = list(WEBHOOK_EVENTS)
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         last: ReplicateAPIError | None = None
         for attempt in range(1, self.create_attempts + 1):
             if last is not None and last.maybe_processed:

@@ -5,17 +5,34 @@ The Replicate token is write-only: stored in ``secrets.json`` (0600), reported o
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, make_response, render_template, request
+from flask import (
+    Blueprint,
+    current_app,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+)
 
 from stcloud import db, secrets
 from stcloud import settings as settings_store
 from stcloud.costs import rates as costs_rates
 from stcloud.costs import service as costs
-from stcloud.errors import BadRequest, NotConfigured, ProviderError, RateLimited, StcloudError
+from stcloud.errors import (
+    BadRequest,
+    NotConfigured,
+    ProviderError,
+    RateLimited,
+    StcloudError,
+)
 from stcloud.models import HardwareRate, utcnow
 from stcloud.providers import config, registry
 from stcloud.providers import replicate_status as status_service
-from stcloud.providers.replicate import DEFAULT_HARDWARE, TOKEN_MISSING, ReplicateAPIError
+from stcloud.providers.replicate import (
+    DEFAULT_HARDWARE,
+    TOKEN_MISSING,
+    ReplicateAPIError,
+)
 from stcloud.web.htmx import render
 from stcloud.web.params import json_body
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stcloud.providers.base import COMING_SOON, CloudJobInfo, CloudTrainerService, ProviderFailure, RunRequest
+from stcloud.providers.base import (
+    COMING_SOON,
+    CloudJobInfo,
+    CloudTrainerService,
+    ProviderFailure,
+    RunRequest,
+)
 
 NOT_YET = "SimpleTuner.io is coming soon: it does not accept jobs yet"
 

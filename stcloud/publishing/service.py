@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -38,10 +38,10 @@ from stcloud.errors import BadRequest
 from stcloud.models import Job, StorageCredential, utcnow
 from stcloud.providers import registry
 from stcloud.publishing.download import download
+from stcloud.redact import redact
 from stcloud.storage import backend as bk
 from stcloud.storage import credentials
 from stcloud.storage import service as storage_service
-from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def _parse(value) -> datetime | None:
         dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _iso(dt: datetime) -> str:
@@ -228,7 +228,7 @@ def deliver_pending() -> None:
         rows = s.execute(select(Job.id, Job.status, Job.delivery).where(
             Job.delivery.is_not(None), Job.completed_at.is_not(None),
             Job.completed_at >= now - LOOKBACK)).all()
-    for job_id, status, delivery in rows:
+    for job_id, _status, delivery in rows:
         if not isinstance(delivery, dict) or not _due(delivery, now):
             continue
         try:
@@ -366,7 +366,7 @@ def _transfer(job_id: str, provider: str, delivery: dict, sources: list[dict], w
         s3_adapter.upload_files(pairs, endpoint_url=delivery.get("endpoint_url"), bucket=delivery["bucket"],
                                 region=delivery.get("region") or "us-east-1",
                                 access_key=delivery["access_key_id"], secret_key=secret, proxies=proxies)
-        for f, (_path, key) in zip(files, pairs):
+        for f, (_path, key) in zip(files, pairs, strict=False):
             out.append({"name": f["name"], "key": key, "bucket": delivery["bucket"], "size": f["size"],
                         "sha256": f["sha256"],
                         "url": s3_adapter.object_url(delivery.get("endpoint_url"), delivery["bucket"], key),

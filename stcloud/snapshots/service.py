@@ -205,7 +205,8 @@ def _parse(text: str | None):
 
 def files_at(home: str | Path, name: str, commit: str) -> dict:
     """The files of config ``name`` at ``commit``: ``{name, commit, files, config,
-    dataloader_config, config_blob, job_id, at, message, previous, diff, diff_lines}``. Raises BadRequest, NotFound, Unavailable."""
+    dataloader_config, config_blob, job_id, at, message, previous, diff, diff_lines}``.
+    Raises BadRequest, NotFound, Unavailable."""
     dir_name = _checked_name(name)
     rev = _check_commit(commit)
     root = repo_root(home)
@@ -251,7 +252,7 @@ class JobRef:
         return safe_name(self.config_name or self.name)
 
     @classmethod
-    def of(cls, job) -> "JobRef":
+    def of(cls, job) -> JobRef:
         return cls(id=job.id, name=job.name, config_name=job.config_name, snapshot=job.snapshot,
                    snapshot_error=job.snapshot_error)
 

@@ -38,10 +38,10 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 from stcloud.storage import chunked
 from stcloud.storage.errors import S3Error
@@ -66,11 +66,11 @@ RESERVED_BUCKETS = {"credentials"}  # /api/cloud/storage/credentials is the JSON
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat()
+    return dt.astimezone(UTC).isoformat()
 
 
 def _from_iso(value: str | None) -> datetime | None:
@@ -263,7 +263,7 @@ class Backend:
         except (OSError, ValueError):
             pass
         st = entry.stat(follow_symlinks=False) if entry is not None else (self.root / name).stat()
-        return datetime.fromtimestamp(st.st_mtime, timezone.utc)
+        return datetime.fromtimestamp(st.st_mtime, UTC)
 
     def bucket_exists(self, bucket: str) -> bool:
         return valid_bucket_name(bucket) and (self.root / bucket).is_dir()
@@ -311,7 +311,7 @@ class Backend:
             meta = None
         if meta and (meta.get("ino") != st.st_ino or meta.get("size") != st.st_size):
             meta = None  # a sidecar of another version: trust the file, not the sidecar
-        mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+        mtime = datetime.fromtimestamp(st.st_mtime, UTC)
         if not meta:
             synthetic = hashlib.md5(f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}".encode()).hexdigest()
             return ObjectInfo(bucket, key, st.st_size, f'"{synthetic}"', mtime, path=path)

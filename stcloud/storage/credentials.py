@@ -16,7 +16,7 @@ import hashlib
 import logging
 import secrets as pysecrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app, has_request_context, request
@@ -348,4 +348,4 @@ def purge_expired() -> int:
 
 
 def as_utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

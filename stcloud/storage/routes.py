@@ -31,7 +31,14 @@ from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.routing import BaseConverter
 
-from stcloud.storage import credentials_api, s3_buckets, s3_objects, s3auth, s3request, s3response
+from stcloud.storage import (
+    credentials_api,
+    s3_buckets,
+    s3_objects,
+    s3auth,
+    s3request,
+    s3response,
+)
 from stcloud.storage.errors import S3Error
 from stcloud.storage.s3request import PREFIX, S3Call
 from stcloud.web import auth

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Response, g, render_template
 
@@ -15,7 +15,7 @@ OWNER = {"id": "stcloud", "name": "stcloud"}
 
 
 def s3time(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def xml(template: str, status: int = 200, **ctx) -> Response:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Mapping
 from urllib.parse import quote, unquote_to_bytes
 
 from stcloud.storage.errors import S3Error
@@ -122,7 +122,8 @@ def _malformed(kind: str, message: str) -> S3Error:
 def _parse_credential(kind: str, value: str) -> Credential:
     parts = value.split("/")
     if len(parts) < 5:
-        raise _malformed(kind, f"The credential is malformed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\", got {value!r}.")
+        raise _malformed(kind, "The credential is malformed; expecting "
+                               f"\"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\", got {value!r}.")
     akid = "/".join(parts[:-4])
     date, region, service, term = parts[-4:]
     if not akid:
@@ -140,7 +141,7 @@ def _parse_credential(kind: str, value: str) -> Credential:
 
 def _parse_amz_date(kind: str, value: str) -> datetime:
     try:
-        return datetime.strptime(value, _AMZ_DATE).replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, _AMZ_DATE).replace(tzinfo=UTC)
     except (ValueError, TypeError):
         if kind == "header":
             raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header") from None
@@ -198,8 +199,8 @@ def _parse_header(req: HttpRequest, auth: str) -> ParsedAuth:
         if when is None:
             raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        when = when.astimezone(timezone.utc)
+            when = when.replace(tzinfo=UTC)
+        when = when.astimezone(UTC)
         amz_date = when.strftime(_AMZ_DATE)
     if amz_date[:8] != credential.date:
         raise S3Error("AuthorizationHeaderMalformed",
@@ -301,7 +302,7 @@ def verify(req: HttpRequest, parsed: ParsedAuth, secret: str, now: datetime | No
     Raises S3Error: AccessDenied (unsigned host / x-amz-* header, presign expired or not yet
     valid), SignatureDoesNotMatch, RequestTimeTooSkewed.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if "host" not in parsed.signed_headers:
         raise S3Error("AccessDenied", "The host header must be signed.")
     # An unsigned x-amz-* header (metadata, copy source, ACL ...) could have been added by
@@ -400,7 +401,7 @@ def verify_v2(req: HttpRequest, parsed: ParsedV2, secret: str, resource_paths: l
     and without the endpoint's own path prefix). Raises SignatureDoesNotMatch, AccessDenied."""
     import base64
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     provided = parsed.signature.encode()
     ok = False
     last_sts = ""
@@ -414,8 +415,8 @@ def verify_v2(req: HttpRequest, parsed: ParsedV2, secret: str, resource_paths: l
                       SignatureProvided=parsed.signature[:200])
     if now.timestamp() > parsed.expires:
         raise S3Error("AccessDenied", "Request has expired", Expires=iso8601(datetime.fromtimestamp(
-            parsed.expires, timezone.utc)), ServerTime=iso8601(now))
+            parsed.expires, UTC)), ServerTime=iso8601(now))
 
 
 def iso8601(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -33,9 +33,10 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -442,7 +443,8 @@ def collect_dataset(backends: list[dict[str, Any]], base_dir: Path) -> list[Data
     return items
 
 
-def load_images(items: list[DatasetItem], resolution: int, channels: int, warn: Callable[[str], None]) -> tuple[np.ndarray, list[DatasetItem]]:
+def load_images(items: list[DatasetItem], resolution: int, channels: int,
+                warn: Callable[[str], None]) -> tuple[np.ndarray, list[DatasetItem]]:
     """Decode, centre-crop, resize and normalise images into an (N, D) float64 array."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -1011,7 +1013,8 @@ def train(cfg: TrainConfig, dataloader_path: Path, output_dir: Path, rep: Report
 
 class _ArgParser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
-        raise TrainerError(f"{message} (usage: python -m stcloud.trainer --config CONFIG [--dataloader FILE] [--output-dir DIR])")
+        raise TrainerError(f"{message} (usage: python -m stcloud.trainer --config CONFIG "
+                           "[--dataloader FILE] [--output-dir DIR])")
 
 
 def build_arg_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,17 @@ import secrets
 from urllib.parse import urlparse
 
 import flask_login
-from flask import Blueprint, Flask, current_app, g, make_response, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask_limiter import Limiter
 
 from stcloud.accounts import audit, policy, scope

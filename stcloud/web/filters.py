@@ -1,9 +1,10 @@
 """Jinja filters and globals shared by every page."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from flask import Flask
+from flask import Flask, url_for
+from markupsafe import Markup
 
 
 def money(value, digits: int = 2) -> str:
@@ -14,10 +15,19 @@ def money(value, digits: int = 2) -> str:
     return f"${value:,.{digits}f}"
 
 
-def when(dt: datetime | None) -> str:
-    if dt is None:
+def when(dt) -> str:
+    """The one way a timestamp is shown on every page: ``2026-12-06 20:15:45 UTC``. Takes a
+    datetime (naive = UTC) or an ISO-8601 string (as stored in JSON, e.g. snapshots)."""
+    if not dt:  # None, "", or a missing key (jinja Undefined)
         return "—"
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(dt, str):
+        try:
+            dt = datetime.fromisoformat(dt.replace("Z", "+00:00"))
+        except ValueError:
+            return dt
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def iso(dt: datetime | None) -> str:
@@ -44,5 +54,14 @@ def bytes_h(n) -> str:
     return f"{n:.1f} TiB"
 
 
+CHART_JS = "vendor/chart-4.5.1.umd.min.js"
+
+
+def chart_js() -> Markup:
+    """The Chart.js script tag, for the pages that draw charts (not loaded elsewhere)."""
+    return Markup('<script src="%s" defer></script>') % url_for("static", filename=CHART_JS)
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(money=money, when=when, iso=iso, duration=duration, bytes=bytes_h)
+    app.jinja_env.globals.update(chart_js=chart_js)

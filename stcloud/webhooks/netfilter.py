@@ -10,10 +10,10 @@ so they are never read. A peer that is not trusted gets its ``X-Forwarded-For`` 
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:

@@ -16,8 +16,8 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from stcloud.providers.base import SecretUnavailable
 

@@ -6,9 +6,10 @@
 2. The raw body is read once, bounded (413 beyond the limit).
 3. Standard Webhooks verification on those bytes, with the cached secret; one re-fetch on a
    mismatch (rotation). Only then is the body parsed.
-4. One transaction inserts the ``webhook_deliveries`` row (primary key = ``webhook-id``) and
-   applies the prediction to the job through ``jobs.service.apply_update_in``: a replay
-   finds the row (or, racing, hits the primary key) and changes nothing.
+4. One short transaction applies the prediction to the job through
+   ``jobs.service.apply_update_in`` (the log grows by the new tail only) and inserts the
+   ``webhook_deliveries`` row (primary key = ``webhook-id``, ``ON CONFLICT DO NOTHING``): a
+   replay finds the id taken and the transaction is undone, changing nothing.
 
 Nothing from an unauthenticated request is written to the database.
 """
@@ -19,19 +20,25 @@ import json
 import logging
 import secrets as pysecrets
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 
 import requests
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, select, text
 
 from stcloud import db
-from stcloud.errors import BadRequest, Forbidden, NotConfigured, Unauthorized, Unavailable
+from stcloud.errors import (
+    BadRequest,
+    Forbidden,
+    NotConfigured,
+    Unauthorized,
+    Unavailable,
+)
+from stcloud.jobs import streaming
 from stcloud.jobs.service import apply_update_in, update_from_info
-from stcloud.models import Job, WebhookDelivery, utcnow
+from stcloud.models import Job, UTCDateTime, WebhookDelivery, utcnow
 from stcloud.providers import config as provider_config
 from stcloud.providers import registry
 from stcloud.providers.base import SecretUnavailable
@@ -90,6 +97,23 @@ def _fetch_secret(token: str, base_url: str) -> str:
     return registry.get(PROVIDER).webhook_secret()
 
 
+def receiver_config() -> dict:
+    """The Replicate settings, re-read only when the stored row changed.
+
+    One indexed read of ``provider_configs.updated_at`` per delivery instead of a session
+    that loads and merges the settings: a change made on the Providers page (allowlist,
+    signature requirement) applies to the next delivery, in every server process.
+    """
+    with db.get_db().engine.connect() as conn:
+        version = conn.execute(_CONFIG_VERSION, {"provider": PROVIDER}).scalar()
+    cached = current_app.extensions.get("stcloud.webhook_config")
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    cfg = provider_config.get_config(PROVIDER)
+    current_app.extensions["stcloud.webhook_config"] = (version, cfg)
+    return cfg
+
+
 # ---- the receiver -----------------------------------------------------------------------
 
 def receive(*, headers: Mapping[str, str], peer: str | None, forwarded_for: Iterable[str] | None,
@@ -100,7 +124,7 @@ def receive(*, headers: Mapping[str, str], peer: str | None, forwarded_for: Iter
     Unavailable (secret cannot be fetched: Replicate retries), BadRequest (authentic but
     not a JSON object).
     """
-    cfg = provider_config.get_config(PROVIDER)
+    cfg = receiver_config()
     client_ip = check_source(cfg, peer, forwarded_for)
     body = read_body(max_body_bytes())
     webhook_id = authenticate(cfg, headers, body)
@@ -180,18 +204,34 @@ def _short(value, n: int) -> str | None:
     return value[:n] if isinstance(value, str) else None
 
 
+# Prepared once: statement construction and cache-key work dominate a delivery otherwise.
+_CONFIG_VERSION = text("SELECT updated_at FROM provider_configs WHERE provider = :provider")
+_RECORD = text(
+    "INSERT INTO webhook_deliveries (webhook_id, provider, received_at, job_id, prediction_id, "
+    "event_status, outcome, detail, source_ip) VALUES (:webhook_id, :provider, :received_at, :job_id, "
+    ":prediction_id, :event_status, :outcome, :detail, :source_ip) ON CONFLICT (webhook_id) DO NOTHING"
+).bindparams(bindparam("received_at", type_=UTCDateTime()))
+_EXISTING = select(WebhookDelivery.received_at, WebhookDelivery.job_id).where(
+    WebhookDelivery.webhook_id == bindparam("webhook_id"))
+
+
+class _Duplicate(Exception):
+    """Raised inside the delivery's transaction to undo it: the id was taken meanwhile."""
+
+
 def record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
-    """Dedupe on ``webhook_id`` and apply ``payload`` in one transaction."""
+    """Apply ``payload`` and record the delivery in one short transaction, deduplicated on
+    ``webhook_id``: the delivery row is inserted last with ``ON CONFLICT DO NOTHING``; when
+    the id is already taken (a replay, or a concurrent copy that committed first — SQLite's
+    write lock and PostgreSQL's primary key serialise them) the whole transaction is undone
+    and the answer is ``duplicate``."""
     try:
         return _record(webhook_id, payload, client_ip)
-    except IntegrityError:
-        # A concurrent delivery of the same id committed first (PostgreSQL; SQLite's
-        # BEGIN IMMEDIATE serialises them and the lookup below answers instead).
+    except _Duplicate:
         with db.session() as s:
-            if s.get(WebhookDelivery, webhook_id) is None:
-                raise
-        log.info("webhook %s: duplicate (concurrent)", webhook_id)
-        return Receipt(DUPLICATE, webhook_id)
+            existing = s.execute(_EXISTING, {"webhook_id": webhook_id}).first()
+        log.info("webhook %s: duplicate of the delivery received at %s", webhook_id, existing.received_at)
+        return Receipt(DUPLICATE, webhook_id, existing.job_id, detail="already received")
 
 
 def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
@@ -199,47 +239,51 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
     raw_status = _short(payload.get("status"), 32)
     is_test = payload.get(TEST_MARKER) is True
     with db.transaction() as s:
-        existing = s.get(WebhookDelivery, webhook_id)
-        if existing is not None:
-            log.info("webhook %s: duplicate of the delivery received at %s", webhook_id, existing.received_at)
-            return Receipt(DUPLICATE, webhook_id, existing.job_id, detail="already received")
-        row = WebhookDelivery(webhook_id=webhook_id, provider=PROVIDER, received_at=utcnow(),
-                              prediction_id=None if is_test else pred_id, event_status=raw_status,
-                              outcome=IGNORED, source_ip=client_ip)
-        s.add(row)
-        s.flush()  # take the primary key now: a racing duplicate fails here, before any effect
+        outcome, detail = IGNORED, None
+        result = None
         if is_test:
-            row.outcome, row.detail = TEST, "test delivery from stcloud"
-            return Receipt(TEST, webhook_id, detail=row.detail)
-        service = registry.get(PROVIDER)
-        job = _find_job(s, service, pred_id, payload) if pred_id else None
-        if job is None:
-            row.detail = f"no job for prediction {pred_id}" if pred_id else "body has no prediction id"
-            log.info("webhook %s: %s: ignored", webhook_id, row.detail)
-            return Receipt(IGNORED, webhook_id, detail=row.detail)
-        update = update_from_info(service.parse_webhook(payload), provider=PROVIDER,
-                                  detail=f"{PROVIDER} webhook: {raw_status} ({webhook_id})")
-        result = apply_update_in(s, job, update, source="webhook")
-        row.job_id = job.id
-        if result.accepted:
-            row.outcome = APPLIED
-            row.detail = (f"{result.from_status} -> {result.status}" if result.moved
+            outcome, detail = TEST, "test delivery from stcloud"
+        elif pred_id:
+            service = registry.get(PROVIDER)
+            update = update_from_info(service.parse_webhook(payload), provider=PROVIDER,
+                                      detail=f"{PROVIDER} webhook: {raw_status} ({webhook_id})")
+            state = streaming.state_by_provider_id(s, PROVIDER, pred_id)
+            # most deliveries only stream log and progress: three statements, no ORM flush
+            result = streaming.apply_streaming(s, state, update) if state is not None else None
+            if result is None:
+                job = (s.get(Job, state.id, with_for_update=True) if state is not None
+                       else _bind_job(s, service, pred_id, payload))
+                if job is not None:
+                    result = apply_update_in(s, job, update, source="webhook")
+        if result is None and not is_test:
+            detail = f"no job for prediction {pred_id}" if pred_id else "body has no prediction id"
+            log.info("webhook %s: %s: ignored", webhook_id, detail)
+        elif result is not None:
+            if result.accepted:
+                outcome = APPLIED
+                detail = (f"{result.from_status} -> {result.status}" if result.moved
                           else f"{result.status} (no status change)")
-        else:
-            row.outcome = STALE
-            row.detail = f"late event: job is {result.status}, {raw_status} ignored"
-        return Receipt(row.outcome, webhook_id, job.id, job.status, row.detail)
+            else:
+                outcome = STALE
+                detail = f"late event: job is {result.status}, {raw_status} ignored"
+        inserted = s.connection().execute(_RECORD, {
+            "webhook_id": webhook_id, "provider": PROVIDER, "received_at": utcnow(),
+            "job_id": result.job_id if result is not None else None,
+            "prediction_id": None if is_test else pred_id, "event_status": raw_status,
+            "outcome": outcome, "detail": detail, "source_ip": client_ip}).rowcount
+        if inserted != 1:
+            raise _Duplicate(webhook_id)
+        return Receipt(outcome, webhook_id, result.job_id if result is not None else None,
+                       result.status if result is not None else None, detail)
 
 
-def _find_job(s, service, pred_id: str, payload: dict) -> Job | None:
-    job = s.scalars(select(Job).where(Job.provider == PROVIDER, Job.provider_job_id == pred_id)
-                    .with_for_update().limit(1)).first()
-    if job is not None:
-        return job
-    # Replicate sends "start" as soon as the prediction exists, which can be before the
-    # submit path has stored the prediction id. The launch puts our job id in the
-    # prediction (part of the signed body): bind on it, but only a job that has no
-    # prediction yet.
+def _bind_job(s, service, pred_id: str, payload: dict) -> Job | None:
+    """The job of a prediction we have not linked yet.
+
+    Replicate sends "start" as soon as the prediction exists, which can be before the
+    submit path has stored the prediction id. The launch puts our job id in the prediction
+    (part of the signed body): bind on it, but only a job that has no prediction yet.
+    """
     our_id = service.webhook_job_id(payload)
     if not our_id:
         return None
@@ -309,7 +353,7 @@ def send_test() -> dict:
         raise NotConfigured("set the public URL first (without the path; stcloud appends "
                             "/api/webhooks/replicate)", extra={"field": "public_url"})
     webhook_id = TEST_ID_PREFIX + pysecrets.token_hex(12)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = json.dumps({TEST_MARKER: True, "id": webhook_id, "status": "test",
                        "created_at": now.isoformat().replace("+00:00", "Z")}).encode()
     ts = int(_clock())

@@ -19,8 +19,8 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 TOLERANCE_SECONDS = 300
 MAX_ID_LENGTH = 200  # webhook_deliveries.webhook_id is String(200)

@@ -56,6 +56,8 @@ BATCH_LINES = 500
 BATCH_BYTES = 256 * 1024
 CHUNK = 1024 * 1024
 EXIT_TOKEN_REFUSED = 3
+EXIT_JOB_NOT_COMPLETED = 1  # one-job mode: the job failed, was cancelled or stopped
+JOB_HEADER = "X-Stcloud-Job"
 
 
 class Transient(Exception):
@@ -90,10 +92,11 @@ def backoff_delays(base: float = 0.5, cap: float = 30.0):
 class Api:
     """The worker API over HTTP. One ``requests.Session`` per thread."""
 
-    def __init__(self, server: str, token: str, timeout: float = 30.0):
+    def __init__(self, server: str, token: str, timeout: float = 30.0, job_id: str | None = None):
         self.server = server.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.job_id = job_id  # one-job mode: the per-job credential is for this job
         self._local = threading.local()
 
     def url(self, path: str) -> str:
@@ -105,6 +108,8 @@ class Api:
             sess = self._local.session = requests.Session()
             sess.headers["Authorization"] = f"Bearer {self.token}"
             sess.headers["User-Agent"] = f"stcloud-worker/{__version__}"
+            if self.job_id:
+                sess.headers[JOB_HEADER] = self.job_id
         return sess
 
     def request(self, method: str, path: str, *, json_body=None, timeout: float | None = None,
@@ -273,8 +278,23 @@ class Storage:
                           connect_timeout=10, read_timeout=120,
                           retries={"max_attempts": 5, "mode": "standard"}))
 
-    def upload(self, path: Path, key: str) -> None:
-        self.client.upload_file(str(path), self.bucket, key)
+    def upload(self, path: Path, key: str, *, patience: float = 180.0) -> None:
+        """Upload one file. A server that is restarting (connection refused or dropped) is
+        waited for, with backoff, up to ``patience`` seconds: a finished training must not be
+        lost to a deploy of stcloud. Other errors raise at once."""
+        from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
+
+        deadline, delay = time.monotonic() + patience, 1.0
+        while True:
+            try:
+                self.client.upload_file(str(path), self.bucket, key)
+                return
+            except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.info("the server is not answering; uploading %s again in %.0f s", key, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def download(self, key: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -353,14 +373,19 @@ class Agent:
     def __init__(self, server: str, token: str, *, name: str | None = None, labels: dict | None = None,
                  trainer_command: str | None = None, work_dir: str | os.PathLike | None = None,
                  once: bool = False, poll_interval: float = 2.0, grace_seconds: float = 10.0,
-                 exit_with_parent: bool = False, keep_work_dirs: bool = False, stay_when_drained: bool = False):
-        self.api = Api(server, token)
+                 exit_with_parent: bool = False, keep_work_dirs: bool = False, stay_when_drained: bool = False,
+                 job_id: str | None = None):
+        self.api = Api(server, token, job_id=job_id)
         self.server = server.rstrip("/")
+        # One-job mode (a batch job of a scheduler such as Slurm): claim exactly this job with
+        # its per-job credential, run it once, exit with 0 only when it completed.
+        self.job_id = job_id
+        self.outcome: str | None = None
         self.name = name
         self.labels = labels or {}
         self.trainer_command = trainer_command
         self.work_dir = Path(work_dir or Path.home() / ".stcloud-worker").expanduser().resolve()
-        self.once = once
+        self.once = once or bool(job_id)
         self.poll_interval = poll_interval
         self.grace_seconds = grace_seconds
         self.keep_work_dirs = keep_work_dirs
@@ -487,6 +512,10 @@ class Agent:
                 except TokenRefused as exc:
                     self.fatal = f"token refused: {exc}"
                     break
+                except NotHeld as exc:  # one-job mode: the job ended before this agent got it
+                    log.warning("job %s cannot be claimed: %s", self.job_id, exc)
+                    self.outcome = "not claimable"
+                    break
                 except ApiError as exc:
                     if exc.status == 409:  # the server thinks we still run a job: settle it
                         try:
@@ -525,6 +554,8 @@ class Agent:
         if self.fatal:
             log.error("%s", self.fatal)
             return EXIT_TOKEN_REFUSED
+        if self.job_id and self.outcome != "completed":
+            return EXIT_JOB_NOT_COMPLETED
         return 0
 
     # ---- one job ----------------------------------------------------------------------
@@ -562,6 +593,15 @@ class Agent:
             self._cleanup(wd, failed=True)
             return
         code, last_lines = self._run_trainer(job, wd, paths, storage, shipper, say)
+        if self.stop.is_set() and self.job_id:
+            # One-job mode: the scheduler stopped the batch job (scancel, time limit, requeue,
+            # preemption). The checkpoint the trainer saved on SIGTERM is uploaded; what
+            # happens to the job is read from the scheduler, not guessed here.
+            say("stopped by the scheduler (SIGTERM): the job's fate is read from the scheduler")
+            shipper.close(3)
+            self.outcome = "stopped"
+            self._set_current(None)
+            return
         if self.stop.is_set():
             # The agent is shutting down (SIGTERM, preemption, server gone): give the job
             # back now so it resumes elsewhere from its last checkpoint instead of waiting
@@ -599,6 +639,7 @@ class Agent:
         self._cleanup(wd, failed=body["status"] != "completed")
 
     def _finish(self, job_id: str, shipper: LogShipper, body: dict) -> None:
+        self.outcome = body["status"]
         shipper.close(30)
         try:
             self.api.call("POST", f"/api/workers/jobs/{job_id}/complete", json_body=body,
@@ -836,7 +877,12 @@ class Agent:
 
 @click.command("worker")
 @click.option("--server", envvar="STCLOUD_SERVER", required=True, help="stcloud base URL, e.g. http://host:8080")
-@click.option("--token", envvar="STCLOUD_WORKER_TOKEN", required=True, help="the worker token from the Workers page")
+@click.option("--token", envvar="STCLOUD_WORKER_TOKEN", default=None, help="the worker token from the Workers page")
+@click.option("--job", "job_id", default=None,
+              help="one-job mode: run exactly this job with its per-job credential (STCLOUD_JOB_TOKEN), "
+                   "as the batch script of a Slurm job does; exits 0 only when the job completed")
+@click.option("--job-token", envvar="STCLOUD_JOB_TOKEN", default=None, show_envvar=True,
+              help="the per-job credential for --job (pass it in the environment, not on a command line)")
 @click.option("--name", default=None, help="rename this worker on the server")
 @click.option("--labels", default=None, help="k=v,k2=v2 — matched against job requirements (globs)")
 @click.option("--trainer-command", envvar="STCLOUD_TRAINER_COMMAND", default=None,
@@ -851,10 +897,16 @@ class Agent:
 @click.option("--keep-work-dirs", is_flag=True, help="keep each job's working directory")
 @click.option("--stay-when-drained", is_flag=True, help="when drained, wait to be resumed instead of exiting")
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
-def worker_command(server, token, name, labels, trainer_command, work_dir, once, poll_interval, grace_seconds,
-                   keep_work_dirs, stay_when_drained, exit_with_parent):
+def worker_command(server, token, job_id, job_token, name, labels, trainer_command, work_dir, once, poll_interval,
+                   grace_seconds, keep_work_dirs, stay_when_drained, exit_with_parent):
     """Run jobs from an stcloud server on this machine (register, claim, train, upload)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
+    if job_id:
+        if not job_token:
+            raise click.UsageError("--job needs the per-job credential in STCLOUD_JOB_TOKEN")
+        token = job_token
+    elif not token:
+        raise click.UsageError("a worker token is required: --token or STCLOUD_WORKER_TOKEN")
     try:
         label_map = parse_labels(labels)
     except ValueError as exc:
@@ -862,10 +914,11 @@ def worker_command(server, token, name, labels, trainer_command, work_dir, once,
     agent = Agent(server, token, name=name, labels=label_map, trainer_command=trainer_command, work_dir=work_dir,
                   once=once, poll_interval=poll_interval, grace_seconds=grace_seconds,
                   exit_with_parent=exit_with_parent, keep_work_dirs=keep_work_dirs,
-                  stay_when_drained=stay_when_drained)
+                  stay_when_drained=stay_when_drained, job_id=job_id)
 
     def _stop(signum, _frame):
-        log.info("signal %s: stopping (the current job goes back to the queue)", signum)
+        log.info("signal %s: stopping%s", signum,
+                 "" if job_id else " (the current job goes back to the queue)")
         agent.stop.set()
 
     signal.signal(signal.SIGTERM, _stop)

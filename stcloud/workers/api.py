@@ -12,25 +12,43 @@
     POST /api/workers/jobs/<id>/release       {reason}
 
 401 for a missing/bad token, 403 for a job this worker does not hold.
+
+One-job mode (an agent a scheduler such as Slurm started for one job): ``Authorization:
+Bearer stj_…`` (the per-job credential) + ``X-Stcloud-Job: <job id>``; the same calls, but
+claim returns only that job (204 until it is claimable) and every other job answers 403.
 """
 from __future__ import annotations
 
 import logging
 import os
 
-from flask import Blueprint, g, jsonify, send_file
+from flask import Blueprint, g, jsonify, request, send_file
 
-from stcloud.errors import BadRequest, NotFound
+from stcloud.errors import BadRequest, Forbidden, NotFound
 from stcloud.web import auth
 from stcloud.web.params import json_body
-from stcloud.workers import service
+from stcloud.workers import job_tokens, service
 
 bp = auth.machine(Blueprint("workers_api", __name__, url_prefix="/api/workers"))
 
 
+JOB_HEADER = "X-Stcloud-Job"
+
+
 @bp.before_request
 def _authenticate():
-    g.worker_id = service.authenticate(auth.bearer())
+    """A worker token, or a per-job credential (``stj_…`` + ``X-Stcloud-Job``) that reaches
+    only that job: the agent a scheduler (Slurm) started for it."""
+    token = auth.bearer()
+    if job_tokens.is_job_token(token):
+        g.job_scope = request.headers.get(JOB_HEADER)
+        g.worker_id = service.authenticate_job(g.job_scope, token)
+        other = (request.view_args or {}).get("job_id")
+        if other is not None and other != g.job_scope:
+            raise Forbidden(f"this credential is for job {g.job_scope}, not {other}")
+    else:
+        g.job_scope = None
+        g.worker_id = service.authenticate(token)
 
 
 @bp.post("/register")
@@ -46,7 +64,7 @@ def heartbeat():
 @bp.post("/claim")
 def claim():
     try:
-        job = service.claim(g.worker_id)
+        job = service.claim_job(g.worker_id, g.job_scope) if g.job_scope else service.claim(g.worker_id)
     except service.Draining:
         return jsonify({"job": None, "drain": True})
     if job is None:

@@ -60,7 +60,8 @@ def start_local_worker(app, url: str) -> LocalWorker:
     env = {**os.environ, "STCLOUD_WORKER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     env.pop("STCLOUD_ADMIN_TOKEN", None)
     cmd = [sys.executable, "-m", "stcloud.workers.agent", "--server", url, "--work-dir", str(home / "worker"),
-           "--poll-interval", str(app.config.get("STCLOUD_LOCAL_WORKER_POLL", 1.0)), "--exit-with-parent", "--stay-when-drained"]
+           "--poll-interval", str(app.config.get("STCLOUD_LOCAL_WORKER_POLL", 1.0)), "--exit-with-parent",
+           "--stay-when-drained"]
     trainer = app.config.get("STCLOUD_LOCAL_TRAINER_COMMAND")
     if trainer:
         cmd += ["--trainer-command", trainer]

@@ -8,9 +8,10 @@ when it has at least ``min_gpus`` GPUs; and when each of its GPUs has at least
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Mapping
+from typing import Any
 
 from stcloud.jobs.requirements import normalize_requirements  # noqa: F401 - part of this module's API
 from stcloud.providers.base import EMBEDDED_POOL as EMBEDDED

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from stcloud import db, secrets, settings
@@ -32,7 +33,7 @@ from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import registry
 from stcloud.storage import credentials as creds_mod
 from stcloud.storage import service as storage_service
-from stcloud.workers import matching
+from stcloud.workers import job_tokens, matching
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,75 @@ def authenticate(token: str | None) -> str:
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorized("invalid worker token (rotated or deleted?)")
     return row.id
+
+
+# ---- per-job credentials (agents started by a scheduler, e.g. Slurm) --------------------
+
+JOB_AGENT_PROVIDERS = ("slurm",)  # providers whose jobs run an agent with a per-job credential
+JOB_AGENT_PREFIX = "wj_"
+
+
+def job_agent_worker_id(job_id: str) -> str:
+    """The worker row that stands for the agent of ``job_id`` (one per job)."""
+    return f"{JOB_AGENT_PREFIX}{job_id}"[:40]
+
+
+def is_job_agent(worker_id: str | None) -> bool:
+    return bool(worker_id) and worker_id.startswith(JOB_AGENT_PREFIX)
+
+
+def _job_token_secret() -> str:
+    return secrets.get_or_create(current_app.config["STCLOUD_HOME"], job_tokens.SECRET_KEY)
+
+
+def job_token_submission(job: Job) -> int:
+    return int((job.provider_data or {}).get("job_token_submission") or 1)
+
+
+def mint_job_token(job_id: str, submission: int = 1) -> str:
+    """The credential the agent of ``job_id`` (batch job number ``submission``) uses."""
+    return job_tokens.mint(_job_token_secret(), job_id, submission)
+
+
+def job_token_minter():
+    """A callable ``(job_id, submission) -> credential`` that needs no app context (for
+    provider adapters)."""
+    secret = _job_token_secret()
+    return lambda job_id, submission=1: job_tokens.mint(secret, job_id, submission)
+
+
+def authenticate_job(job_id: str | None, token: str) -> str:
+    """Check a per-job credential; returns the id of the worker row standing for that job's
+    agent (created on first use). Refused once the job has ended. Raises Unauthorized."""
+    if not job_id:
+        raise Unauthorized("a per-job credential needs the X-Stcloud-Job header (the job id)")
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        ok = (job is not None and job.provider in JOB_AGENT_PROVIDERS
+              and job_tokens.verify(_job_token_secret(), token, job_id, job_token_submission(job)))
+        if not ok:
+            raise Unauthorized("invalid job credential")
+        if states.is_terminal(job.status):
+            raise Unauthorized(f"job {job_id} is {job.status}; its credential is no longer valid")
+        provider = job.provider
+    worker_id = job_agent_worker_id(job_id)
+    try:
+        with db.transaction() as s:
+            if s.get(Worker, worker_id) is None:
+                # Not a usable worker token: the agent authenticates with its job credential.
+                s.add(Worker(id=worker_id, name=f"{provider} {job_id}", labels={"provider": provider},
+                             token_hash=hash_token(new_token()), status=OFFLINE, draining=False,
+                             is_local=False, created_at=utcnow()))
+    except IntegrityError:  # two first requests at once: the other one created it
+        pass
+    return worker_id
+
+
+def forget_job_agent(s: Session, job_id: str) -> None:
+    """The job ended: its agent's worker row goes (it never runs anything else)."""
+    w = s.get(Worker, job_agent_worker_id(job_id))
+    if w is not None:
+        s.delete(w)
 
 
 # ---- settings --------------------------------------------------------------------------
@@ -328,6 +398,13 @@ def _requeue_in(s: Session, job: Job, reason: str, *, source: str) -> str:
     return job.status
 
 
+def requeue_in(s: Session, job: Job, reason: str, *, source: str) -> str:
+    """The scheduler that ran ``job`` stopped it for a reason not its own (a Slurm requeue,
+    a node failure, preemption): handled like a lost worker — back to ``queued`` with
+    attempt + 1 to resume from its last checkpoint, or ``failed`` after ``max_attempts``."""
+    return _requeue_in(s, job, reason, source=source)
+
+
 def register(worker_id: str, info: dict) -> dict:
     """An agent (re)starts: record what it is; settle the job it says it is running.
 
@@ -410,6 +487,8 @@ def goodbye(worker_id: str) -> None:
         w.status = OFFLINE
         if not _held_running(s, worker_id):
             w.current_job_id = None
+            if is_job_agent(worker_id):
+                s.delete(w)
 
 
 class Draining(Exception):
@@ -462,35 +541,80 @@ def claim(worker_id: str) -> dict | None:
             if res.rowcount != 1:
                 continue
             job = s.get(Job, cand.id, populate_existing=True)
-            resume = job.checkpoint or None
-            jobs_service.transition(
-                s, job, states.RUNNING, source=SOURCE,
-                detail=f"claimed by worker {w.name} (attempt {job.attempt}/{job.max_attempts})"
-                       + (f", resuming from step {resume.get('step')}" if resume else ""))
-            _record_attempt(job, attempt=job.attempt, worker_id=worker_id, worker_name=w.name,
-                            claimed_at=_iso(now), resume_step=(resume or {}).get("step"),
-                            resume_key=(resume or {}).get("key"))
-            w.current_job_id = job.id
-            w.status = BUSY
-            payload = {
-                "id": job.id, "name": job.name, "provider": job.provider,
-                "attempt": job.attempt, "max_attempts": job.max_attempts,
-                "config": dict(job.config or {}), "dataloader_config": list(job.dataloader_config or []),
-                "archive": ({"url": f"/api/workers/jobs/{job.id}/archive", "sha256": job.dataset_sha256}
-                            if job.archive_path else None),
-                "checkpoint": resume, "log_seq": job.log_seq or 0,
-                "requirements": job.requirements or {},
-                "lease_expires_at": _iso(lease), "heartbeat_interval": heartbeat_interval(timeout),
-            }
+            payload = _take(s, job, w, now, lease, timeout)
             break
     if draining:
         raise Draining()
+    return _with_storage(payload)
+
+
+def _take(s: Session, job: Job, w: Worker, now: datetime, lease: datetime, timeout: int) -> dict:
+    """``w`` now holds ``job`` (already leased to it): running, attempt recorded; returns
+    the claim payload without its storage credentials."""
+    resume = job.checkpoint or None
+    jobs_service.transition(
+        s, job, states.RUNNING, source=SOURCE,
+        detail=f"claimed by worker {w.name} (attempt {job.attempt}/{job.max_attempts})"
+               + (f", resuming from step {resume.get('step')}" if resume else ""))
+    _record_attempt(job, attempt=job.attempt, worker_id=w.id, worker_name=w.name,
+                    claimed_at=_iso(now), resume_step=(resume or {}).get("step"),
+                    resume_key=(resume or {}).get("key"))
+    w.current_job_id = job.id
+    w.status = BUSY
+    return {
+        "id": job.id, "name": job.name, "provider": job.provider,
+        "attempt": job.attempt, "max_attempts": job.max_attempts,
+        "config": dict(job.config or {}), "dataloader_config": _dataloader_for_agent(job),
+        "archive": ({"url": f"/api/workers/jobs/{job.id}/archive", "sha256": job.dataset_sha256}
+                    if job.archive_path else None),
+        "checkpoint": resume, "log_seq": job.log_seq or 0,
+        "requirements": job.requirements or {},
+        "lease_expires_at": _iso(lease), "heartbeat_interval": heartbeat_interval(timeout),
+    }
+
+
+def _dataloader_for_agent(job: Job) -> list:
+    """With an archive, the packaged datasets point inside it (``datasets/<folder>``): the
+    agent trains on what it downloaded, not on paths of the server's disk."""
+    packaged = (job.provider_data or {}).get("archive_dataloader_config")
+    return list(packaged if job.archive_path and packaged else job.dataloader_config or [])
+
+
+def _with_storage(payload: dict | None) -> dict | None:
     if payload is None:
         return None
     # Outside the claim transaction: minting credentials writes in its own transaction.
     payload["storage"] = storage_for_job(payload["id"])
     payload["config"] = with_publishing(payload["config"], payload["storage"])
     return payload
+
+
+def claim_job(worker_id: str, job_id: str) -> dict | None:
+    """One-job mode: the agent started for ``job_id`` (by Slurm) claims exactly that job.
+
+    None while the job is not claimable yet (its submit is still recording the batch job).
+    A job still held by an earlier run of its agent — the scheduler restarted it (requeue,
+    node failure) — is re-queued first (attempt + 1, resuming from its last checkpoint; or
+    failed after ``max_attempts``). Raises Forbidden when the job has ended."""
+    now = utcnow()
+    with db.transaction() as s:
+        timeout = timeout_seconds(s)
+        w = _worker(s, worker_id)
+        w.last_heartbeat_at = now
+        job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+        if job is not None and job.status == states.RUNNING and job.worker_id is not None:
+            _requeue_in(s, job, "the scheduler restarted the job", source=SOURCE)
+        if job is None or states.is_terminal(job.status):
+            raise Forbidden(f"job {job_id} is {job.status if job else 'gone'}; nothing to run")
+        if job.status not in (states.QUEUED, states.RUNNING) or job.worker_id is not None:
+            w.status = IDLE
+            return None
+        lease = now + timedelta(seconds=timeout)
+        # (already ``running`` when the scheduler's view got here first: the claim is then
+        # recorded as the attempt, the status does not move)
+        job.worker_id, job.lease_expires_at = worker_id, lease
+        payload = _take(s, job, w, now, lease, timeout)
+    return _with_storage(payload)
 
 
 def storage_for_job(job_id: str) -> dict | None:
@@ -656,6 +780,8 @@ def finish(worker_id: str, job_id: str, body: dict) -> dict:
         w.last_heartbeat_at = utcnow()
         w.status = _status_for(w, False)
         final = job.status
+        if is_job_agent(worker_id) and states.is_terminal(final):
+            s.delete(w)
     _sync_outputs(job_id, reported)
     return {"status": final}
 

@@ -3,7 +3,7 @@ Replicate provider pointed at the fake."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Blueprint, jsonify, request
@@ -12,7 +12,7 @@ from stcloud import db
 from stcloud.costs import service as costs
 from stcloud.models import Job, JobEvent, utcnow
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(s: str) -> datetime:

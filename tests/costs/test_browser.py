@@ -74,7 +74,9 @@ def test_spend_page_charts_and_forms(live_server, app, page):
     page.locator("#rates .flash.ok").wait_for()
     assert "$4.2000" in page.inner_text("#rates-table tr[data-profile='replicate/gpu-l40s'] .rate")
 
-    # set the global limit through the UI
+    # set the global limit through the UI: one limit form, its scope picked in the selector
+    assert page.locator(".limit-form").count() == 1
+    page.select_option("#limit-scope", "all")
     form = page.locator("#limit-form-all")
     form.locator("input[name=enabled]").check()
     form.locator("input[name=amount_usd]").fill("25")

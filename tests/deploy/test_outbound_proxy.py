@@ -11,8 +11,7 @@ import pytest
 
 from stcloud import db, secrets
 from stcloud.models import Job, utcnow
-from stcloud.providers import replicate_factory
-from stcloud.providers import routes as provider_routes
+from stcloud.providers import replicate_factory, replicate_status
 from stcloud.publishing import service as publishing
 from stcloud.webhooks import service as webhooks
 from tests.deploy.conftest import VIA_NAME
@@ -49,7 +48,7 @@ def _replicate_calls(app, tmp_path):
         svc.get_prediction(created.prediction["id"])
         webhooks.secret_cache().clear()
         assert webhooks.secret_cache().get(TOKEN, app.config["REPLICATE_BASE_URL"]).startswith("whsec_")
-        assert provider_routes.status_page()["available"] is True
+        assert replicate_status.status_page()["available"] is True
 
 
 def _deliveries(app, home, filehost, moto_server, hub, monkeypatch):

@@ -44,7 +44,7 @@ def test_submit_local_job_watch_it_train_and_download_the_adapter(serve_process,
         page.wait_for_url(re.compile(r".*/jobs/job_[0-9a-z]{26}$"), timeout=15000)
     except Exception:
         raise AssertionError("submit did not land on the job page: " + page.locator("#submit-result").inner_text()
-                             + page.locator("#data-summary").inner_text())
+                             + page.locator("#data-summary").inner_text()) from None
     page.wait_for_url(re.compile(r".*/jobs/job_[0-9a-z]{26}$"), timeout=30000)
     job_id = page.url.rsplit("/", 1)[1]
 

@@ -36,7 +36,7 @@ class HubFake:
         self.url = ""
 
     # -- lifecycle
-    def start(self) -> "HubFake":
+    def start(self) -> HubFake:
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -95,9 +95,10 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -149,21 +150,21 @@ DEFAULT_HARDWARE = (
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(dt: datetime) -> str:
     """Prediction/version style timestamp: ``2023-09-08T16:19:34.765994Z``."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _iso_ms(dt: datetime) -> str:
     """Files API style timestamp: ``2024-08-22T12:26:51.079Z``."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def _parse_iso(s: str) -> datetime:
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def _b32_id() -> str:
@@ -183,7 +184,7 @@ def _new_webhook_secret() -> str:
 def sign_webhook(secret: str, msg_id: str, timestamp: int | str, body: str) -> str:
     """Standard Webhooks ``v1`` signature over ``{id}.{timestamp}.{body}``."""
     key = base64.b64decode(secret.split("_", 1)[1] if secret.startswith("whsec_") else secret)
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.{body}".encode("utf-8"), hashlib.sha256)
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256)
     return "v1," + base64.b64encode(mac.digest()).decode("ascii")
 
 
@@ -210,7 +211,7 @@ class RecordedRequest:
     query: str
     headers: dict[str, str]
     time: float
-    body: Optional[bytes] = None  # JSON/form bodies only, never file uploads
+    body: bytes | None = None  # JSON/form bodies only, never file uploads
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -221,9 +222,9 @@ class Injection:
     method: str
     path_regex: str
     kind: str
-    times: Optional[int] = 1  # None = every matching request
-    retry_after: Optional[int | str] = None
-    status: Optional[int] = None  # for kind="custom"
+    times: int | None = 1  # None = every matching request
+    retry_after: int | str | None = None
+    status: int | None = None  # for kind="custom"
     body: Any = None  # for kind="custom": dict (JSON) or str/bytes
     headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
@@ -251,9 +252,9 @@ class WebhookDelivery:
     signature: str
     headers: dict[str, str]
     attempt: int = 1
-    status_code: Optional[int] = None
-    response_text: Optional[str] = None
-    error: Optional[str] = None
+    status_code: int | None = None
+    response_text: str | None = None
+    error: str | None = None
     sent_at: float = 0.0
     elapsed: float = 0.0
 
@@ -311,7 +312,7 @@ class _CappedSpool:
 class _FakeRequest(Request):
     """Streams multipart file parts to capped temp files (werkzeug's upload hook)."""
 
-    upload_dir: Optional[str] = None
+    upload_dir: str | None = None
     upload_limit: int = 100 * 1024 * 1024
     max_form_memory_size = 1024 * 1024  # plain form fields (metadata) stay small
 
@@ -383,13 +384,13 @@ class FakeReplicate:
         self.webhook_secret = _new_webhook_secret()
         self.files_signing_secret = secrets.token_bytes(32)
 
-        self._tmpdir: Optional[str] = None
+        self._tmpdir: str | None = None
         self._server = None
-        self._thread: Optional[threading.Thread] = None
-        self._wh_queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._wh_queue: queue.Queue[tuple | None] = queue.Queue()
         self._wh_pending = 0
         self._wh_cond = threading.Condition()
-        self._wh_thread: Optional[threading.Thread] = None
+        self._wh_thread: threading.Thread | None = None
         self.base_url = ""
 
         self._url_map = Map(
@@ -428,7 +429,7 @@ class FakeReplicate:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, pred_id: Optional[str] = None, *, logs: Optional[str] = None) -> Any:
+    def start(self, pred_id: str | None = None, *, logs: str | None = None) -> Any:
         """``fake.start()`` starts the HTTP server and returns the fake.
         ``fake.start(pred_id, logs=...)`` moves a prediction to ``processing``
         (same as :meth:`start_prediction`) and returns its JSON."""
@@ -462,7 +463,7 @@ class FakeReplicate:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
 
-    def __enter__(self) -> "FakeReplicate":
+    def __enter__(self) -> FakeReplicate:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -471,7 +472,7 @@ class FakeReplicate:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def client(self, token: Optional[str] = None, **kwargs: Any):
+    def client(self, token: str | None = None, **kwargs: Any):
         """A ``replicate.Client`` pointed at this fake (short timeouts, fast polling)."""
         import replicate  # local import: the fake itself does not need the client
 
@@ -491,9 +492,9 @@ class FakeReplicate:
         self,
         model: str,
         *,
-        description: Optional[str] = None,
+        description: str | None = None,
         visibility: str = "public",
-        github_url: Optional[str] = None,
+        github_url: str | None = None,
         run_count: int = 0,
     ) -> dict:
         owner, name = model.split("/", 1)
@@ -520,10 +521,10 @@ class FakeReplicate:
         self,
         model: str = TRAINER_MODEL,
         *,
-        version_id: Optional[str] = None,
-        created_at: Optional[datetime] = None,
+        version_id: str | None = None,
+        created_at: datetime | None = None,
         cog_version: str = "0.9.13",
-        openapi_schema: Optional[dict] = None,
+        openapi_schema: dict | None = None,
     ) -> dict:
         """Add a version (it becomes ``latest_version`` if it is the newest). Returns its JSON."""
         with self._lock:
@@ -561,12 +562,12 @@ class FakeReplicate:
         method: str,
         path_regex: str,
         kind: str,
-        times: Optional[int] = 1,
-        retry_after: Optional[int | str] = None,
+        times: int | None = 1,
+        retry_after: int | str | None = None,
         *,
-        status: Optional[int] = None,
+        status: int | None = None,
         body: Any = None,
-        headers: Optional[dict[str, str]] = None,
+        headers: dict[str, str] | None = None,
     ) -> Injection:
         """Make the next ``times`` matching requests fail (``times=None``: all of them).
 
@@ -597,7 +598,7 @@ class FakeReplicate:
         with self._lock:
             self.injections.clear()
 
-    def _take_injection(self, method: str, path: str) -> Optional[Injection]:
+    def _take_injection(self, method: str, path: str) -> Injection | None:
         with self._lock:
             for inj in self.injections:
                 if inj.matches(method, path):
@@ -697,7 +698,7 @@ class FakeReplicate:
     def _handle(self, request: Request) -> Response:
         self._record(request)
         inj = self._take_injection(request.method, request.path)
-        after: Optional[str] = None
+        after: str | None = None
         if inj is not None:
             if inj.kind == "drop":
                 self._drop(request)
@@ -734,10 +735,10 @@ class FakeReplicate:
     # ------------------------------------------------------------------ responses
 
     @staticmethod
-    def _json(obj: Any, status: int = 200, headers: Optional[dict] = None, *, problem: bool = False) -> Response:
+    def _json(obj: Any, status: int = 200, headers: dict | None = None, *, problem: bool = False) -> Response:
         return Response(json.dumps(obj), status, headers or {}, content_type=_PROBLEM if problem else _JSON)
 
-    def _problem(self, status: int, title: str, detail: str, headers: Optional[dict] = None) -> Response:
+    def _problem(self, status: int, title: str, detail: str, headers: dict | None = None) -> Response:
         return self._json({"title": title, "detail": detail, "status": status}, status, headers, problem=True)
 
     def _not_found(self) -> Response:
@@ -838,7 +839,7 @@ class FakeReplicate:
             return self._problem(e.code or 400, "Invalid request", e.description or "")
 
         upload = files.get("content")
-        keep: Optional[_CappedSpool] = upload.stream if upload is not None else None  # type: ignore[assignment]
+        keep: _CappedSpool | None = upload.stream if upload is not None else None  # type: ignore[assignment]
         for sp in request.__dict__.get("spools", []):
             if sp is not keep:
                 sp.discard()
@@ -917,7 +918,8 @@ class FakeReplicate:
     def file_download_url(self, file_id: str, expires_in: int = 3600) -> str:
         """A signed ``/v1/files/{id}/download`` URL (no token needed), as Replicate documents it."""
         expiry = int(time.time()) + expires_in
-        q = urlencode({"expiry": expiry, "owner": self.username, "signature": self._file_signature(self.username, file_id, expiry)})
+        q = urlencode({"expiry": expiry, "owner": self.username,
+                       "signature": self._file_signature(self.username, file_id, expiry)})
         return f"{self.base_url}/v1/files/{file_id}/download?{q}"
 
     def _ep_file_download(self, request: Request, file_id: str) -> Response:
@@ -953,7 +955,7 @@ class FakeReplicate:
 
     # ------------------------------------------------------------------ endpoints: predictions
 
-    def _resolve_version(self, spec: Any) -> Optional[tuple[str, str]]:
+    def _resolve_version(self, spec: Any) -> tuple[str, str] | None:
         if not isinstance(spec, str):
             return None
         m = re.fullmatch(r"(?:([^/\s:]+/[^/\s:]+):)?([0-9a-f]{64})", spec)
@@ -965,7 +967,7 @@ class FakeReplicate:
             return None
         return owner_model, vid
 
-    def _create_prediction(self, request: Request, model: Optional[str]) -> Response:
+    def _create_prediction(self, request: Request, model: str | None) -> Response:
         body = request.get_json(silent=True, cache=True)
         if not isinstance(body, dict):
             return self._problem(400, "Invalid request", "The request body must be a JSON object.")
@@ -1065,10 +1067,10 @@ class FakeReplicate:
         pred_id: str,
         status: str,
         *,
-        logs_append: Optional[str] = None,
+        logs_append: str | None = None,
         output: Any = _UNSET,
         error: Any = _UNSET,
-        predict_time: Optional[float] = None,
+        predict_time: float | None = None,
         force: bool = False,
     ) -> dict:
         """Move a prediction to ``status`` and return its new JSON.
@@ -1120,7 +1122,7 @@ class FakeReplicate:
             self._auto_webhook(pred_id, events)
         return result
 
-    def start_prediction(self, pred_id: str, *, logs: Optional[str] = None) -> dict:
+    def start_prediction(self, pred_id: str, *, logs: str | None = None) -> dict:
         """starting -> processing (sets ``started_at``); optionally appends logs."""
         return self.set_status(pred_id, "processing", logs_append=logs)
 
@@ -1136,13 +1138,13 @@ class FakeReplicate:
         return self.set_status(pred_id, status, output=output)
 
     def succeed(
-        self, pred_id: str, output: Any = None, predict_time: Optional[float] = None, *, logs: Optional[str] = None
+        self, pred_id: str, output: Any = None, predict_time: float | None = None, *, logs: str | None = None
     ) -> dict:
         return self.set_status(pred_id, "succeeded", output=output, predict_time=predict_time, logs_append=logs)
 
     def fail(
-        self, pred_id: str, error: str = "Prediction failed", *, logs: Optional[str] = None,
-        predict_time: Optional[float] = None,
+        self, pred_id: str, error: str = "Prediction failed", *, logs: str | None = None,
+        predict_time: float | None = None,
     ) -> dict:
         return self.set_status(pred_id, "failed", error=error, logs_append=logs, predict_time=predict_time)
 
@@ -1204,8 +1206,8 @@ class FakeReplicate:
         url: str,
         body: str,
         msg_id: str,
-        timestamp: Optional[int],
-        signature: Optional[str],
+        timestamp: int | None,
+        signature: str | None,
         attempt: int,
     ) -> WebhookDelivery:
         ts = int(time.time()) if timestamp is None else int(timestamp)
@@ -1234,12 +1236,12 @@ class FakeReplicate:
     def send_webhook(
         self,
         pred_id: str,
-        event: Optional[str] = None,
+        event: str | None = None,
         *,
-        url: Optional[str] = None,
-        timestamp: Optional[int] = None,
-        signature: Optional[str] = None,
-        msg_id: Optional[str] = None,
+        url: str | None = None,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        msg_id: str | None = None,
         retries: int = 0,
         retry_delay: float = 0.0,
     ) -> WebhookDelivery:
@@ -1272,7 +1274,7 @@ class FakeReplicate:
         return d
 
     def redeliver(
-        self, delivery: WebhookDelivery, *, timestamp: Optional[int] = None, keep_timestamp: bool = False
+        self, delivery: WebhookDelivery, *, timestamp: int | None = None, keep_timestamp: bool = False
     ) -> WebhookDelivery:
         """Send the same message again: same ``webhook-id`` and body, re-signed with the
         current secret over a fresh timestamp (or the old one with ``keep_timestamp``)."""

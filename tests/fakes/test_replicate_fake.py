@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import zipfile
+from datetime import UTC
 
 import httpx
 import pytest
@@ -531,11 +532,11 @@ def test_auto_webhooks_honour_events_filter(receiver):
 
 
 def test_signer_matches_standardwebhooks(fake):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     ts = 1_700_000_000
     body = json.dumps({"id": "abc", "status": "succeeded"})
-    expected = Webhook(fake.webhook_secret).sign("msg_x", datetime.fromtimestamp(ts, tz=timezone.utc), body)
+    expected = Webhook(fake.webhook_secret).sign("msg_x", datetime.fromtimestamp(ts, tz=UTC), body)
     assert sign_webhook(fake.webhook_secret, "msg_x", ts, body) == expected
 
 

@@ -1,5 +1,5 @@
 """The one transition function, updates from writers, logs by offset."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -66,7 +66,7 @@ def test_error_not_painted_on_completed_job(app):
 
 def test_cost_from_billed_seconds_and_recorded_rate(app):
     jid = make_job(app, "running", rate_usd_per_second=0.001)
-    done = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    done = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with app.app_context():
         service.apply_update(jid, JobUpdate(status="completed", billed_seconds=125.0, completed_at=done),
                              source="poller")
@@ -88,7 +88,7 @@ def test_logs_by_offset_and_full_log_tail(app):
             assert all_["text"] == "line 1\nstep 5/10 loss=0.5\nhéllo ✓\n"
             assert all_["next_offset"] == len(all_["text"].encode())
             assert not all_["complete"]
-            tail = service.read_log(s, jid, len("line 1\n".encode()))
+            tail = service.read_log(s, jid, len(b"line 1\n"))
             assert tail["text"] == "step 5/10 loss=0.5\nhéllo ✓\n"
             end = service.read_log(s, jid, all_["next_offset"])
             assert end["text"] == "" and end["next_offset"] == all_["next_offset"]
@@ -117,7 +117,7 @@ def test_requeue_after_worker_loss_is_allowed(app):
 
 def test_completed_while_queued_implies_running(app):
     jid = make_job(app, "queued", rate_usd_per_second=0.01)
-    started = datetime(2026, 1, 1, 0, 0, 0, tzinfo=timezone.utc)
+    started = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
     with app.app_context():
         r = service.apply_update(jid, JobUpdate(status="completed", started_at=started, billed_seconds=10),
                                  source="poller")

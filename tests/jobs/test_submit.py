@@ -84,12 +84,23 @@ def test_consent_allow_uploads_without_asking(rclient, fake, dataset):
     assert files_calls(fake) == 1
 
 
-def test_consent_does_not_apply_without_local_data_or_on_workers(rclient, fake, dataset):
-    set_consent(rclient, "deny")
+def test_consent_ask_does_not_apply_without_local_data(rclient, fake, dataset):
+    set_consent(rclient, "ask")
     remote_only = [{"id": "s3-set", "type": "aws", "aws_bucket_name": "b", "dataset_type": "image"}]
     r = rclient.post(SUBMIT, json=submit_body(dataset, dataloader_config=remote_only))
     assert r.status_code == 201, dump(r)
     assert "images" not in only_prediction(fake)["input"]
+
+
+def test_never_upload_turns_cloud_training_off_but_not_workers(rapp, rclient, fake, dataset):
+    set_consent(rclient, "deny")
+    hub_only = [{"id": "hub-set", "type": "huggingface", "dataset_name": "me/pics", "dataset_type": "image"}]
+    r = rclient.post(SUBMIT, json=submit_body(dataset, dataloader_config=hub_only))
+    assert r.status_code == 403, dump(r)
+    assert "Cloud training is off" in r.get_json()["detail"] and "Never Upload" in r.get_json()["detail"]
+    assert fake.create_calls == 0 and job_count(rapp) == 0
+    preview = rclient.post("/api/cloud/data-preview", json={"dataloader_config": hub_only}).get_json()
+    assert preview["upload_blocked"] is True
     r = rclient.post(SUBMIT, json=submit_body(dataset, provider="worker"))
     assert r.status_code == 201, dump(r)
 

@@ -88,3 +88,70 @@ def test_submit_right_after_an_edit_is_not_swallowed(live_server, page, dataset)
     page.click("#submit-button")  # the estimate for the edit above is still running
     page.wait_for_url(re.compile(r".*/jobs/job_[0-9a-z]+$"), timeout=20000)
     assert "quick-click" in page.locator("h1").inner_text()
+
+
+def test_submit_error_stays_visible_while_progress_polls(live_server, page):
+    """The progress poller fires while the submit is in flight; its replies arriving after the
+    422 must land in the poller itself, never over the error."""
+    import time
+
+    progress_replies = []
+
+    def slow_submit(route):
+        if route.request.method == "POST":
+            time.sleep(1.3)  # the poller fires every 400 ms meanwhile
+        route.continue_()
+
+    def late_progress(route):
+        time.sleep(0.8)  # these replies arrive after the submit's 422
+        response = route.fetch()
+        progress_replies.append(response.status)
+        route.fulfill(response=response)
+
+    page.route(lambda url: url.endswith("/submit"), slow_submit)
+    page.route(lambda url: "/submit/progress" in url, late_progress)
+    page.goto(f"{live_server}/submit")
+    page.check("input[name=provider][value=worker]")
+    page.fill("textarea[name=config_json]", "{not json")
+    page.click("#submit-button")
+    error = page.locator("#submit-result #submit-error")
+    error.wait_for(timeout=15000)
+    deadline = time.monotonic() + 10
+    while len(progress_replies) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    page.wait_for_timeout(500)  # let the last late reply swap
+    assert len(progress_replies) >= 2, progress_replies
+    assert error.is_visible()
+    assert "config" in error.inner_text()
+    assert page.locator("#submit-progress #submit-progress-text").count() == 1  # swapped in place
+
+
+def test_provider_dependent_fields(live_server, page):
+    """Hardware shows for providers priced by a hardware profile (capabilities), worker
+    requirements for providers that match requirements, the Hub model id for Hub delivery."""
+    page.goto(f"{live_server}/submit")
+    page.check("input[name=provider][value=local]")
+    assert not page.locator("#hardware-field").is_visible()
+    assert not page.locator("#hub-field").is_visible()
+    page.check("input[name=provider][value=worker]")
+    assert page.locator("#requirements-field").is_visible()
+    assert not page.locator("#hardware-field").is_visible()
+    page.check("input[name=provider][value=replicate]")
+    assert page.locator("#hardware-field").is_visible()
+    assert not page.locator("#requirements-field").is_visible()
+    options = page.locator("select[name=hardware] option:not([disabled])")
+    assert options.count() >= 1
+    assert all(o.get_attribute("data-provider") == "replicate" for o in options.all())
+    page.select_option("#delivery-type", "hub")
+    assert page.locator("#hub-field").is_visible()
+    page.select_option("#delivery-type", "builtin")
+    assert not page.locator("#hub-field").is_visible()
+
+
+def test_delivery_defaults_to_this_machine_with_a_public_url(live_server, page, client):
+    page.goto(f"{live_server}/submit")
+    assert page.locator("#delivery-type").input_value() == ""
+    r = client.put("/api/cloud/settings/public-url", json={"public_url": "https://train.example.com"})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    page.goto(f"{live_server}/submit")
+    assert page.locator("#delivery-type").input_value() == "builtin"

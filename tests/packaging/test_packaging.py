@@ -70,7 +70,7 @@ def make_dataset(root: Path, n_images: int = 2) -> Path:
 def cfg(*dirs, ids=None):
     ids = ids or [f"ds{i}" for i in range(len(dirs))]
     return [{"id": i, "type": "local", "instance_data_dir": str(d),
-             "caption_strategy": "textfile"} for i, d in zip(ids, dirs)]
+             "caption_strategy": "textfile"} for i, d in zip(ids, dirs, strict=False)]
 
 
 def excluded_map(summary):

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from stcloud import db
-from stcloud.models import Job, utcnow
 from stcloud.jobs import poller
+from stcloud.models import Job, utcnow
 from tests.providers.fixtures import job_of, set_consent, submit_body
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,7 +5,6 @@ we build, the offer on a changed dataset, the answers of the API and the page â€
 not the real submit service is installed; test_rerun.py runs the same flows through it."""
 from __future__ import annotations
 
-
 from PIL import Image
 
 from stcloud.errors import Conflict

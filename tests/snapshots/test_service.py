@@ -29,7 +29,6 @@ from tests.snapshots.helpers import (
     seed_job,
 )
 
-
 # ---- names and secrets (pure) -----------------------------------------------------------
 
 @pytest.mark.parametrize("raw, expected", [
@@ -106,7 +105,7 @@ def test_snapshot_commit_per_submit_with_sha_on_the_job(app, home):
     assert all(len(s) == 40 for s in shas) and len(set(shas)) == 3
     assert git(root, "rev-list", "--count", "HEAD").strip() == "3"
     assert git(root, "rev-parse", "HEAD").strip() == shas[2]
-    for job_id, sha in zip((a, b, c), shas):
+    for job_id, sha in zip((a, b, c), shas, strict=False):
         body = git(root, "log", "-1", "--format=%B", sha)
         assert job_id in body and "Config-Name: my-lora" in body
     assert "first try" in git(root, "log", "-1", "--format=%B", shas[0])

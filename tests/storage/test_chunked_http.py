@@ -177,7 +177,8 @@ def test_put_without_length_is_refused(ours):
     target = f"{url}/chunky/nolength"
     headers = sign("PUT", target, creds, {}, "UNSIGNED-PAYLOAD")
     parts = urlsplit(target)
-    lines = [f"PUT {parts.path} HTTP/1.1", f"Host: {parts.netloc}"] + [f"{k}: {v}" for k, v in headers.items()] + ["Connection: close", "", ""]
+    lines = ([f"PUT {parts.path} HTTP/1.1", f"Host: {parts.netloc}"] + [f"{k}: {v}" for k, v in headers.items()]
+             + ["Connection: close", "", ""])
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall("\r\n".join(lines).encode())
         answer = b""

@@ -155,8 +155,9 @@ def test_purge_pins_and_deletes(app):
 
 @pytest.fixture
 def guarded(make_app, home):
-    from werkzeug.serving import make_server
     import threading
+
+    from werkzeug.serving import make_server
 
     app = make_app(STCLOUD_ADMIN_TOKEN="tok")
     server = make_server("127.0.0.1", 0, app, threaded=True)

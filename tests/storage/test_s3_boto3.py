@@ -226,7 +226,8 @@ def test_copy_multipart_parts_and_abort(s3target, bucket_name):
     assert [u["UploadId"] for u in uploads] == [uid]
     with pytest.raises(ClientError) as e:
         c.complete_multipart_upload(Bucket=bucket_name, Key="mp/obj", UploadId=uid, MultipartUpload={
-            "Parts": [{"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": '"00000000000000000000000000000000"'}]})
+            "Parts": [{"PartNumber": 1, "ETag": p1["ETag"]},
+                      {"PartNumber": 2, "ETag": '"00000000000000000000000000000000"'}]})
     assert error_code(e) == "InvalidPart"
     if s3target.name != "moto":  # moto sorts an unordered part list instead of refusing it as S3 does
         with pytest.raises(ClientError) as e:

@@ -133,7 +133,7 @@ def test_get_and_head_by_part_number(s3c):
         c.get_object(Bucket="conf", Key="mp", PartNumber=1)
     assert err(e) == ("NoSuchKey", 404)
     done = c.complete_multipart_upload(Bucket="conf", Key="mp", UploadId=uid, MultipartUpload={"Parts": parts})
-    for number, (size, body) in enumerate(zip(sizes, data), start=1):
+    for number, (size, body) in enumerate(zip(sizes, data, strict=False), start=1):
         head = c.head_object(Bucket="conf", Key="mp", PartNumber=number)
         assert head["PartsCount"] == 3 and head["ETag"] == done["ETag"] and head["ContentLength"] == size
         got = c.get_object(Bucket="conf", Key="mp", PartNumber=number)

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import io
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,7 @@ from stcloud.storage import chunked, sigv4
 from stcloud.storage.errors import S3Error
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-WHEN = datetime(2013, 5, 24, 0, 0, 5, tzinfo=timezone.utc)
+WHEN = datetime(2013, 5, 24, 0, 0, 5, tzinfo=UTC)
 CRED = "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request"
 SEED = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"
 CHUNK_SIGS = ["ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
@@ -48,7 +48,7 @@ def streaming_request(payload=sigv4.STREAMING_SIGNED):
 
 def aws_chunked_body(sigs=CHUNK_SIGS, corrupt=False) -> bytes:
     out = b""
-    for size, sig in zip((65536, 1024, 0), sigs):
+    for size, sig in zip((65536, 1024, 0), sigs, strict=False):
         data = b"a" * size
         if corrupt and size == 1024:
             data = b"b" + data[1:]

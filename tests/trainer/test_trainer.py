@@ -216,7 +216,7 @@ def test_progress_lines_match_protocol(full_run):
     assert all(total == 200 for _, total, _ in steps)
     numbers = [s for s, _, _ in steps]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
-    assert max(b - a for a, b in zip([0] + numbers, numbers)) <= 10  # at least every 5%
+    assert max(b - a for a, b in zip([0] + numbers, numbers, strict=False)) <= 10  # at least every 5%
     for line in lines:
         if line.startswith("step "):
             assert protocol.PROGRESS_RE.match(line), line

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -75,7 +75,7 @@ def signed_headers(secret: str, body: bytes | str, *, msg_id: str | None = None,
     data = body.decode() if isinstance(body, bytes) else body
     ts = int(time.time()) if timestamp is None else timestamp
     mid = msg_id or new_id()
-    sig = Webhook(secret).sign(mid, datetime.fromtimestamp(ts, tz=timezone.utc), data)
+    sig = Webhook(secret).sign(mid, datetime.fromtimestamp(ts, tz=UTC), data)
     return {"webhook-id": mid, "webhook-timestamp": str(ts), "webhook-signature": sig,
             "Content-Type": "application/json"}
 

@@ -114,8 +114,9 @@ def test_forged_delivery_over_the_network(wh_app, live_server, fake):
 
 def test_chunked_body_over_the_limit_is_413(make_app, fake, monkeypatch):
     """No Content-Length: the limit is enforced while reading the stream."""
-    from werkzeug.serving import make_server
     import threading
+
+    from werkzeug.serving import make_server
 
     monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
     monkeypatch.setenv("REPLICATE_BASE_URL", fake.base_url)

@@ -9,8 +9,7 @@ import pytest
 
 from stcloud import db
 from stcloud.models import JobEvent, JobLogChunk, WebhookDelivery
-from tests.webhooks.conftest import (RATE, configure, get_job, make_job, post, prediction, send,
-                                     signed_headers)
+from tests.webhooks.conftest import RATE, configure, get_job, make_job, post, prediction, send, signed_headers
 
 PID = "abcdefghijklmnopqrstuvwxyz"
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -39,7 +39,7 @@ def test_spec_vector_with_frozen_clock():
 
 
 def test_independent_signer_agrees():
-    ts = datetime.fromtimestamp(SPEC_TS, tz=timezone.utc)
+    ts = datetime.fromtimestamp(SPEC_TS, tz=UTC)
     assert Webhook(SPEC_SECRET).sign(SPEC_ID, ts, SPEC_BODY.decode()) == SPEC_SIG
 
 

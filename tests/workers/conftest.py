@@ -16,6 +16,8 @@ from stcloud.packaging import build_archive
 from tests.conftest import ROOT
 from tests.workers.helpers import sample
 
+KEYS_SHOWN = ("status", "attempt", "progress", "error", "checkpoint")
+
 
 class Agents:
     """``stcloud worker`` processes (``python -m stcloud.workers.agent``), killed at teardown."""
@@ -37,7 +39,7 @@ class Agents:
         return proc
 
     def stop_all(self):
-        for proc, fh in self.procs:
+        for proc, _fh in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc, fh in self.procs:
@@ -95,7 +97,7 @@ class Admin:
                 return job
             time.sleep(0.2)
         raise AssertionError(f"job {job_id}: {what} not reached in {timeout}s; last: "
-                             f"{json.dumps({k: job.get(k) for k in ('status', 'attempt', 'progress', 'error', 'checkpoint')})}\n"
+                             f"{json.dumps({k: job.get(k) for k in KEYS_SHOWN})}\n"
                              f"log tail: {self.log(job_id)[-2000:]}")
 
 

@@ -118,7 +118,8 @@ def test_claim_lease_logs_checkpoint_complete(app, client, worker):
 
     # checkpoint report
     r = client.post(f"/api/workers/jobs/{jid}/checkpoint",
-                    json={"key": f"{jid}/checkpoints/checkpoint-10", "step": 10, "files": [f"{jid}/checkpoints/checkpoint-10/a"]},
+                    json={"key": f"{jid}/checkpoints/checkpoint-10", "step": 10,
+                          "files": [f"{jid}/checkpoints/checkpoint-10/a"]},
                     headers=worker["h"])
     assert r.status_code == 200 and get_job(app, jid).checkpoint["step"] == 10
     r = client.post(f"/api/workers/jobs/{jid}/checkpoint", json={"key": f"{jid}/old", "step": 5}, headers=worker["h"])

@@ -9,8 +9,8 @@ import pytest
 from stcloud import db
 from stcloud.models import Job, utcnow
 from tests.test_postgres import pg_url  # noqa: F401 - fixture (a throwaway cluster)
-from tests.workers.test_agents import accepted_claims
 from tests.workers.helpers import get_job, queue_job
+from tests.workers.test_agents import accepted_claims
 
 pytestmark = pytest.mark.slow
 

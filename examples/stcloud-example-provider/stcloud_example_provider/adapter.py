@@ -9,8 +9,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stcloud.providers.base import (
     CloudJobInfo,

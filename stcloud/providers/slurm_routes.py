@@ -1,0 +1,85 @@
+"""Slurm provider settings (SPEC §13) and its scheduler job.
+
+    GET    /api/cloud/providers/slurm         -> the settings (rest_token never returned: rest_token_set)
+    PUT    /api/cloud/providers/slurm         {transport, partition, …, rest_token} -> the settings; 400 naming the field
+    GET    /api/cloud/providers/slurm/validate -> {valid, …} (scontrol ping / slurmrestd ping)
+    DELETE /api/cloud/providers/slurm/token   -> forget the stored rest_token
+    POST   /providers/slurm/settings          the Providers-page form (same validation)
+
+``slurm_sync.sync_all`` runs every ``SYNC_SECONDS`` in the scheduler process.
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, jsonify, make_response, render_template, request
+
+from stcloud.errors import StcloudError
+from stcloud.providers import slurm_factory, slurm_settings, slurm_sync
+from stcloud.providers.base import ProviderFailure
+from stcloud.providers.routes import provider_view
+from stcloud.web.params import json_body
+
+SYNC_SECONDS = 5
+
+api = Blueprint("slurm_settings_api", __name__, url_prefix="/api/cloud/providers/slurm")
+pages = Blueprint("slurm_settings_pages", __name__)
+
+
+@api.get("")
+def get_settings():
+    return jsonify(slurm_settings.view())
+
+
+@api.put("")
+def put_settings():
+    return jsonify(slurm_settings.update(json_body()))
+
+
+@api.get("/validate")
+def validate():
+    service = slurm_factory.create()
+    reason = service.not_ready_reason()
+    if reason:
+        return jsonify({"valid": False, "error": reason})
+    try:
+        info = service.validate_credentials()
+    except ProviderFailure as exc:
+        return jsonify({"valid": False, "error": exc.message})
+    return jsonify({"valid": True, **info})
+
+
+@api.delete("/token")
+def delete_token():
+    return jsonify(slurm_settings.delete_token())
+
+
+@pages.post("/providers/slurm/settings")
+def settings_form():
+    """The generic settings form of the Providers page, validated like the API."""
+    status, ctx = 200, {"saved": True}
+    try:
+        slurm_settings.update(slurm_settings.from_form(request.form, slurm_settings.stored()))
+    except StcloudError as err:
+        status, ctx = 422, {"error": err.detail, "field": err.extra.get("field")}
+    resp = make_response(render_template("providers/_generic.html", p=provider_view("slurm"), **ctx), status)
+    resp.headers.add("Vary", "HX-Request")
+    return resp
+
+
+def schedule_hook(sched, app) -> None:
+    """Registered in ``app.extensions["stcloud.schedule_hooks"]``: the Slurm sync job."""
+    def run():
+        with app.app_context():
+            slurm_sync.sync_all()
+
+    sched.add_job(run, "interval", seconds=SYNC_SECONDS, id="slurm_sync", name="slurm_sync",
+                  next_run_time=datetime.now(UTC), replace_existing=True)
+
+
+def init_app(app):
+    app.register_blueprint(api)
+    app.register_blueprint(pages)
+    hooks = app.extensions.setdefault("stcloud.schedule_hooks", [])
+    if schedule_hook not in hooks:
+        hooks.append(schedule_hook)

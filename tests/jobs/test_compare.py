@@ -1,0 +1,113 @@
+"""Compare runs: ``GET /api/cloud/jobs/compare`` (series + table figures + config diff), its
+errors, ownership (members compare only their own jobs), and the page."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from stcloud import db
+from stcloud.models import Job, utcnow
+from tests.accounts.helpers import set_owner, team
+from tests.jobs.factories import make_job
+
+URL = "/api/cloud/jobs/compare"
+
+
+def _run(app, name, lr, losses, *, secs=60, cost=0.5, status="completed", extra=None):
+    job_id = make_job(app, status, provider="worker", name=name)
+    now = utcnow()
+    with app.app_context(), db.transaction() as s:
+        job = s.get(Job, job_id)
+        job.config = {"max_train_steps": losses[-1][0], "learning_rate": lr, "lora_rank": 16,
+                      "hf_token": "hf_secret_value", **(extra or {})}
+        job.dataloader_config = [{"id": "pics", "type": "local", "instance_data_dir": "/data/pics"}]
+        job.progress = {"step": losses[-1][0], "total_steps": losses[-1][0], "loss": losses[-1][1], "losses": losses}
+        job.started_at, job.completed_at, job.cost_usd = now - timedelta(seconds=secs), now, cost
+    return job_id
+
+
+@pytest.fixture
+def runs(app):
+    a = _run(app, "lr-1e-4", 1e-4, [[1, 0.9], [2, 0.5], [3, 0.6]], secs=90, cost=0.42)
+    b = _run(app, "lr-3e-4", 3e-4, [[1, 0.8], [2, 0.4], [3, 0.3]], secs=60, cost=0.3,
+             extra={"lr_scheduler": "cosine"})
+    c = _run(app, "lr-1e-3", 1e-3, [[1, 0.7]], status="failed")
+    return a, b, c
+
+
+def test_compare_returns_series_table_and_diff(client, runs):
+    a, b, c = runs
+    r = client.get(f"{URL}?ids={a},{b}")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    body = r.get_json()
+    assert [j["id"] for j in body["jobs"]] == [a, b]
+    ja, jb = body["jobs"]
+    assert ja["series"] == [[1, 0.9], [2, 0.5], [3, 0.6]]
+    assert ja["final_loss"] == 0.6 and ja["best_loss"] == 0.5
+    assert ja["duration_seconds"] == 90 and ja["cost_usd"] == 0.42
+    assert ja["steps"] == 3 and ja["learning_rate"] == 1e-4
+    assert jb["lr_scheduler"] == "cosine" and jb["best_loss"] == 0.3
+    changes = {c["key"]: c for c in body["diff"]["changes"]}
+    assert body["diff"]["jobs"] == [a, b]
+    assert changes["config.learning_rate"]["values"] == {a: 1e-4, b: 3e-4}
+    assert changes["config.lr_scheduler"]["missing"] == [a]
+    assert "config.lora_rank" not in changes and "dataloader_config[0].id" not in changes
+    assert "hf_secret_value" not in r.get_data(as_text=True)
+
+
+def test_compare_three_jobs_and_a_pair_diff(client, runs):
+    a, b, c = runs
+    body = client.get(f"{URL}?ids={a}&ids={b}&ids={c}&diff={b},{c}").get_json()
+    assert len(body["jobs"]) == 3 and body["diff"]["jobs"] == [b, c]
+    lr = next(x for x in body["diff"]["changes"] if x["key"] == "config.learning_rate")
+    assert lr["values"] == {b: 3e-4, c: 1e-3}
+
+
+@pytest.mark.parametrize("qs, field", [("", "ids"), ("?ids=one", "ids"),
+                                       ("?ids=" + ",".join(f"j{i}" for i in range(11)), "ids")])
+def test_compare_bad_ids_400(client, qs, field):
+    r = client.get(URL + qs)
+    assert r.status_code == 400 and r.mimetype == "application/problem+json"
+    assert r.get_json()["field"] == field
+
+
+def test_compare_bad_pair_and_unknown_job(client, runs):
+    a, b, c = runs
+    r = client.get(f"{URL}?ids={a},{b}&diff={a},{c}")
+    assert r.status_code == 400 and r.get_json()["field"] == "diff"
+    r = client.get(f"{URL}?ids={a},job_doesnotexist")
+    assert r.status_code == 404 and "job_doesnotexist" in r.get_json()["detail"]
+
+
+def test_members_compare_only_their_own_jobs(make_app):
+    app = make_app(STCLOUD_AUTH="on")
+    crew = team(app)
+    mine1 = _run(app, "mine1", 1e-4, [[1, 0.5]])
+    mine2 = _run(app, "mine2", 2e-4, [[1, 0.4]])
+    theirs = _run(app, "theirs", 3e-4, [[1, 0.3]])
+    for job_id, who in ((mine1, "member"), (mine2, "member"), (theirs, "member2")):
+        set_owner(app, job_id, crew[who].user_id)
+    client = app.test_client()
+    r = client.get(f"{URL}?ids={mine1},{mine2}", headers=crew["member"].headers)
+    assert r.status_code == 200 and len(r.get_json()["jobs"]) == 2
+    r = client.get(f"{URL}?ids={mine1},{theirs}", headers=crew["member"].headers)
+    assert r.status_code == 404
+    r = client.get(f"/jobs/compare?ids={mine1},{theirs}", headers=crew["member"].headers)
+    assert r.status_code == 404
+    r = client.get(f"{URL}?ids={mine1},{theirs}", headers=crew["admin"].headers)
+    assert r.status_code == 200
+
+
+def test_compare_page_renders_table_and_diff(client, runs):
+    a, b, c = runs
+    html = client.get(f"/jobs/compare?ids={a},{b}").get_data(as_text=True)
+    assert 'id="compare-chart"' in html and "chart-4.5.1" in html
+    assert "lr-1e-4" in html and "lr-3e-4" in html and "config.learning_rate" in html
+    assert "$0.42" in html and "1m 30s" in html
+    assert "hf_secret_value" not in html
+
+
+def test_compare_page_without_ids_says_how_to_start(client):
+    r = client.get("/jobs/compare")
+    assert r.status_code == 200 and b"compare-empty" in r.data and b"Compare selected" in r.data

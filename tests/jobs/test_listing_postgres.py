@@ -1,0 +1,63 @@
+"""The job list on PostgreSQL: the 0007 indexes (pg_trgm for names), keyset pages, search,
+counts and log offsets — the same answers as on SQLite."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from stcloud import db
+from stcloud.models import Job
+from tests.jobs.test_listing import expected_order, ids_of, seed, walk
+from tests.test_postgres import pg_url  # noqa: F401 - the throwaway cluster fixture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pg_app(pg_url, tmp_path, monkeypatch):  # noqa: F811
+    from alembic import command
+
+    from stcloud import create_app
+    from stcloud.cli import alembic_config
+
+    command.downgrade(alembic_config(pg_url), "base")
+    command.upgrade(alembic_config(pg_url), "head")
+    monkeypatch.delenv("STCLOUD_ADMIN_TOKEN", raising=False)
+    app = create_app({"STCLOUD_HOME": str(tmp_path), "STCLOUD_DATABASE_URL": pg_url, "TESTING": True})
+    yield app
+    app.extensions["stcloud.db"].dispose()
+
+
+def test_pg_indexes_and_trigram(pg_app, pg_url):  # noqa: F811
+    eng = create_engine(pg_url)
+    with eng.connect() as c:
+        names = set(c.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")).scalars())
+        assert {"ix_jobs_created_id", "ix_jobs_status_created_id", "ix_jobs_provider_created_id",
+                "ix_jobs_name_trgm"} <= names
+    eng.dispose()
+
+
+def test_pg_cursor_filters_search_and_logs(pg_app):
+    from stcloud.jobs import service
+
+    seed(pg_app, 70, names=lambda i: ["flux lora", "sdxl style", "100% cat_face"][i % 3] + f" {i}")
+    client = pg_app.test_client()
+    assert ids_of(walk(client, "", 9)) == expected_order(pg_app)
+    assert ids_of(walk(client, "status=failed", 4)) == expected_order(pg_app, lambda j: j.status == "failed")
+    for q in ["LORA", "% c", "_f", "style 1", "o'k\\"]:
+        pages = walk(client, f"q={q.replace('%', '%25')}", 5)
+        want = expected_order(pg_app, lambda j, q=q: q.lower() in j.name.lower())
+        assert ids_of(pages) == want and pages[0]["total"] == len(want), q
+    with pg_app.app_context(), db.transaction() as s:
+        job = s.get(Job, expected_order(pg_app)[0])
+        job.name = "renamed okapi"
+        jid = job.id
+    assert ids_of(walk(client, "q=okapi", 5)) == [jid]
+    with pg_app.app_context():
+        for k in range(50):
+            service.apply_update(jid, service.JobUpdate(logs_append=f"line {k}\n"), source="test")
+        full = "".join(f"line {k}\n" for k in range(50)).encode()
+        with db.session() as s:
+            for offset in (0, 7, 100, len(full) - 3, len(full)):
+                got = service.read_log(s, jid, offset, limit=20)
+                assert got["text"].encode() == full[offset:offset + 20]
