@@ -24,7 +24,7 @@ def _name(cn: str) -> x509.Name:
 
 
 def make_tls_files(directory: Path) -> TlsFiles:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (x509.CertificateBuilder()
                .subject_name(_name("stcloud test CA")).issuer_name(_name("stcloud test CA"))
