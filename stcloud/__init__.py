@@ -33,6 +33,7 @@ BLUEPRINT_MODULES = (
     "stcloud.providers.slurm_routes",
     "stcloud.jobs.compare_routes",
     "stcloud.notify.routes",
+    "stcloud.accounts.extroutes",
 )
 
 

@@ -28,6 +28,8 @@ ENV_KEYS = (
     "STCLOUD_PUBLIC_URL",
     "STCLOUD_WORKER_TIMEOUT",
 )
+# every variable with these prefixes is read (LDAP and OIDC sign-in: docs/accounts-external.md)
+ENV_PREFIXES = ("STCLOUD_LDAP_", "STCLOUD_OIDC_")
 
 
 def home_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -46,6 +48,9 @@ def load(home: Path, overrides: dict | None = None) -> dict:
     for key in ENV_KEYS:
         if os.environ.get(key):
             cfg[key] = os.environ[key]
+    for key, value in os.environ.items():
+        if key.startswith(ENV_PREFIXES):
+            cfg[key] = value
     if overrides:
         cfg.update(overrides)
     cfg["STCLOUD_HOME"] = str(home)

@@ -284,6 +284,7 @@ ACTIONS = {
     "workers_admin_api.drain": "worker.drain", "workers_pages.drain_page": "worker.drain",
     "workers_admin_api.resume": "worker.resume", "workers_pages.resume_page": "worker.resume",
     "workers_admin_api.delete": "worker.delete", "workers_pages.delete_page": "worker.delete",
+    "external_auth_settings.save_section": "settings.external_sign_in",
 }
 # Body fields whose values are worth keeping (never secrets); other fields are named only.
 DETAIL_VALUES = {"role", "disabled", "provider", "hardware", "enabled", "amount_usd", "period", "action",
@@ -377,9 +378,11 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["auth_enabled"] = lambda: auth_enabled(app)
     app.jinja_env.globals["current_actor"] = current_actor
-    # Other sign-in methods (OIDC...) append {"label", "url"}: buttons under the password form.
+    # Other sign-in methods (OIDC...) append {"label", "url"}, or a callable returning one or
+    # None (settings that change at run time): buttons under the password form.
     app.extensions.setdefault(LOGIN_METHODS, [])
-    app.jinja_env.globals["login_methods"] = lambda: app.extensions[LOGIN_METHODS]
+    app.jinja_env.globals["login_methods"] = lambda: [
+        m for m in (f() if callable(f) else f for f in app.extensions[LOGIN_METHODS]) if m]
 
     login_manager = flask_login.LoginManager()
     login_manager.user_loader(accounts.load_session_user)
