@@ -88,6 +88,14 @@ def pick_role(role_map: RoleMap, default_role: str | None, names: Iterable[Itera
     raise Refused("you are in no group that may sign in to stcloud")
 
 
+def env_text(config: Mapping, key: str) -> str | None:
+    """``config[key]`` as a stripped string; None when missing or blank."""
+    value = config.get(key)
+    if value is None:
+        return None
+    return str(value).strip() or None
+
+
 def env_bool(value: str | bool | None, default: bool = False) -> bool:
     if value is None or value == "":
         return default

@@ -34,6 +34,7 @@ from stcloud.accounts.extauth import (
     Unreachable,
     env_bool,
     env_float,
+    env_text,
     parse_default_role,
     parse_role_map,
     pick_role,
@@ -91,11 +92,7 @@ def settings_from(config: Mapping) -> LdapSettings | None:
     """LdapSettings from a mapping of ``STCLOUD_LDAP_*`` keys (app config / env), or None
     when ``STCLOUD_LDAP_URL`` is unset. Raise Misconfigured on an unusable combination."""
     def get(key: str) -> str | None:
-        value = config.get(PREFIX + key)
-        if value is None:
-            return None
-        value = str(value).strip()
-        return value or None
+        return env_text(config, PREFIX + key)
 
     url = get("URL")
     if not url:

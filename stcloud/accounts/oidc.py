@@ -29,6 +29,7 @@ from stcloud.accounts.extauth import (
     RoleMap,
     Unreachable,
     env_float,
+    env_text,
     parse_default_role,
     parse_role_map,
     pick_role,
@@ -67,11 +68,7 @@ def settings_from(config: Mapping) -> OidcSettings | None:
     """OidcSettings from a mapping of ``STCLOUD_OIDC_*`` keys (app config / env), or None
     when ``STCLOUD_OIDC_ISSUER`` is unset. Raise Misconfigured on unusable settings."""
     def get(key: str) -> str | None:
-        value = config.get(PREFIX + key)
-        if value is None:
-            return None
-        value = str(value).strip()
-        return value or None
+        return env_text(config, PREFIX + key)
 
     issuer = get("ISSUER")
     if not issuer:
