@@ -236,7 +236,7 @@ class SlurmService(CloudTrainerService):
                         partition=res["partition"], account=cfg.account, qos=cfg.qos,
                         time_limit=int(res["time_limit"]) if res["time_limit"] else None,
                         gpus=int(res["gpus_per_job"] or 0), cpus=cfg.cpus_per_job, mem_mb=cfg.mem_per_job_mb,
-                        output=output, error=error, working_dir=cfg.output_dir)
+                        output=output, error=error, working_dir=cfg.output_dir, extra=tuple(cfg.extra_sbatch))
 
     def gpus_for(self, request: RunRequest) -> int:
         return int(self.resources(request.options)["gpus_per_job"] or 0)

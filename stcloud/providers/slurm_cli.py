@@ -49,6 +49,7 @@ class BatchJob:
     output: str | None = None
     error: str | None = None
     working_dir: str | None = None
+    extra: tuple[str, ...] = ()  # the ``extra_sbatch`` options (already #SBATCH lines in ``script``)
 
 
 def check_job_id(job_id: str) -> str:

@@ -17,6 +17,7 @@ from stcloud.providers.slurm_cli import (
     job_from_json,
 )
 from stcloud.providers.slurm_map import SlurmJob
+from stcloud.providers.slurm_options import OptionError, rest_properties
 
 API_VERSION = "v0.0.38"
 UNKNOWN_JOB_ERRNO = 2017  # ESLURM_INVALID_JOB_ID
@@ -37,7 +38,7 @@ class RestTransport:
         return f"{self.base_url}/slurm/{API_VERSION}/{path.lstrip('/')}"
 
     def request(self, method: str, path: str, *, json_body=None, params=None,
-                ok_unknown: bool = False) -> dict | None:
+                ok_unknown: bool = False, created_ok: bool = False) -> dict | None:
         headers = {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self.token}
         try:
             resp = self.session.request(method, self._url(path), json=json_body, params=params,
@@ -53,6 +54,10 @@ class RestTransport:
             raise SlurmError(f"slurmrestd answered HTTP {resp.status_code} without JSON "
                              f"({resp.text[:200]!r}); is {self.base_url} slurmrestd?") from None
         errors = [e for e in (body.get("errors") or []) if isinstance(e, dict)]
+        if errors and created_ok and str(body.get("job_id") or "").isdigit():
+            # A submit that made a job and also said something ("Job is in held state", as for
+            # --hold): the job exists, so refusing it here would leave it untracked.
+            return body
         if errors:
             if ok_unknown and any(e.get("error_number") == UNKNOWN_JOB_ERRNO for e in errors):
                 return None
@@ -75,7 +80,11 @@ class RestTransport:
                 props[key] = value
         if job.gpus:
             props["gpus"] = str(job.gpus)
-        body = self.request("POST", "job/submit", json_body={"script": job.script, "job": props})
+        try:  # slurmrestd ignores #SBATCH lines: the extra options go in as properties
+            props.update(rest_properties(job.extra))
+        except OptionError as exc:
+            raise SlurmError(f"extra_sbatch: {exc}") from None
+        body = self.request("POST", "job/submit", json_body={"script": job.script, "job": props}, created_ok=True)
         return check_job_id(str(body.get("job_id", "")))
 
     def status(self, job_id: str) -> SlurmJob | None:

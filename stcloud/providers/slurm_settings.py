@@ -21,6 +21,7 @@ from stcloud import secrets
 from stcloud import settings as settings_store
 from stcloud.errors import BadRequest
 from stcloud.providers import config as provider_config
+from stcloud.providers.slurm_options import OptionError, rest_properties
 
 PROVIDER = "slurm"
 TOKEN_FIELD = "rest_token"
@@ -269,6 +270,10 @@ def update(changes: Any) -> dict:
                 raise _bad(key, "is required with transport \"rest\"")
         if token is None and not rest_token():
             raise _bad("rest_token", "is required with transport \"rest\" (a JWT from `scontrol token`)")
+        try:
+            rest_properties(merged.get("extra_sbatch"))
+        except OptionError as exc:
+            raise _bad("extra_sbatch", str(exc)) from None
     provider_config.update_config(PROVIDER, clean, validator=lambda c: c)
     if token is not None:
         secrets.put(_home(), TOKEN_SECRET_KEY, token)

@@ -33,6 +33,8 @@ bp = auth.machine(Blueprint("workers_api", __name__, url_prefix="/api/workers"))
 
 
 JOB_HEADER = "X-Stcloud-Job"
+# What an agent may still send after its job ended (a cancelled trainer's last checkpoint).
+LATE_REPORTS = frozenset({"workers_api.checkpoint", "workers_api.logs"})
 
 
 @bp.before_request
@@ -42,7 +44,7 @@ def _authenticate():
     token = auth.bearer()
     if job_tokens.is_job_token(token):
         g.job_scope = request.headers.get(JOB_HEADER)
-        g.worker_id = service.authenticate_job(g.job_scope, token)
+        g.worker_id = service.authenticate_job(g.job_scope, token, late_report=request.endpoint in LATE_REPORTS)
         other = (request.view_args or {}).get("job_id")
         if other is not None and other != g.job_scope:
             raise Forbidden(f"this credential is for job {g.job_scope}, not {other}")

@@ -103,9 +103,15 @@ def job_token_minter():
     return lambda job_id, submission=1: job_tokens.mint(secret, job_id, submission)
 
 
-def authenticate_job(job_id: str | None, token: str) -> str:
+# After its job ended, an agent may still report what the stop produced (the checkpoint a
+# cancelled trainer saves, the last log lines) for this long; nothing else.
+LATE_REPORT_SECONDS = 600
+
+
+def authenticate_job(job_id: str | None, token: str, *, late_report: bool = False) -> str:
     """Check a per-job credential; returns the id of the worker row standing for that job's
-    agent (created on first use). Refused once the job has ended. Raises Unauthorized."""
+    agent (created on first use). Refused once the job has ended, except a ``late_report``
+    (checkpoint, logs) within ``LATE_REPORT_SECONDS`` of the end. Raises Unauthorized."""
     if not job_id:
         raise Unauthorized("a per-job credential needs the X-Stcloud-Job header (the job id)")
     with db.session() as s:
@@ -115,6 +121,10 @@ def authenticate_job(job_id: str | None, token: str) -> str:
         if not ok:
             raise Unauthorized("invalid job credential")
         if states.is_terminal(job.status):
+            ended = job.completed_at or job.updated_at
+            if late_report and ended is not None and utcnow() - ended <= timedelta(seconds=LATE_REPORT_SECONDS):
+                # The agent's worker row went with the job; the job still names it as holder.
+                return job_agent_worker_id(job_id)
             raise Unauthorized(f"job {job_id} is {job.status}; its credential is no longer valid")
         provider = job.provider
     worker_id = job_agent_worker_id(job_id)

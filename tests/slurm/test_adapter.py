@@ -167,3 +167,23 @@ def test_the_credential_travels_in_the_environment_only(slurm_cluster, tmp_path)
     while (not out.exists() or "TOKEN=" not in out.read_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert f"TOKEN={mint('job_envonly')}" in out.read_text()
+
+
+@pytest.mark.parametrize("transport", ["cli", "rest"])
+def test_extra_sbatch_options_reach_slurm_through_both_transports(slurm_cluster, tmp_path, transport):
+    extra = ("--comment=extra-options-reach-slurm", "--nice=7", "--hold")
+    svc = make_service(slurm_cluster, tmp_path, transport=transport, extra_sbatch=extra)
+    info = svc.run_job(request(f"job_{transport}extra"))
+    try:
+        held = wait_for(svc, info.provider_job_id, lambda i: i.raw_status == "PENDING" and i.extra.get("reason"))
+        assert held.extra["reason"] in ("JobHeldUser", "JobHeldAdmin")
+        shown = slurm_cluster.run("scontrol", "show", "job", "-o", info.provider_job_id).stdout
+        assert "Comment=extra-options-reach-slurm" in shown and "Nice=7" in shown
+    finally:
+        svc.cancel_job(info.provider_job_id)
+
+
+def test_rest_transport_refuses_an_option_it_cannot_send(slurm_cluster, tmp_path):
+    svc = make_service(slurm_cluster, tmp_path, transport="rest", extra_sbatch=("--nodelist=node1",))
+    with pytest.raises(ProviderFailure, match="--nodelist has no slurmrestd"):
+        svc.run_job(request("job_restbadopt"))

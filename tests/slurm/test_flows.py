@@ -99,7 +99,9 @@ def test_sample_job_completes_through_slurmrestd(stack, tmp_path, rest_transport
 
 
 def test_cancel_scancels_and_stops_billing(stack):
-    job = stack.submit("slurm-cancel", sample_config(stack, step_delay_seconds=0.2), sample_dataloader(stack))
+    # No periodic checkpoints: the only one is what the trainer saves when the cancel stops it.
+    job = stack.submit("slurm-cancel", sample_config(stack, step_delay_seconds=0.2, checkpointing_steps=0),
+                       sample_dataloader(stack))
     stack.wait(job["id"], lambda j: j["status"] == "running" and (j["progress"].get("step") or 0) >= 5, timeout=90)
     assert stack.cancel(job["id"])["status"] == "cancelled"
     state = stack.wait_slurm(job["provider_job_id"], lambda j: j["job_state"] == "CANCELLED", timeout=30)
@@ -110,6 +112,10 @@ def test_cancel_scancels_and_stops_billing(stack):
     later = stack.job(job["id"])
     assert later["status"] == "cancelled" and later["cost_usd"] == first["cost_usd"]
     assert later["billed_seconds"] == first["billed_seconds"]
+    # The trainer stopped by the cancel saved a checkpoint where it was; the agent's late report
+    # of it is accepted (the credential still takes a checkpoint shortly after the end).
+    saved = stack.wait(job["id"], lambda j: j["checkpoint"] is not None, timeout=30)["checkpoint"]
+    assert saved["step"] >= 5 and saved["key"].startswith(f"{job['id']}/")
 
 
 def test_time_limit_ends_in_timeout_failed_with_that_reason(stack):

@@ -78,6 +78,12 @@ def test_rest_transport_needs_url_user_and_token(client):
     assert put(client, {"transport": "rest", "rest_url": "http://h:6820", "rest_user": "bob",
                         "rest_token": JWT}).status_code == 200
     assert put(client, {"not": "json object"}).status_code == 400
+    # slurmrestd takes only options that are job properties: the others are refused by name
+    bad = put(client, {"extra_sbatch": ["--constraint=a100", "--nodelist=node1"]})
+    assert bad.status_code == 400 and bad.get_json()["field"] == "extra_sbatch"
+    assert "--nodelist" in bad.get_json()["detail"]
+    assert put(client, {"extra_sbatch": ["--constraint=a100", "--exclusive"]}).status_code == 200
+    assert put(client, {"transport": "cli", "extra_sbatch": ["--nodelist=node1"]}).status_code == 200
     assert client.put("/api/cloud/providers/slurm", data="[1]", content_type="application/json").status_code == 400
 
 

@@ -95,6 +95,23 @@ def test_a_cancelled_job_refuses_its_agent(app, client, slurm_job):
                        headers=h).status_code == 401
 
 
+def test_after_a_cancel_the_agent_may_still_report_its_checkpoint_for_a_while(app, client, slurm_job, monkeypatch):
+    h = job_headers(app, slurm_job)
+    client.post("/api/workers/claim", headers=h)
+    with app.app_context(), db.transaction() as s:
+        jobs_service.transition(s, s.get(Job, slurm_job), "cancelled", source="test")
+    ckpt = {"key": f"{slurm_job}/checkpoints/checkpoint-7", "step": 7, "files": []}
+    r = client.post(f"/api/workers/jobs/{slurm_job}/checkpoint", headers=h, json=ckpt)
+    assert r.status_code == 200 and get_job(app, slurm_job).checkpoint["step"] == 7
+    assert client.post(f"/api/workers/jobs/{slurm_job}/logs", json={"seq": 1, "lines": ["saved checkpoint-7"]},
+                       headers=h).get_json()["accepted"] is True
+    # only reports: the job does not start again, and the window closes
+    assert client.post("/api/workers/claim", headers=h).status_code == 401
+    monkeypatch.setattr(service, "LATE_REPORT_SECONDS", 0)
+    late = client.post(f"/api/workers/jobs/{slurm_job}/checkpoint", headers=h, json={**ckpt, "step": 8})
+    assert late.status_code == 401 and get_job(app, slurm_job).checkpoint["step"] == 7
+
+
 def test_cli_one_job_mode_needs_its_credential_in_the_environment():
     runner = CliRunner()
     res = runner.invoke(worker_command, ["--server", "http://127.0.0.1:9", "--job", "job_x", "--once"],
