@@ -14,7 +14,7 @@ ROOT = resources.DATA_DIR  # templates/, static/, migrations/, alembic.ini (see 
 
 # Each module has ``init_app(app)`` that registers its blueprints.
 BLUEPRINT_MODULES = (
-    "stcloud.web.routes",
+    "stcloud.accounts.signin",
     "stcloud.jobs.settings_routes",
     "stcloud.jobs.routes",
     "stcloud.jobs.submit_routes",
@@ -44,6 +44,7 @@ def create_app(config: dict | None = None, home: str | None = None) -> Flask:
     """
     from stcloud import config as config_mod
     from stcloud import errors, secrets
+    from stcloud.accounts import guard
     from stcloud.db import Database
     from stcloud.web import auth
 
@@ -61,6 +62,7 @@ def create_app(config: dict | None = None, home: str | None = None) -> Flask:
     app.extensions["stcloud.db"] = Database(app.config["STCLOUD_DATABASE_URL"])
     app.extensions["stcloud.schedule_hooks"] = []
     auth.init_app(app)
+    guard.init_app(app)
     errors.init_app(app)
     from stcloud.web import filters
 

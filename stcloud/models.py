@@ -275,7 +275,7 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # per-user limits (stcloud/accounts/limits.py); None = no limit
+    # per-user limits (stcloud/costs/user_limits.py); None = no limit
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
     spend_limit_usd: Mapped[float | None] = mapped_column(Float)
     spend_period: Mapped[str] = mapped_column(String(16), default="monthly")

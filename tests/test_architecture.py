@@ -8,7 +8,7 @@ PKG = Path(__file__).resolve().parent.parent / "stcloud"
 FORBIDDEN_IN_ADAPTERS = ("flask", "sqlalchemy", "stcloud.db", "stcloud.models", "werkzeug")
 ADAPTERS = ["providers/replicate.py", "providers/base.py", "packaging", "storage/sigv4.py",
             "storage/chunked.py", "trainer", "jobs/states.py", "jobs/progress.py", "webhooks/verify.py",
-            "webhooks/netfilter.py", "costs/periods.py", "workers/matching.py",
+            "web/netfilter.py", "costs/periods.py", "workers/matching.py",
             "accounts/ldap.py", "accounts/oidc.py", "accounts/extauth.py", "accounts/external.py"]
 
 
@@ -64,15 +64,6 @@ KNOWN_PACKAGE_CYCLES = {
     frozenset({"costs", "jobs"}),
     # costs prices from the adapters' hardware_profiles(); providers/routes shows and edits rates.
     frozenset({"costs", "providers"}),
-    # Added by the accounts merge, to be taken apart next (see docs/architecture.md): web.auth
-    # is both the floor every blueprint uses (machine(), csrf) and the accounts' request guard;
-    # per-user limits live in accounts but reserve through costs and read job statuses.
-    frozenset({"accounts", "web"}),
-    frozenset({"accounts", "jobs"}),
-    frozenset({"accounts", "costs"}),
-    # web.auth reads the client address through webhooks.netfilter and providers.config.
-    frozenset({"webhooks", "web"}),
-    frozenset({"providers", "web"}),
     # The Slurm wiring that runs in the app (slurm_factory mints per-job agent credentials
     # through workers.service; slurm_sync applies Slurm's view through jobs.service and
     # requeues through workers.service) lives beside its adapter in providers/.

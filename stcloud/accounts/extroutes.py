@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, session, url_for
 
-from stcloud.accounts import extconfig, extservice
+from stcloud.accounts import extconfig, extservice, guard
 from stcloud.accounts import service as accounts
 from stcloud.errors import Conflict, Forbidden, NotFound, StcloudError, Unauthorized
 from stcloud.web import auth
@@ -66,5 +66,5 @@ def init_app(app) -> None:
     app.register_blueprint(bp)
     app.register_blueprint(settings_bp)
     app.extensions.setdefault(accounts.PASSWORD_AUTHENTICATORS, []).append(extservice.ldap_authenticator)
-    app.extensions.setdefault(auth.LOGIN_METHODS, []).append(extservice.login_method)
+    app.extensions.setdefault(guard.LOGIN_METHODS, []).append(extservice.login_method)
     app.jinja_env.globals["external_sign_in_sections"] = lambda: [extconfig.view(n) for n in extconfig.SECTIONS]

@@ -30,7 +30,7 @@ from flask import (
     url_for,
 )
 
-from stcloud.accounts import audit, ownership, scope
+from stcloud.accounts import audit, guard, ownership, scope
 from stcloud.accounts import service as accounts
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.timeutil import parse_iso
@@ -47,7 +47,7 @@ def _home():
 
 
 def _me() -> scope.Actor:
-    actor = auth.current_actor()
+    actor = guard.current_actor()
     if actor is None:  # the guard lets no anonymous request reach these routes
         raise BadRequest("not signed in")
     return actor
@@ -72,7 +72,7 @@ def _me_dict(actor: scope.Actor) -> dict:
 def _via(actor: scope.Actor) -> str:
     if not auth.auth_enabled():
         return "auth_off"
-    if actor.key_id == auth.ADMIN_TOKEN_ACTOR.key_id:
+    if actor.key_id == guard.ADMIN_TOKEN_ACTOR.key_id:
         return "admin_token"
     return "api_key" if actor.key_id else "session"
 
@@ -314,4 +314,4 @@ def init_app(app):
     ownership.install()
     app.register_blueprint(api)
     app.register_blueprint(pages)
-    auth.limit_logins(app)
+    guard.limit_logins(app)

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from stcloud import db
 from stcloud.accounts import audit, passwords, scope
-from stcloud.accounts import limits as user_limits
 from stcloud.accounts.external import ExternalIdentity
+from stcloud.costs import user_limits
 from stcloud.errors import (
     BadRequest,
     Conflict,

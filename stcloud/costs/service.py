@@ -21,9 +21,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, load_only
 
 from stcloud import db
-from stcloud.accounts import limits as user_limits
 from stcloud.costs import estimates as est_mod
-from stcloud.costs import limits, periods, rates
+from stcloud.costs import limits, periods, rates, user_limits
 from stcloud.costs.limits import LimitCheck, actual_cost, running_cost  # noqa: F401  (re-exported)
 from stcloud.errors import BadRequest, PaymentRequired
 from stcloud.jobs import states
@@ -127,19 +126,21 @@ def check_limits(s: Session, provider: str, amount_usd: float, now: datetime | N
 
 
 def check_and_reserve(s: Session, provider: str, amount_usd: float, *, job_id: str | None = None,
-                      now: datetime | None = None) -> LimitCheck:
+                      user_id: str | None = None, now: datetime | None = None) -> LimitCheck:
     """Check the spend limits for ``provider`` (and the global one) with ``amount_usd``
     more reserved. MUST be called inside the ``db.transaction()`` that inserts the job
     row, so the check and the reservation are one atomic step (SQLite: BEGIN IMMEDIATE;
     PostgreSQL: the limit rows are locked FOR UPDATE here). Pass ``job_id`` if the job row
     was already flushed. Returns the warnings (≥80%, ≥100%). Raises PaymentRequired (402,
-    naming spent_usd / reserved_usd / limit_usd) when a block limit would be exceeded."""
+    naming spent_usd / reserved_usd / limit_usd) when a block limit would be exceeded.
+    ``user_id`` (the submitting user) adds that user's own limits (429 concurrent jobs, 402
+    spend) to the same atomic step."""
     check = limits.evaluate(s, provider, float(amount_usd or 0.0), now, lock=True, exclude_job_id=job_id)
     if check.would_block:
         raise PaymentRequired(check.block_reason, extra={**check.block_extra,
                                                          "warnings": list(check.warnings)})
     # the submitting user's own limits (concurrent jobs, spend), in the same transaction
-    mine = user_limits.check(s, float(amount_usd or 0.0), now)
+    mine = user_limits.check(s, user_id, float(amount_usd or 0.0), now)
     return replace(check, warnings=check.warnings + tuple(mine), would_warn=check.would_warn or bool(mine))
 
 

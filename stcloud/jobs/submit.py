@@ -34,6 +34,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from stcloud import db, packaging
+from stcloud.accounts import scope
 from stcloud.costs import rates
 from stcloud.costs import service as costs
 from stcloud.errors import (
@@ -263,7 +264,8 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
                         raise _KeyTaken()
                     s.delete(row)
                     s.flush()
-            check = costs.check_and_reserve(s, req.provider, est.estimated_cost_usd)
+            check = costs.check_and_reserve(s, req.provider, est.estimated_cost_usd,
+                                            user_id=scope.current_user_id())
             job = Job(
                 id=job_id, name=name, provider=req.provider, status=states.PENDING,
                 config=run_config, dataloader_config=req.dataloader_config, hardware=req.hardware,

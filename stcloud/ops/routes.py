@@ -13,12 +13,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
 from stcloud import __version__, db, scheduler
-from stcloud.accounts import scope
+from stcloud.accounts import guard, scope
 from stcloud.errors import StcloudError, problem
 from stcloud.ops import metrics
-from stcloud.providers import config as provider_config
-from stcloud.web import auth
-from stcloud.webhooks import netfilter
+from stcloud.web import auth, netfilter
 
 bp = auth.machine(Blueprint("ops", __name__))
 
@@ -61,7 +59,7 @@ def _admin_key() -> bool:
     if auth.bearer() is None or not auth.auth_enabled():
         return False
     try:
-        actor = auth.resolve_actor()
+        actor = guard.resolve_actor()
     except StcloudError:
         return False
     return actor is not None and actor.role == scope.ADMIN
@@ -70,7 +68,7 @@ def _admin_key() -> bool:
 def _may_read_metrics() -> bool:
     if _admin_key():
         return True
-    trusted = netfilter.parse_networks(provider_config.get_config("replicate").get("trusted_proxies") or [])
+    trusted = auth.trusted_networks()
     peer = netfilter.parse_address(request.remote_addr)
     forwarded = request.headers.getlist("X-Forwarded-For")
     if peer is None:

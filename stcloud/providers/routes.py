@@ -33,6 +33,7 @@ from stcloud.providers.replicate import (
     TOKEN_MISSING,
     ReplicateAPIError,
 )
+from stcloud.web import auth
 from stcloud.web.htmx import render
 from stcloud.web.params import json_body
 
@@ -373,6 +374,12 @@ def settings_form():
     return _fragment("providers/_settings.html", view=view, saved=True)
 
 
+def _trusted_proxies() -> list[str]:
+    return config.get_config("replicate").get("trusted_proxies") or []
+
+
 def init_app(app):
+    # The instance-wide proxy trust is stored with these settings; the web floor reads it.
+    app.extensions[auth.TRUSTED_PROXIES] = _trusted_proxies
     app.register_blueprint(api)
     app.register_blueprint(pages)

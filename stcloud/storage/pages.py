@@ -12,11 +12,11 @@ from urllib.parse import quote
 from flask import Blueprint, Response, redirect, request, url_for
 from werkzeug.http import http_date
 
+from stcloud.accounts import guard
 from stcloud.errors import Forbidden, NotFound, StcloudError
 from stcloud.storage import credentials, s3request, s3response, service
 from stcloud.storage.errors import S3Error
 from stcloud.storage.routes import AnyPath
-from stcloud.web import auth
 from stcloud.web.htmx import is_fragment_request, render
 
 bp = Blueprint("storage_pages", __name__)
@@ -66,7 +66,7 @@ def _context(browse: bool = True, **extra) -> dict:
 def _may_read(job_id: str | None) -> None:
     """Admins and viewers read every stored object; members only their own jobs' files (others'
     do not exist for them) and not the bucket browser."""
-    access = auth.stored_access(job_id)
+    access = guard.stored_access(job_id)
     if access == "hidden":
         raise NotFound("no such object")
     if access != "yes":
@@ -75,7 +75,7 @@ def _may_read(job_id: str | None) -> None:
 
 @bp.get("/storage")
 def storage_page():
-    if auth.stored_access(None) != "yes":  # members: only their own jobs' files, on the job pages
+    if guard.stored_access(None) != "yes":  # members: only their own jobs' files, on the job pages
         return render("storage/index.html", block="browser", **_context(browse=False))
     return render("storage/index.html", block="browser", **_context())
 

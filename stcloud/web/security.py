@@ -21,8 +21,8 @@ import time
 from flask import Flask, Response, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
-from stcloud.providers import config as provider_config
-from stcloud.webhooks import netfilter
+from stcloud.web import netfilter
+from stcloud.web.auth import TRUSTED_PROXIES
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class TrustedForwardedProto:
             if time.monotonic() - self._read_at > TRUSTED_TTL:
                 try:
                     with self.app.app_context():
-                        values = provider_config.get_config("replicate").get("trusted_proxies") or []
+                        getter = self.app.extensions.get(TRUSTED_PROXIES)
+                        values = getter() if getter else []
                     self._trusted = netfilter.parse_networks(values)
                 except Exception:  # noqa: BLE001 - database down or bad setting: trust nobody
                     log.warning("cannot read trusted_proxies; X-Forwarded-Proto is ignored", exc_info=True)

@@ -42,7 +42,8 @@ from stcloud.models import Job, UTCDateTime, WebhookDelivery, utcnow
 from stcloud.providers import config as provider_config
 from stcloud.providers import registry
 from stcloud.providers.base import SecretUnavailable
-from stcloud.webhooks import netfilter, verify
+from stcloud.web import netfilter
+from stcloud.webhooks import verify
 from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache
 
 log = logging.getLogger(__name__)

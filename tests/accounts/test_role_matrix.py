@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from stcloud import create_app
-from stcloud.accounts import policy, service
+from stcloud.accounts import guard, policy, service
 from stcloud.web import auth
 from tests.accounts.helpers import add_user, expire_key
 
@@ -135,9 +135,8 @@ def test_policy_and_audit_tables_name_real_endpoints(app):
     """The role and audit tables are keyed by endpoint names: a renamed route must not silently
     fall back to admin-only or to an unnamed audit action."""
     from stcloud.accounts import policy
-    from stcloud.web import auth
 
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     named = (set(policy.MEMBER_WRITES) | set(policy.SELF_WRITES) | set(policy.ADMIN_READS)
-             | set(auth.ACTIONS) | set(auth.NOT_AUDITED))
+             | set(guard.ACTIONS) | set(guard.NOT_AUDITED))
     assert named - endpoints == set()

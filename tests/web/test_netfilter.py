@@ -1,11 +1,11 @@
-"""stcloud.webhooks.netfilter: client address behind proxies, allowlist matching (pure)."""
+"""stcloud.web.netfilter: client address behind proxies, allowlist matching (pure)."""
 from __future__ import annotations
 
 import ipaddress
 
 import pytest
 
-from stcloud.webhooks import netfilter as nf
+from stcloud.web import netfilter as nf
 
 SEED_RANGES = nf.parse_networks(["34.82.0.0/16", "35.185.0.0/16"])
 LOCAL_PROXY = nf.parse_networks(["127.0.0.1/32"])

@@ -1,9 +1,11 @@
-"""Shell routes: login/logout (health checks are in ``stcloud.ops``)."""
+"""The sign-in pages: login/logout (health checks are in ``stcloud.ops``). The blueprint keeps
+its first name, ``web``: templates, the role policy and clients know ``web.login``."""
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
+from stcloud.accounts import guard
 from stcloud.accounts import service as accounts
 from stcloud.errors import Forbidden, Unauthorized
 from stcloud.web import auth
@@ -25,7 +27,7 @@ def login_post():
     username = request.form.get("username", "")
     try:
         if "token" in request.form and not username:  # SPEC §1: the bootstrap admin token
-            auth.login_admin_token(request.form.get("token", ""))
+            guard.login_admin_token(request.form.get("token", ""))
         else:
             accounts.login_password(username, request.form.get("password", ""))
     except (Unauthorized, Forbidden) as exc:

@@ -13,7 +13,6 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from stcloud.accounts import scope
 from stcloud.costs import limits as cost_limits
 from stcloud.costs import periods
 from stcloud.errors import PaymentRequired, RateLimited, ValidationError
@@ -68,13 +67,12 @@ def user_spend(s: Session, user_id: str, start: datetime, end: datetime, now: da
     return round(total, 6)
 
 
-def check(s: Session, amount_usd: float, now: datetime | None = None) -> list[str]:
-    """Check the acting user's limits for one more job reserving ``amount_usd``; returns
-    warnings. No user bound (the scheduler, the admin token): nothing to check.
+def check(s: Session, user_id: str | None, amount_usd: float, now: datetime | None = None) -> list[str]:
+    """Check ``user_id``'s limits for one more job reserving ``amount_usd``; returns
+    warnings. No user (the scheduler, the admin token, auth off): nothing to check.
 
     Raises RateLimited (429, concurrent jobs) or PaymentRequired (402, a block spend limit).
     """
-    user_id = scope.current_user_id()
     if user_id is None:
         return []
     stmt = select(User).where(User.id == user_id)
