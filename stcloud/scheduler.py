@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 PERIODIC = [
     ("scheduler_heartbeat", "stcloud.scheduler:beat", 10),
     ("poll_providers", "stcloud.jobs.poller:poll_due", 5),
-    ("enforce_cost_limits", "stcloud.costs.enforce:enforce_limits", 60),
+    ("enforce_cost_limits", "stcloud.jobs.enforce:enforce_limits", 60),
     ("worker_liveness", "stcloud.workers.service:check_liveness", 15),
     ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
     ("deliver_outputs", "stcloud.publishing.service:deliver_pending", 10),

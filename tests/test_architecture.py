@@ -7,7 +7,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "stcloud"
 FORBIDDEN_IN_ADAPTERS = ("flask", "sqlalchemy", "stcloud.db", "stcloud.models", "werkzeug")
 ADAPTERS = ["providers/replicate.py", "providers/base.py", "packaging", "storage/sigv4.py",
-            "storage/chunked.py", "trainer", "jobs/states.py", "jobs/progress.py", "webhooks/verify.py",
+            "storage/chunked.py", "trainer", "states.py", "jobs/progress.py", "webhooks/verify.py",
             "web/netfilter.py", "costs/periods.py", "workers/matching.py",
             "accounts/ldap.py", "accounts/oidc.py", "accounts/extauth.py", "accounts/external.py"]
 

@@ -18,10 +18,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, load_only
 
-from stcloud import db, settings
+from stcloud import db, settings, states
 from stcloud.costs import periods
 from stcloud.errors import BadRequest
-from stcloud.jobs import states
 from stcloud.models import CostLimit, Job, utcnow
 from stcloud.providers import registry
 

@@ -7,7 +7,7 @@ import json
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from stcloud import db
-from stcloud.costs import enforce, limits, periods, rates, service
+from stcloud.costs import limits, periods, rates, service
 from stcloud.errors import BadRequest
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
@@ -242,6 +242,4 @@ def init_app(app):
     app.register_blueprint(api)
     app.register_blueprint(pages)
     app.jinja_env.globals.setdefault("running_cost", service.running_cost)
-    hooks = app.extensions.setdefault("stcloud.schedule_hooks", [])
-    if enforce.schedule_hook not in hooks:
-        hooks.append(enforce.schedule_hook)
+

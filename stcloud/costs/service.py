@@ -20,12 +20,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, load_only
 
-from stcloud import db
+from stcloud import db, states
 from stcloud.costs import estimates as est_mod
 from stcloud.costs import limits, periods, rates, user_limits
 from stcloud.costs.limits import LimitCheck, actual_cost, running_cost  # noqa: F401  (re-exported)
 from stcloud.errors import BadRequest, PaymentRequired
-from stcloud.jobs import states
 from stcloud.models import Job, JobEvent, utcnow
 from stcloud.providers import registry
 

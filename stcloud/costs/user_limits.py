@@ -13,10 +13,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from stcloud import states
 from stcloud.costs import limits as cost_limits
 from stcloud.costs import periods
 from stcloud.errors import PaymentRequired, RateLimited, ValidationError
-from stcloud.jobs import states
 from stcloud.models import Job, User, utcnow
 
 FIELDS = ("max_concurrent_jobs", "spend_limit_usd", "spend_period", "spend_action")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from stcloud.jobs import states
+from stcloud import states
 
 REASON_CHARS = 160
 

@@ -20,10 +20,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 
-from stcloud import db
+from stcloud import db, states
 from stcloud.errors import BadRequest, Conflict, ProviderError, RateLimited
 from stcloud.jobs import service as jobs_service
-from stcloud.jobs import states
 from stcloud.models import Job, utcnow
 from stcloud.providers import registry
 from stcloud.providers.base import CloudTrainerService, ProviderFailure

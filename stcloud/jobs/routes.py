@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, redirect, request, url_for
 
-from stcloud import db
+from stcloud import db, states
 from stcloud.accounts import scope
 from stcloud.errors import BadRequest
-from stcloud.jobs import listing, metrics, service, states
+from stcloud.jobs import enforce, listing, metrics, service
 from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
@@ -165,3 +165,7 @@ def init_app(app):
                                  percent=progress_mod.percent, job_metrics=metrics.compute)
     app.register_blueprint(api)
     app.register_blueprint(pages)
+    # the spend enforcer's per-limit boundary jobs (daily/weekly/monthly rollovers)
+    hooks = app.extensions.setdefault("stcloud.schedule_hooks", [])
+    if enforce.schedule_hook not in hooks:
+        hooks.append(enforce.schedule_hook)

@@ -14,10 +14,10 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from stcloud import db
+from stcloud import db, states
 from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
-from stcloud.jobs import metrics, states
+from stcloud.jobs import metrics
 from stcloud.jobs import progress as progress_mod
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
 from stcloud.notify import events as notify_events

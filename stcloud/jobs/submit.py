@@ -33,7 +33,7 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from stcloud import db, packaging
+from stcloud import db, packaging, states
 from stcloud.accounts import scope
 from stcloud.costs import rates
 from stcloud.costs import service as costs
@@ -47,7 +47,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, poller, states
+from stcloud.jobs import consent, idempotency, poller
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,

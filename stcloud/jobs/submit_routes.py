@@ -18,10 +18,10 @@ from flask import (
     url_for,
 )
 
-from stcloud import db
+from stcloud import db, states
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, StcloudError
-from stcloud.jobs import consent, idempotency, poller, states
+from stcloud.jobs import consent, idempotency, poller
 from stcloud.jobs import routes as job_routes
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import submit as submit_service

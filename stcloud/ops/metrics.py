@@ -19,10 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest, multi
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from stcloud import db, scheduler
+from stcloud import db, scheduler, states
 from stcloud import settings as settings_store
 from stcloud.costs import periods
-from stcloud.jobs import states
 from stcloud.models import Job, WebhookDelivery, Worker
 
 SPEND_PERIODS = ("daily", "weekly", "monthly")

@@ -26,10 +26,9 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from stcloud import db
+from stcloud import db, states
 from stcloud.costs import service as costs
 from stcloud.jobs import service as jobs_service
-from stcloud.jobs import states
 from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import slurm_factory
 from stcloud.providers.base import (

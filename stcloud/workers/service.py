@@ -24,11 +24,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from stcloud import db, secrets, settings
+from stcloud import db, secrets, settings, states
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from stcloud.jobs import service as jobs_service
-from stcloud.jobs import states
 from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import registry
 from stcloud.storage import credentials as creds_mod

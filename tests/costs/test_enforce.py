@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from stcloud.costs import enforce, periods
+from stcloud.costs import periods
+from stcloud.jobs import enforce
 from stcloud.models import utcnow
 from stcloud.providers import registry
 from tests.fakes.replicate_fake import FakeReplicate

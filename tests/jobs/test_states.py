@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from stcloud.jobs import states
+from stcloud import states
 
 ALLOWED = {
     ("pending", "uploading"), ("pending", "queued"), ("pending", "running"), ("pending", "cancelled"),

@@ -18,11 +18,10 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import or_, select
 
-from stcloud import db
+from stcloud import db, states
 from stcloud.costs import limits, periods
 from stcloud.costs.service import finalize_worker_cost, running_cost
 from stcloud.jobs import service as jobs_service
-from stcloud.jobs import states
 from stcloud.models import CostLimit, Job, utcnow
 from stcloud.providers import registry
 
