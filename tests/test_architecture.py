@@ -60,15 +60,9 @@ SEAM = {"stcloud.providers.base", "stcloud.providers.registry", "stcloud.provide
 PROVIDER_CLIENTS = ("replicate",)
 # The package import cycles left, each with why it stands; this list may only shrink.
 KNOWN_PACKAGE_CYCLES = {
-    # jobs.submit reserves cost; costs reads job statuses and costs.enforce cancels jobs.
-    frozenset({"costs", "jobs"}),
-    # costs prices from the adapters' hardware_profiles(); providers/routes shows and edits rates.
+    # costs prices from the adapters' hardware_profiles() (through the registry);
+    # providers/routes (the Providers page) shows and edits rates and spend.
     frozenset({"costs", "providers"}),
-    # The Slurm wiring that runs in the app (slurm_factory mints per-job agent credentials
-    # through workers.service; slurm_sync applies Slurm's view through jobs.service and
-    # requeues through workers.service) lives beside its adapter in providers/.
-    frozenset({"providers", "workers"}),
-    frozenset({"providers", "jobs"}),
 }
 
 

@@ -36,6 +36,11 @@ class CloudJobStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
+# app.extensions key under which the host app provides ``() -> ((job_id, submission) -> str)``:
+# the minter of per-job agent credentials, for adapters that ``runs_own_agent``.
+JOB_TOKEN_MINTER = "stcloud.job_token_minter"
+
+
 @dataclass(frozen=True)
 class CloudJobInfo:
     provider_job_id: str
@@ -276,6 +281,17 @@ class CloudTrainerService(abc.ABC):
         return False
 
     @property
+    def runs_own_agent(self) -> bool:
+        """True: the provider's batch system starts stcloud's worker agent for each job (one-job
+        mode, per-job credential ``stj_…``). The agent reports logs, progress and the end;
+        ``stcloud.workers.agent_jobs`` reconciles that with ``get_job_status`` every few seconds
+        (instead of the poller), reading these ``CloudJobInfo.extra`` keys: ``reason`` (why it
+        waits), ``restarts`` (the batch system requeued it), ``nodes``, ``retryable`` (ended by
+        the infrastructure: submit again and resume) and ``rate_usd_per_second``. ``run_job``
+        reads ``RunRequest.inputs["agent_submission"]`` (1, 2, … for resubmissions)."""
+        return False
+
+    @property
     def worker_pool(self) -> str | None:
         """Jobs wait in stcloud's queue for a self-hosted worker to claim them: ``shared``
         (any worker) or ``embedded`` (only the embedded worker of ``stcloud serve``). None:
@@ -351,6 +367,7 @@ class CloudTrainerService(abc.ABC):
             "max_upload_bytes": self.max_upload_bytes, "supports_webhooks": self.supports_webhooks,
             "supports_cancel": self.supports_cancel,
             "supports_checkpoint_on_cancel": self.supports_checkpoint_on_cancel,
+            "runs_own_agent": self.runs_own_agent,
             "worker_pool": self.worker_pool, "accepts_requirements": self.accepts_requirements,
             "poll_interval_seconds": {s: self.poll_interval(s) for s in ("queued", "running")},
             "hardware_profiles": [

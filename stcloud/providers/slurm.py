@@ -13,7 +13,7 @@ constructor (``SlurmConfig``), results go out as frozen dataclasses.
 
 Per-job overrides: ``RunRequest.options`` — the submit body's ``slurm`` object ``{"partition",
 "time_limit", "gpus_per_job"}``, validated by ``validate_options`` (the settings' own rules).
-``RunRequest.inputs["slurm_submission"]`` (default 1) numbers resubmissions of the same job
+``RunRequest.inputs["agent_submission"]`` (default 1) numbers resubmissions of the same job
 (after NODE_FAIL / PREEMPTED): the per-job credential is bound to it.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from stcloud.providers.base import (
     SettingField,
 )
 from stcloud.providers.slurm_cli import BatchJob, CliTransport, SlurmError
-from stcloud.providers.slurm_map import SlurmJob, to_info
+from stcloud.providers.slurm_map import SlurmJob, rate_usd_per_second, to_info
 from stcloud.providers.slurm_rest import RestTransport
 
 PROVIDER = "slurm"
@@ -93,10 +93,6 @@ SETTINGS_FIELDS = (
 
 def job_name(job_id: str) -> str:
     return f"{JOB_NAME_PREFIX}{job_id}"
-
-
-def rate_usd_per_second(gpu_hour_usd: float, gpus: int) -> float:
-    return round(float(gpu_hour_usd) * max(int(gpus), 0) / 3600.0, 12)
 
 
 class SlurmService(CloudTrainerService):
@@ -158,9 +154,13 @@ class SlurmService(CloudTrainerService):
     def supports_checkpoint_on_cancel(self) -> bool:
         return True  # scancel's SIGTERM: the built-in trainer saves the step it is on
 
+    @property
+    def runs_own_agent(self) -> bool:
+        return True  # the batch script runs the agent in one-job mode
+
     def poll_interval(self, status: str) -> float | None:
-        # Slurm's view is read by ``slurm_sync`` (requeues, resubmissions and silent agents
-        # need more than a status mapping), not by the generic poller.
+        # Slurm's view is read by ``workers.agent_jobs`` (requeues, resubmissions and silent
+        # agents need more than a status mapping), not by the generic poller.
         return None
 
     def hardware_profiles(self) -> list[HardwareProfile]:
@@ -196,7 +196,7 @@ class SlurmService(CloudTrainerService):
         """The batch script and resources for ``request`` (pure; also shown in tests/docs)."""
         cfg = self.config
         res = self.resources(request.options)
-        submission = int((request.inputs or {}).get("slurm_submission") or 1)
+        submission = int((request.inputs or {}).get("agent_submission") or 1)
         out = Path(cfg.output_dir)
         output, error = str(out / "stcloud-%j.out"), str(out / "stcloud-%j.err")
         directives = [f"--job-name={job_name(request.job_id)}", f"--output={output}", f"--error={error}",
@@ -273,7 +273,7 @@ class SlurmService(CloudTrainerService):
                 "partition": batch.partition, "time_limit": batch.time_limit, "gpus": batch.gpus,
                 "overrides": overrides, "gpu_hour_usd": self.config.gpu_hour_usd,
                 "rate_usd_per_second": rate_usd_per_second(self.config.gpu_hour_usd, batch.gpus),
-                "submission": int((request.inputs or {}).get("slurm_submission") or 1),
+                "submission": int((request.inputs or {}).get("agent_submission") or 1),
                 "output": batch.output.replace("%j", slurm_id), "state": "PENDING"}})
 
     def get_job_status(self, provider_job_id: str) -> CloudJobInfo:

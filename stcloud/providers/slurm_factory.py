@@ -14,8 +14,8 @@ from flask import current_app
 
 from stcloud.errors import BadRequest
 from stcloud.providers import slurm_settings
+from stcloud.providers.base import JOB_TOKEN_MINTER
 from stcloud.providers.slurm import SlurmConfig, SlurmService
-from stcloud.workers import service as workers_service
 
 
 def _app_or_env(key: str) -> str | None:
@@ -37,7 +37,8 @@ def slurm_config() -> SlurmConfig:
 
 def create() -> SlurmService:
     """The adapter with the current settings (``not_ready_reason`` says what is missing)."""
-    return SlurmService(slurm_config(), mint_job_token=workers_service.job_token_minter(),
+    minter = current_app.extensions[JOB_TOKEN_MINTER]()  # the worker API's credentials
+    return SlurmService(slurm_config(), mint_job_token=minter,
                         parse_override=_parse_override)
 
 

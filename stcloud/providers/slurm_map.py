@@ -136,6 +136,10 @@ def error_text(job: SlurmJob) -> str | None:
     return text + (f" ({', '.join(details)})" if details else "")
 
 
+def rate_usd_per_second(gpu_hour_usd: float, gpus: int) -> float:
+    return round(float(gpu_hour_usd) * max(int(gpus), 0) / 3600.0, 12)
+
+
 def to_info(job: SlurmJob, *, gpus: int, gpu_hour_usd: float, now: datetime | None = None) -> CloudJobInfo:
     status = STATE_MAP.get(job.state)  # None: a state we do not know (no change, logged)
     seconds = elapsed_seconds(job, now)
@@ -152,5 +156,6 @@ def to_info(job: SlurmJob, *, gpus: int, gpu_hour_usd: float, now: datetime | No
         extra={"reason": job.reason, "exit_code": job.exit_code, "exit_signal": job.exit_signal,
                "restarts": job.restarts, "nodes": job.nodes, "partition": job.partition,
                "name": job.name, "stdout": job.stdout, "cost_usd": cost, "gpus": gpus,
-               "retryable": job.state in RETRYABLE, "source": job.source},
+               "retryable": job.state in RETRYABLE, "source": job.source,
+               "rate_usd_per_second": rate_usd_per_second(gpu_hour_usd, gpus)},
     )

@@ -6,21 +6,18 @@
     DELETE /api/cloud/providers/slurm/token   -> forget the stored rest_token
     POST   /providers/slurm/settings          the Providers-page form (same validation)
 
-``slurm_sync.sync_all`` runs every ``SYNC_SECONDS`` in the scheduler process.
+``stcloud.workers.agent_jobs`` reads Slurm's view of each job every few seconds in the scheduler
+process.
 """
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from flask import Blueprint, jsonify, make_response, render_template, request
 
 from stcloud.errors import StcloudError
-from stcloud.providers import slurm_factory, slurm_settings, slurm_sync
+from stcloud.providers import slurm_factory, slurm_settings
 from stcloud.providers.base import ProviderFailure
 from stcloud.providers.routes import provider_view
 from stcloud.web.params import json_body
-
-SYNC_SECONDS = 5
 
 api = Blueprint("slurm_settings_api", __name__, url_prefix="/api/cloud/providers/slurm")
 pages = Blueprint("slurm_settings_pages", __name__)
@@ -67,19 +64,6 @@ def settings_form():
     return resp
 
 
-def schedule_hook(sched, app) -> None:
-    """Registered in ``app.extensions["stcloud.schedule_hooks"]``: the Slurm sync job."""
-    def run():
-        with app.app_context():
-            slurm_sync.sync_all()
-
-    sched.add_job(run, "interval", seconds=SYNC_SECONDS, id="slurm_sync", name="slurm_sync",
-                  next_run_time=datetime.now(UTC), replace_existing=True)
-
-
 def init_app(app):
     app.register_blueprint(api)
     app.register_blueprint(pages)
-    hooks = app.extensions.setdefault("stcloud.schedule_hooks", [])
-    if schedule_hook not in hooks:
-        hooks.append(schedule_hook)

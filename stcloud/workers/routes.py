@@ -17,9 +17,10 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from stcloud import settings
 from stcloud.errors import Conflict
+from stcloud.providers.base import JOB_TOKEN_MINTER
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import json_body
-from stcloud.workers import service
+from stcloud.workers import agent_jobs, service
 
 api = Blueprint("workers_admin_api", __name__, url_prefix="/api/cloud/workers")
 bp = Blueprint("workers_pages", __name__)
@@ -169,5 +170,11 @@ def settings_page():
 
 
 def init_app(app):
+    # Adapters that start the agent themselves (Slurm) mint its per-job credential with this,
+    # and their jobs are reconciled by agent_jobs.
+    app.extensions[JOB_TOKEN_MINTER] = service.job_token_minter
+    hooks = app.extensions.setdefault("stcloud.schedule_hooks", [])
+    if agent_jobs.schedule_hook not in hooks:
+        hooks.append(agent_jobs.schedule_hook)
     app.register_blueprint(api)
     app.register_blueprint(bp)

@@ -69,8 +69,13 @@ def authenticate(token: str | None) -> str:
 
 # ---- per-job credentials (agents started by a scheduler, e.g. Slurm) --------------------
 
-JOB_AGENT_PROVIDERS = ("slurm",)  # providers whose jobs run an agent with a per-job credential
 JOB_AGENT_PREFIX = "wj_"
+
+
+def runs_own_agent(provider: str | None) -> bool:
+    """Does ``provider``'s batch system start the agent of each job (per-job credentials)?"""
+    svc = registry.maybe_get(provider) if provider else None
+    return bool(svc is not None and svc.runs_own_agent)
 
 
 def job_agent_worker_id(job_id: str) -> str:
@@ -115,7 +120,7 @@ def authenticate_job(job_id: str | None, token: str, *, late_report: bool = Fals
         raise Unauthorized("a per-job credential needs the X-Stcloud-Job header (the job id)")
     with db.session() as s:
         job = s.get(Job, job_id)
-        ok = (job is not None and job.provider in JOB_AGENT_PROVIDERS
+        ok = (job is not None and runs_own_agent(job.provider)
               and job_tokens.verify(_job_token_secret(), token, job_id, job_token_submission(job)))
         if not ok:
             raise Unauthorized("invalid job credential")
