@@ -4,7 +4,8 @@ the views validate with, so the document cannot drift from what the server accep
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pydantic
 from flask import Flask
@@ -80,6 +81,10 @@ def _response(value: Any, schemas: _Schemas) -> dict:
         return {"description": description}
     if isinstance(value, str):
         return {"description": description, "content": {value: {"schema": {"type": "string"}}}}
+    if isinstance(value, dict):  # several media types: {media type: model or None}
+        return {"description": description, "content": {
+            media: {"schema": schemas.ref(model, "serialization") if model is not None else {"type": "string"}}
+            for media, model in value.items()}}
     return {"description": description, "content": {"application/json": {"schema": schemas.ref(value, "serialization")}}}
 
 

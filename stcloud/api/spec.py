@@ -8,15 +8,17 @@
 
 ``body``/``query`` are the models the view validates its input with (the same objects);
 ``responses`` maps a status to a model, ``None`` (no body), a media type string such as
-``"text/html"`` or ``"application/zip"``, or a ``(model, description)`` pair. Problem
+``"text/html"`` or ``"application/zip"``, ``{media type: model or None}`` for several, or a
+``(any of those, description)`` pair. Problem
 responses (400/401/403/404/409/413/422/429/502/503, ``application/problem+json``) are added to
 every operation by the document builder. A route without ``@operation`` is still listed, with an
 untyped JSON answer: add one when you add a route.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pydantic
 

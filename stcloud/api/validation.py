@@ -7,9 +7,18 @@ from typing import Any, TypeVar
 import pydantic
 from flask import request
 
-from stcloud.errors import BadRequest
+from stcloud.errors import BadRequest, StcloudError
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _is_tag(part: str) -> bool:
+    """Union/validator tags pydantic puts in an error's path (``function-after[...]``, ``float``,
+    a model's class name) -- never one of our members (lower-case snake_case)."""
+    return "[" in part or part[:1].isupper() or part in _TYPE_TAGS
 
 
 def field_name(loc: tuple, prefix: str = "") -> str:
@@ -18,8 +27,8 @@ def field_name(loc: tuple, prefix: str = "") -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif "[" in str(part):
-            continue  # union/validator tags pydantic puts in the path (``function-after[...]``)
+        elif _is_tag(str(part)):
+            continue
         else:
             out += f".{part}" if out else str(part)
     return out or "body"
@@ -43,21 +52,23 @@ def errors_of(exc: pydantic.ValidationError, prefix: str = "") -> list[dict]:
     return out
 
 
-def problem_of(exc: pydantic.ValidationError, prefix: str = "") -> BadRequest:
+def problem_of(exc: pydantic.ValidationError, prefix: str = "", status: int = 400) -> StcloudError:
     errors = errors_of(exc, prefix)
     first = errors[0] if errors else {"field": prefix or "body", "message": "invalid value"}
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     if len(errors) > 5:
         detail += f" (and {len(errors) - 5} more)"
-    return BadRequest(detail, title="Invalid input", extra={"field": first["field"], "errors": errors})
+    return BadRequest(detail, status=status, title="Invalid input" if status == 400 else "Validation failed",
+                      extra={"field": first["field"], "errors": errors})
 
 
-def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
-    """``data`` validated by ``model``. Raises BadRequest (400) naming each bad field."""
+def parse(model: type[M], data: Any, *, prefix: str = "", status: int = 400) -> M:
+    """``data`` validated by ``model``. Raises BadRequest (400, or ``status`` for areas whose
+    contract is 422) naming each bad field."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise problem_of(exc, prefix) from None
+        raise problem_of(exc, prefix, status) from None
 
 
 def json_object(required: bool = True) -> dict:
@@ -74,9 +85,17 @@ def json_object(required: bool = True) -> dict:
     return data
 
 
-def body(model: type[M], *, required: bool = True) -> M:
+def body(model: type[M], *, required: bool = True, status: int = 400) -> M:
     """The request's JSON object validated by ``model`` (400 for a missing/non-object body)."""
-    return parse(model, json_object(required=required))
+    return parse(model, json_object(required=required), status=status)
+
+
+def checked(model: type[M], *, required: bool = True, status: int = 400) -> dict:
+    """The request's JSON object, as sent, after ``model`` accepted it: for services that take
+    the raw members (partial updates, unknown-field messages of their own)."""
+    data = json_object(required=required)
+    parse(model, data, status=status)
+    return data
 
 
 def query(model: type[M]) -> M:

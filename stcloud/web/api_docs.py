@@ -6,6 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, render_template
 
 from stcloud.api import openapi
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.web import auth
 
 bp = auth.public(Blueprint("api_docs", __name__))
@@ -30,11 +32,14 @@ def document() -> dict:
 
 
 @bp.get("/api/openapi.json")
+@operation(summary="This document (OpenAPI 3.1)", tags=["api"], responses={200: Open})
 def openapi_json():
     return jsonify(document())
 
 
 @bp.get("/api/docs")
+@operation(summary="The API reference page, rendered from this document", tags=["api"],
+           responses={200: "text/html"})
 def api_docs():
     doc = document()
     return render_template("api/docs.html", doc=doc, title="API reference", nav="api",

@@ -180,3 +180,40 @@ class RerunBody(BaseModel):
     snapshot_message: Str(2000) | None = None
 
 
+
+
+class SubmitProgressQuery(BaseModel):
+    idempotency_key: Str(200, 1)
+
+
+MAX_OFFSET = 2**53  # JSON-safe; SQLite's integers stop at 2**63
+
+
+class JobListQuery(BaseModel):
+    status: Str(200) | None = Field(None, description="comma-separated statuses")
+    provider: Str(64) | None = None
+    q: Str(500) | None = Field(None, description="search in names, ids and errors")
+    limit: Int(1, 500) | None = None
+    offset: Int(0, 2**31) | None = None
+    cursor: Str(500) | None = Field(None, description="next_cursor / prev_cursor of a previous page")
+
+
+class LogQuery(BaseModel):
+    offset: Int(0, MAX_OFFSET) | None = Field(None, description="byte offset to read from")
+
+
+class EventsQuery(BaseModel):
+    after: Int(0, MAX_OFFSET) | None = None
+    limit: Int(1, 5000) | None = None
+
+
+class CompareQuery(BaseModel):
+    ids: Str(4000) = Field(description="comma-separated job ids (2 or more)")
+    diff: Str(200) | None = Field(None, description="a,b: the two jobs whose configs to diff")
+
+
+class JobList(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    jobs: list[JobView]
+    total: int | None = None
+    next_cursor: str | None = None
