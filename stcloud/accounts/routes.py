@@ -135,7 +135,11 @@ def list_users():
 
 @api.post("/api/cloud/users")
 @operation(body=schemas.UserCreateBody, summary="Create a local user (admin)", tags=["accounts"],
-           responses={201: schemas.UserAnswer})
+           responses={201: schemas.UserAnswer},
+           links={201: {name: (endpoint, method, {"username": "$response.body#/user/username"})
+                        for name, endpoint, method in (("GetUser", "accounts_api.get_user", "get"),
+                                                       ("UpdateUser", "accounts_api.update_user", "patch"),
+                                                       ("DeleteUser", "accounts_api.delete_user", "delete"))}})
 def create_user():
     body = validation.checked(schemas.UserCreateBody, status=schemas.STATUS)
     user, generated = accounts.create_user(body.get("username"), body.get("role", "member"),
@@ -171,7 +175,8 @@ def delete_user(username):
 
 @api.post("/api/cloud/tokens")
 @operation(body=schemas.TokenCreateBody, summary="Create an API key (shown once)", tags=["accounts"],
-           responses={201: Open})
+           responses={201: Open},
+           links={201: {"RevokeToken": ("accounts_api.revoke_token", "delete", {"key_id": "$response.body#/id"})}})
 def create_token():
     body = validation.checked(schemas.TokenCreateBody, status=schemas.STATUS)
     key, token = accounts.create_key(_my_user_id(), body.get("name"), body.get("expires_in_days"))

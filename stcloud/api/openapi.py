@@ -122,6 +122,24 @@ def _operation(method: str, endpoint: str, op: spec.Operation | None, kind: str,
     return doc
 
 
+def _add_links(app: Flask, paths: dict) -> None:
+    """Resolve each ``Operation.links`` (endpoint, method) to the target's operationId."""
+    ids = {}
+    for item in paths.values():
+        for method, doc in item.items():
+            ids[(doc["x-endpoint"], method)] = doc["operationId"]
+    for item in paths.values():
+        for doc in item.values():
+            op = spec.of(app.view_functions.get(doc.pop("x-endpoint")))
+            for code, links in (op.links if op else {}).items():
+                response = doc["responses"].get(str(code))
+                if response is None:
+                    continue
+                response["links"] = {name: {"operationId": ids[(endpoint, target_method)], "parameters": params}
+                                     for name, (endpoint, target_method, params) in links.items()
+                                     if (endpoint, target_method) in ids}
+
+
 def build(app: Flask, classify: Classifier, *, prefix: str = "/api/",
           exclude: Callable[[str], bool] = lambda endpoint: False) -> dict:
     """The document for every rule under ``prefix`` (``exclude(endpoint)`` leaves some out)."""
@@ -139,7 +157,9 @@ def build(app: Flask, classify: Classifier, *, prefix: str = "/api/",
             while doc["operationId"] in used:  # one endpoint on two rules
                 doc["operationId"] += "_"
             used.add(doc["operationId"])
+            doc["x-endpoint"] = rule.endpoint  # for links; removed again below
             paths.setdefault(path, {})[method.lower()] = doc
+    _add_links(app, paths)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "stcloud REST API", "version": app.config.get("STCLOUD_VERSION", "1"),

@@ -9,7 +9,8 @@
 ``body``/``query`` are the models the view validates its input with (the same objects);
 ``responses`` maps a status to a model, ``None`` (no body), a media type string such as
 ``"text/html"`` or ``"application/zip"``, ``{media type: model or None}`` for several, or a
-``(any of those, description)`` pair. Problem
+``(any of those, description)`` pair. ``links`` names the operations an answer's values feed
+(``{201: {"GetUser": ("accounts_api.get_user", "get", {"username": "$response.body#/user/username"})}}``). Problem
 responses (400/401/403/404/409/413/422/429/502/503, ``application/problem+json``) are added to
 every operation by the document builder. A route without ``@operation`` is still listed, with an
 untyped JSON answer: add one when you add a route.
@@ -38,7 +39,9 @@ class Operation:
     public: bool = False  # no authentication
     security: str | None = None  # "worker" / "webhook" for machine routes
     deprecated: bool = False
-    extra_problems: tuple[int, ...] = ()
+    #: ``{status: {link name: (endpoint, method, {parameter: runtime expression})}}``: which
+    #: operation can use a value of this answer (OpenAPI links; the stateful fuzzer follows them).
+    links: dict[int, dict[str, tuple[str, str, dict[str, str]]]] = field(default_factory=dict)
 
 
 def operation(**kwargs) -> Callable:

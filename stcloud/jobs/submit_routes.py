@@ -54,7 +54,13 @@ S3_FIELDS = ("endpoint_url", "bucket", "prefix", "region", "access_key_id", "sec
 @api.post("/jobs/submit")
 @operation(body=schemas.SubmitBody, summary="Submit a training job (SPEC §3)", tags=["jobs"],
            responses={201: (schemas.JobAnswer, "the new job"),
-                      200: (schemas.JobAnswer, "the job an idempotency key already made")})
+                      200: (schemas.JobAnswer, "the job an idempotency key already made")},
+           links={201: {name: (endpoint, method, {"job_id": "$response.body#/job/id"})
+                        for name, endpoint, method in (("GetJob", "jobs_api.get_job", "get"),
+                                                       ("JobLogs", "jobs_api.job_logs", "get"),
+                                                       ("JobEvents", "jobs_api.job_events", "get"),
+                                                       ("CancelJob", "jobs_api.cancel_job", "post"),
+                                                       ("RerunJob", "rerun_api.api_rerun", "post"))}})
 def submit_job():
     result = submit_service.submit(json_body(), source="api")
     return jsonify(result.to_response()), result.status_code

@@ -42,7 +42,9 @@ def list_keys():
 
 @api.post("")
 @operation(body=schemas.MintBody, summary="Mint a scoped key for the S3 endpoint (secret shown once)",
-           tags=["storage"], responses={201: Open})
+           tags=["storage"], responses={201: Open},
+           links={201: {"RevokeKey": ("storage_api.revoke_key", "delete",
+                                      {"access_key_id": "$response.body#/access_key_id"})}})
 def mint_key():
     refused = _refuse_s3_client()
     if refused is not None:

@@ -18,6 +18,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 from stcloud import settings
 from stcloud.api import validation
 from stcloud.api.schemas import workers as schemas
+from stcloud.api.schemas.common import Open
 from stcloud.api.schemas.settings import ForceQuery
 from stcloud.api.spec import operation
 from stcloud.errors import Conflict
@@ -48,8 +49,13 @@ def _truthy(value) -> bool:
 # ---- API -------------------------------------------------------------------------------
 
 @api.post("")
-@operation(body=schemas.WorkerCreateBody, summary="Add a worker (its token is shown once)", responses={201: None},
-           tags=["workers"])
+@operation(body=schemas.WorkerCreateBody, summary="Add a worker (its token is shown once)", responses={201: Open},
+           tags=["workers"],
+           links={201: {name: (f"workers_admin_api.{view}", method, {"worker_id": "$response.body#/worker_id"})
+                        for name, view, method in (("GetWorker", "get", "get"), ("DrainWorker", "drain", "post"),
+                                                   ("ResumeWorker", "resume", "post"),
+                                                   ("RotateToken", "rotate", "post"),
+                                                   ("DeleteWorker", "delete", "delete"))}})
 def create():
     body = validation.checked(schemas.WorkerCreateBody)
     worker, token = service.create_worker(body.get("name"), body.get("labels"))

@@ -62,7 +62,16 @@ class Dataset(BaseModel):
     disabled: bool | None = None
 
 
-DataloaderConfig = Annotated[list[Dataset], BeforeValidator(json_text), Field(min_length=1, max_length=100)]
+def _entries_are_objects(value: Any) -> Any:
+    value = json_text(value)
+    if isinstance(value, list):
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                raise ValueError(f"entry #{i + 1} must be an object")
+    return value
+
+
+DataloaderConfig = Annotated[list[Dataset], BeforeValidator(_entries_are_objects), Field(min_length=1, max_length=100)]
 
 
 class Delivery(BaseModel):

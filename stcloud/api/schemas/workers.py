@@ -72,7 +72,7 @@ class ProgressBody(BaseModel):
 class LogsBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     seq: Int(0, 2**53) | None = None
-    lines: list[Str(1_000_000)] | None = Field(None, max_length=100_000)
+    lines: list[Str(1_000_000)] | Str(10_000_000) | None = Field(None, description="lines, or one text")
 
 
 class ReleaseBody(BaseModel):
