@@ -23,7 +23,7 @@ TOKEN = "fuzz-admin-token-0123456789"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 PROFILES = {
     # (examples per operation, phases, time budget in seconds)
-    "short": ("4", "examples,coverage,fuzzing", "170"),
+    "short": ("3", "examples,coverage,fuzzing", "150"),
     "long": ("60", "examples,coverage,fuzzing,stateful", "1800"),
 }
 
