@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install system lint bench clean dist
+.PHONY: run test install system lint bench clean dist fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The API fuzzed against its OpenAPI document for longer than `make test` does (docs/api.md).
+fuzz: install
+	STCLOUD_FUZZ=long $(VENV)/bin/pytest -q -p no:randomly tests/api/test_schemathesis.py

@@ -40,6 +40,9 @@ SELF_WRITES = frozenset({
     "accounts_pages.revoke_token_page",
 })
 
+# The API document (``api_docs.openapi_json``, ``api_docs.api_docs``) is public: its blueprint
+# is marked with ``auth.public`` and holds no data (docs/api.md).
+
 ADMIN_READS = frozenset({
     "accounts_api.list_users",
     "accounts_api.get_user",

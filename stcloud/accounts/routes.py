@@ -32,11 +32,15 @@ from flask import (
 
 from stcloud.accounts import audit, guard, ownership, scope
 from stcloud.accounts import service as accounts
+from stcloud.api import validation
+from stcloud.api.schemas import accounts as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.timeutil import parse_iso
 from stcloud.web import auth
 from stcloud.web.htmx import is_fragment_request, render
-from stcloud.web.params import int_arg, json_body
+from stcloud.web.params import int_arg
 
 api = Blueprint("accounts_api", __name__)
 pages = Blueprint("accounts_pages", __name__)
@@ -90,27 +94,32 @@ def _since():
 # ---- API: sign-in ---------------------------------------------------------------------------
 
 @api.post("/api/auth/login")
+@operation(body=schemas.LoginBody, public=True, summary="Sign in: a session cookie", tags=["accounts"],
+           responses={200: schemas.UserAnswer})
 def login():
-    body = json_body()
+    body = validation.checked(schemas.LoginBody, status=schemas.STATUS)
     user = accounts.login_password(body.get("username"), body.get("password"))
     return jsonify({"user": accounts.user_to_dict(user)})
 
 
 @api.post("/api/auth/logout")
+@operation(summary="Sign out", tags=["accounts"], responses={204: None})
 def logout():
     accounts.logout()
     return "", 204
 
 
 @api.get("/api/cloud/me")
+@operation(summary="Who am I", tags=["accounts"], responses={200: Open})
 def me():
     actor = _me()
     return jsonify({"user": _me_dict(actor), "via": _via(actor)})
 
 
 @api.post("/api/cloud/me/password")
+@operation(body=schemas.PasswordBody, summary="Change my password", tags=["accounts"], responses={204: None})
 def change_password():
-    body = json_body()
+    body = validation.checked(schemas.PasswordBody, status=schemas.STATUS)
     accounts.change_own_password(_my_user_id(), body.get("current_password"), body.get("new_password"),
                                  home=_home())
     return "", 204
@@ -119,13 +128,20 @@ def change_password():
 # ---- API: users (admin) ------------------------------------------------------------------
 
 @api.get("/api/cloud/users")
+@operation(summary="Every user (admin)", tags=["accounts"], responses={200: Open})
 def list_users():
     return jsonify({"users": accounts.list_users()})
 
 
 @api.post("/api/cloud/users")
+@operation(body=schemas.UserCreateBody, summary="Create a local user (admin)", tags=["accounts"],
+           responses={201: schemas.UserAnswer},
+           links={201: {name: (endpoint, method, {"username": "$response.body#/user/username"})
+                        for name, endpoint, method in (("GetUser", "accounts_api.get_user", "get"),
+                                                       ("UpdateUser", "accounts_api.update_user", "patch"),
+                                                       ("DeleteUser", "accounts_api.delete_user", "delete"))}})
 def create_user():
-    body = json_body()
+    body = validation.checked(schemas.UserCreateBody, status=schemas.STATUS)
     user, generated = accounts.create_user(body.get("username"), body.get("role", "member"),
                                            body.get("password"), body.get("display_name"), body.get("email"))
     out = {"user": user}
@@ -135,16 +151,21 @@ def create_user():
 
 
 @api.get("/api/cloud/users/<username>")
+@operation(summary="One user (admin)", tags=["accounts"], responses={200: schemas.UserAnswer})
 def get_user(username):
     return jsonify({"user": accounts.get_user(username)})
 
 
 @api.patch("/api/cloud/users/<username>")
+@operation(body=schemas.UserPatchBody, summary="Change a user (admin)", tags=["accounts"],
+           responses={200: schemas.UserAnswer})
 def update_user(username):
-    return jsonify({"user": accounts.update_user(username, json_body(), home=_home())})
+    changes = validation.checked(schemas.UserPatchBody, status=schemas.STATUS)
+    return jsonify({"user": accounts.update_user(username, changes, home=_home())})
 
 
 @api.delete("/api/cloud/users/<username>")
+@operation(summary="Delete a user (admin)", tags=["accounts"], responses={204: None})
 def delete_user(username):
     accounts.delete_user(username)
     return "", 204
@@ -153,18 +174,23 @@ def delete_user(username):
 # ---- API: API keys ---------------------------------------------------------------------------
 
 @api.post("/api/cloud/tokens")
+@operation(body=schemas.TokenCreateBody, summary="Create an API key (shown once)", tags=["accounts"],
+           responses={201: Open},
+           links={201: {"RevokeToken": ("accounts_api.revoke_token", "delete", {"key_id": "$response.body#/id"})}})
 def create_token():
-    body = json_body()
+    body = validation.checked(schemas.TokenCreateBody, status=schemas.STATUS)
     key, token = accounts.create_key(_my_user_id(), body.get("name"), body.get("expires_in_days"))
     return jsonify({"id": key["id"], "token": token, "key": key}), 201
 
 
 @api.get("/api/cloud/tokens")
+@operation(summary="My API keys", tags=["accounts"], responses={200: Open})
 def list_tokens():
     return jsonify({"tokens": accounts.list_keys(_my_user_id())})
 
 
 @api.delete("/api/cloud/tokens/<key_id>")
+@operation(summary="Revoke one of my API keys", tags=["accounts"], responses={204: None})
 def revoke_token(key_id):
     accounts.revoke_key(_my_user_id(), key_id)
     return "", 204
@@ -173,7 +199,10 @@ def revoke_token(key_id):
 # ---- API: audit (admin) -------------------------------------------------------------------
 
 @api.get("/api/cloud/audit")
+@operation(query=schemas.AuditQuery, summary="The audit log (admin)", tags=["accounts"],
+           responses={200: {"application/json": Open, "application/x-ndjson": None}})
 def audit_log():
+    validation.query(schemas.AuditQuery)
     actor, action, since = request.args.get("actor") or None, request.args.get("action") or None, _since()
     if request.args.get("format") == "jsonl":
         lines = audit.export_lines(actor=actor, action=action, since=since)

@@ -33,7 +33,7 @@ def steps_of(config: dict | None) -> int | None:
             continue
         try:
             n = int(float(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
         if n > 0:
             return n

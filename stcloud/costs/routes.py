@@ -7,11 +7,16 @@ import json
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from stcloud import db
+from stcloud.api import validation
+from stcloud.api.schemas import costs as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.schemas.jobs import CostEstimateBody
+from stcloud.api.spec import operation
 from stcloud.costs import limits, periods, rates, service
 from stcloud.errors import BadRequest
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
-from stcloud.web.params import int_arg, json_body
+from stcloud.web.params import int_arg
 
 api = Blueprint("costs_api", __name__, url_prefix="/api/cloud")
 pages = Blueprint("costs_pages", __name__)
@@ -21,7 +26,10 @@ bp = pages  # the foundation's name for the page blueprint
 # ---- API -------------------------------------------------------------------------------
 
 @api.get("/cost-limit/status")
+@operation(query=schemas.LimitStatusQuery, summary="Spend against a limit (SPEC §6)", tags=["costs"],
+           responses={200: Open})
 def limit_status():
+    validation.query(schemas.LimitStatusQuery)
     return jsonify(service.limit_status(request.args.get("provider") or "all"))
 
 
@@ -37,8 +45,9 @@ def get_limit(provider):
 
 
 @api.put("/cost-limits/<provider>")
+@operation(body=schemas.LimitBody, summary="Create or change a spending limit (provider name or all)", tags=["costs"])
 def put_limit(provider):
-    limits.put_limit(limits.validate_scope(provider), json_body())
+    limits.put_limit(limits.validate_scope(provider), validation.checked(schemas.LimitBody))
     return jsonify(service.limit_status(provider))
 
 
@@ -50,7 +59,10 @@ def _tz_arg() -> str | None:
 
 
 @api.get("/costs/summary")
+@operation(query=schemas.SummaryQuery, summary="Spend per day, provider and hardware", tags=["costs"],
+           responses={200: Open})
 def costs_summary():
+    validation.query(schemas.SummaryQuery)
     return jsonify(service.summary(int_arg("days", 30, 1, 366), _tz_arg()))
 
 
@@ -88,12 +100,16 @@ def _form_estimate_body() -> dict:
 
 
 @api.post("/cost-estimate")
+@operation(body=CostEstimateBody, summary="What a submit would cost and meet at the limits", tags=["costs"],
+           responses={200: schemas.EstimateView})
 def cost_estimate():
     """JSON in, JSON out; an htmx request (the submit form) gets the estimate fragment."""
     if not request.headers.get("HX-Request"):
-        return jsonify(service.estimate_for_submit(json_body()))
+        return jsonify(service.estimate_for_submit(validation.checked(CostEstimateBody)))
     try:
-        result = service.estimate_for_submit(_form_estimate_body())
+        body = _form_estimate_body()
+        validation.parse(CostEstimateBody, body)
+        result = service.estimate_for_submit(body)
     except BadRequest as exc:
         return render("costs/_submit_estimate.html", cost_estimate_error=exc.detail)
     return render("costs/_submit_estimate.html", cost_estimate=result)
@@ -107,11 +123,13 @@ def get_rates():
 
 
 @api.put("/rates")
+@operation(body=schemas.RatesBody, summary="Set hardware rates and seconds per step", tags=["costs"])
 def put_rates():
     """Body: one rate, a list of rates, or ``{"rates": [...], "seconds_per_step": ...}``."""
     body = request.get_json(silent=True) if request.data else None
     if body is None:
         raise BadRequest("request body must be JSON: a rate, a list of rates or {\"rates\": [...]}")
+    validation.parse(schemas.RatesBody, body)
     if isinstance(body, list):
         items, sps = body, None
     elif isinstance(body, dict) and ("rates" in body or "seconds_per_step" in body):

@@ -18,7 +18,7 @@ def current() -> str:
 
 def set_consent(value: Any) -> str:
     """Store the consent setting. Raises BadRequest naming the field."""
-    if value not in CHOICES:
+    if not isinstance(value, str) or value not in CHOICES:
         raise BadRequest(f"consent must be one of {', '.join(CHOICES)} "
                          f"({', '.join(CHOICES.values())}), got {value!r}", extra={"field": "consent"})
     settings.put(SETTING_KEY, value)

@@ -9,7 +9,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from stcloud import db
+from stcloud.api import validation
+from stcloud.api.schemas.jobs import DataloaderConfig, SubmitBody
 from stcloud.costs import rates
 from stcloud.errors import BadRequest
 from stcloud.jobs.requirements import normalize_requirements
@@ -17,6 +21,7 @@ from stcloud.models import Job
 from stcloud.providers import registry
 from stcloud.providers.base import CloudTrainerService
 
+_DATALOADER = TypeAdapter(DataloaderConfig)
 _NAME_RE = re.compile(r"^[^/\\\x00-\x1f]+$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -69,6 +74,10 @@ def parse_dataloader(value: Any) -> list:
     for i, entry in enumerate(dl):
         if not isinstance(entry, dict):
             raise BadRequest(f"dataloader_config entry #{i + 1} must be an object", extra={"field": "dataloader_config"})
+    try:  # the API model: types and lengths of every entry's known members
+        _DATALOADER.validate_python(dl)
+    except ValidationError as exc:
+        raise validation.problem_of(exc, "dataloader_config") from None
     return dl
 
 
@@ -161,6 +170,8 @@ def parse_body(body: Any) -> SubmitRequest:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     service = provider_of(body)
+    # The API model checks types, bounds and lengths; the checks below need the registry or the database.
+    validation.parse(SubmitBody, body)
     provider = body["provider"]
     if body.get("config") is None:
         raise BadRequest("config is required (the training config, a JSON object)", extra={"field": "config"})

@@ -5,11 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from stcloud import db
+from stcloud.api import validation
+from stcloud.api.schemas.jobs import JobAnswer, RerunBody
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, Conflict, StcloudError
 from stcloud.jobs import rerun as rerun_service
 from stcloud.jobs import service as jobs_service
 from stcloud.web.htmx import is_fragment_request, render
-from stcloud.web.params import bool_value, json_body
+from stcloud.web.params import bool_value
 
 api = Blueprint("rerun_api", __name__)
 pages = Blueprint("rerun_pages", __name__)
@@ -31,8 +34,10 @@ def _result_json(result, job_id: str, exact: bool):
 
 
 @api.post("/api/cloud/jobs/<job_id>/rerun")
+@operation(body=RerunBody, body_required=False, summary="Re-run a job (exactly, or with the current data)",
+           tags=["jobs"], responses={201: JobAnswer, 200: (JobAnswer, "an idempotent repeat")})
 def api_rerun(job_id):
-    body = json_body(required=False)
+    body = validation.checked(RerunBody, required=False)
     exact = bool_value(body.get("exact", True), "exact")
     consent = body.get("data_consent")
     consent = None if consent is None else bool_value(consent, "data_consent")

@@ -5,6 +5,10 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 
 from stcloud import db, states
 from stcloud.accounts import scope
+from stcloud.api import validation
+from stcloud.api.schemas import jobs as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
 from stcloud.jobs import enforce, listing, metrics, service
 from stcloud.jobs import progress as progress_mod
@@ -33,7 +37,10 @@ def _filters() -> listing.Filters:
 # ---- API -------------------------------------------------------------------------------
 
 @api.get("")
+@operation(query=schemas.JobListQuery, summary="Jobs, newest first (keyset cursor or offset)", tags=["jobs"],
+           responses={200: schemas.JobList})
 def list_jobs():
+    validation.query(schemas.JobListQuery)
     f = _filters()
     limit = int_arg("limit", 50, 1, 500)
     offset = int_arg("offset", 0, 0)
@@ -47,12 +54,14 @@ def list_jobs():
 
 
 @api.get("/<job_id>")
+@operation(summary="One job", tags=["jobs"], responses={200: schemas.JobAnswer})
 def get_job(job_id):
     with db.session() as s:
         return jsonify({"job": service.to_dict(service.get_job(s, job_id))})
 
 
 @api.post("/<job_id>/cancel")
+@operation(summary="Cancel a job", tags=["jobs"], responses={200: schemas.JobAnswer})
 def cancel_job(job_id):
     job = service.cancel(job_id, source="api")
     with db.session() as s:
@@ -60,20 +69,26 @@ def cancel_job(job_id):
 
 
 @api.delete("/<job_id>")
+@operation(summary="Delete a finished job", tags=["jobs"], responses={204: None})
 def delete_job(job_id):
     service.delete(job_id)
     return "", 204
 
 
 @api.get("/<job_id>/logs")
+@operation(query=schemas.LogQuery, summary="The log from a byte offset, and the next offset", tags=["jobs"],
+           responses={200: Open})
 def job_logs(job_id):
+    validation.query(schemas.LogQuery)
     offset = int_arg("offset", 0, 0)
     with db.session() as s:
         return jsonify(service.read_log(s, job_id, offset))
 
 
 @api.get("/<job_id>/events")
+@operation(query=schemas.EventsQuery, summary="The job's state changes", tags=["jobs"], responses={200: Open})
 def job_events(job_id):
+    validation.query(schemas.EventsQuery)
     after = int_arg("after", 0, 0)
     limit = int_arg("limit", 1000, 1, 5000)
     with db.session() as s:

@@ -12,11 +12,13 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, make_response, render_template, request
 
 from stcloud import proxy_settings
+from stcloud.api import validation
+from stcloud.api.schemas import jobs as schemas
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.jobs import consent
 from stcloud.providers import config as provider_config
 from stcloud.web.htmx import render
-from stcloud.web.params import json_body
 
 api = Blueprint("settings_api", __name__, url_prefix="/api/cloud/settings")
 pages = Blueprint("settings_pages", __name__)
@@ -28,16 +30,16 @@ def consent_view() -> dict:
 # ---- API -------------------------------------------------------------------------------------
 
 @api.get("/consent")
+@operation(summary="The data-upload consent setting", responses={200: schemas.ConsentView}, tags=["settings"])
 def get_consent():
     return jsonify(consent_view())
 
 
 @api.put("/consent")
+@operation(body=schemas.ConsentBody, summary="Set the data-upload consent setting",
+           responses={200: schemas.ConsentView}, tags=["settings"])
 def put_consent():
-    body = json_body()
-    if "consent" not in body:
-        raise BadRequest('consent is required: {"consent": "ask" | "allow" | "deny"}', extra={"field": "consent"})
-    consent.set_consent(body["consent"])
+    consent.set_consent(validation.body(schemas.ConsentBody).consent)
     return jsonify(consent_view())
 
 
@@ -47,8 +49,9 @@ def get_public_url():
 
 
 @api.put("/public-url")
+@operation(body=schemas.PublicUrlBody, summary="Set the instance's public URL (null clears it)", tags=["settings"])
 def put_public_url():
-    body = json_body()
+    body = validation.checked(schemas.PublicUrlBody)
     if "public_url" not in body:
         raise BadRequest('public_url is required: {"public_url": "https://training.example.com"} (or null)',
                          extra={"field": "public_url"})
@@ -61,8 +64,9 @@ def get_proxy():
 
 
 @api.put("/proxy")
+@operation(body=schemas.ProxyBody, summary="Set the outbound proxy (null clears it)", tags=["settings"])
 def put_proxy():
-    body = json_body()
+    body = validation.checked(schemas.ProxyBody)
     if "proxy_url" not in body:
         raise BadRequest('proxy_url is required: {"proxy_url": "http://proxy:3128", "no_proxy": "localhost"} '
                          "(null clears it)", extra={"field": "proxy_url"})

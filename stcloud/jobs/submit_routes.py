@@ -19,6 +19,10 @@ from flask import (
 )
 
 from stcloud import db, states
+from stcloud.api import validation
+from stcloud.api.schemas import jobs as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.jobs import consent, idempotency, poller
@@ -48,25 +52,37 @@ S3_FIELDS = ("endpoint_url", "bucket", "prefix", "region", "access_key_id", "sec
 # ---- API -------------------------------------------------------------------------------------
 
 @api.post("/jobs/submit")
+@operation(body=schemas.SubmitBody, summary="Submit a training job (SPEC §3)", tags=["jobs"],
+           responses={201: (schemas.JobAnswer, "the new job"),
+                      200: (schemas.JobAnswer, "the job an idempotency key already made")},
+           links={201: {name: (endpoint, method, {"job_id": "$response.body#/job/id"})
+                        for name, endpoint, method in (("GetJob", "jobs_api.get_job", "get"),
+                                                       ("JobLogs", "jobs_api.job_logs", "get"),
+                                                       ("JobEvents", "jobs_api.job_events", "get"),
+                                                       ("CancelJob", "jobs_api.cancel_job", "post"),
+                                                       ("RerunJob", "rerun_api.api_rerun", "post"))}})
 def submit_job():
     result = submit_service.submit(json_body(), source="api")
     return jsonify(result.to_response()), result.status_code
 
 
 @api.get("/jobs/submit/progress")
+@operation(query=schemas.SubmitProgressQuery, summary="The job a submit in flight made (by idempotency key)",
+           tags=["jobs"], responses={200: Open})
 def submit_progress():
-    key = request.args.get("idempotency_key", "").strip()
-    if not key:
-        raise BadRequest("idempotency_key is required", extra={"field": "idempotency_key"})
+    key = validation.query(schemas.SubmitProgressQuery).idempotency_key
     return jsonify({"idempotency_key": key, "job": idempotency.job_for_key(key)})
 
 
 @api.post("/data-preview")
+@operation(body=schemas.DataPreviewBody, summary="What a submit would upload (nothing is uploaded)",
+           tags=["jobs"], responses={200: Open})
 def data_preview():
-    return jsonify(submit_service.preview(json_body()))
+    return jsonify(submit_service.preview(validation.checked(schemas.DataPreviewBody)))
 
 
 @api.post("/jobs/<job_id>/refresh")
+@operation(summary="Ask the provider for the job's status now", tags=["jobs"], responses={200: schemas.JobAnswer})
 def refresh_job(job_id):
     outcome = poller.refresh(job_id, source="refresh")
     with db.session() as s:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, make_response, render_template, request
 
+from stcloud.api import validation
+from stcloud.api.schemas import settings as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.notify import config, sender
-from stcloud.web.params import json_body
 
 api = Blueprint("notify_api", __name__, url_prefix="/api/cloud")
 pages = Blueprint("notify_pages", __name__)
@@ -18,8 +21,10 @@ def get_notifications():
 
 
 @api.put("/settings/notifications")
+@operation(body=schemas.NotificationsBody, summary="Change the notification settings", tags=["notifications"],
+           responses={200: Open})
 def put_notifications():
-    return jsonify(config.update(json_body()))
+    return jsonify(config.update(validation.checked(schemas.NotificationsBody)))
 
 
 @api.get("/notifications")

@@ -16,6 +16,10 @@ from flask import (
 
 from stcloud import db, secrets
 from stcloud import settings as settings_store
+from stcloud.api import validation
+from stcloud.api.schemas import settings as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.costs import rates as costs_rates
 from stcloud.costs import service as costs
 from stcloud.errors import (
@@ -35,7 +39,6 @@ from stcloud.providers.replicate import (
 )
 from stcloud.web import auth
 from stcloud.web.htmx import render
-from stcloud.web.params import json_body
 
 api = Blueprint("providers_api", __name__, url_prefix="/api/cloud/providers")
 pages = Blueprint("providers_pages", __name__)
@@ -242,11 +245,14 @@ def get_provider(name):
 
 
 @api.put("/<name>")
+@operation(body=schemas.ProviderSettingsBody, summary="Change a provider's settings", tags=["providers"],
+           responses={200: Open})
 def put_provider(name):
     registry.validate_name(name)
+    body = validation.checked(schemas.ProviderSettingsBody)
     if name == "replicate":
-        return jsonify(update_replicate(json_body()))
-    config.update_declared(name, registry.get(name).settings_fields(), json_body())
+        return jsonify(update_replicate(body))
+    config.update_declared(name, registry.get(name).settings_fields(), body)
     return jsonify({"provider": name, **provider_view(name)})
 
 
@@ -271,8 +277,9 @@ def replicate_status():
 
 
 @api.put("/replicate/token")
+@operation(body=schemas.TokenBody, summary="Store the Replicate API token", tags=["providers"], responses={200: Open})
 def put_token():
-    return jsonify(save_token(json_body().get("token")))
+    return jsonify(save_token(validation.body(schemas.TokenBody).token))
 
 
 @api.delete("/replicate/token")

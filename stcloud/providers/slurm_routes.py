@@ -13,27 +13,34 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, make_response, render_template, request
 
+from stcloud.api import validation
+from stcloud.api.schemas import settings as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.providers import slurm_factory, slurm_settings
 from stcloud.providers.base import ProviderFailure
 from stcloud.providers.routes import provider_view
-from stcloud.web.params import json_body
 
 api = Blueprint("slurm_settings_api", __name__, url_prefix="/api/cloud/providers/slurm")
 pages = Blueprint("slurm_settings_pages", __name__)
 
 
 @api.get("")
+@operation(summary="The Slurm provider's settings", tags=["providers"], responses={200: Open})
 def get_settings():
     return jsonify(slurm_settings.view())
 
 
 @api.put("")
+@operation(body=schemas.SlurmSettingsBody, summary="Change the Slurm provider's settings", tags=["providers"],
+           responses={200: Open})
 def put_settings():
-    return jsonify(slurm_settings.update(json_body()))
+    return jsonify(slurm_settings.update(validation.checked(schemas.SlurmSettingsBody)))
 
 
 @api.get("/validate")
+@operation(summary="Check the Slurm settings against the cluster", tags=["providers"], responses={200: Open})
 def validate():
     service = slurm_factory.create()
     reason = service.not_ready_reason()
@@ -47,6 +54,7 @@ def validate():
 
 
 @api.delete("/token")
+@operation(summary="Forget the slurmrestd token", tags=["providers"], responses={200: Open})
 def delete_token():
     return jsonify(slurm_settings.delete_token())
 

@@ -15,11 +15,15 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 from stcloud import db
 from stcloud import settings as settings_mod
 from stcloud.accounts import scope
-from stcloud.errors import BadRequest, NotFound, StcloudError
+from stcloud.api import validation
+from stcloud.api.schemas import settings as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
+from stcloud.errors import NotFound, StcloudError
 from stcloud.models import Job
 from stcloud.snapshots import service
 from stcloud.web.htmx import render
-from stcloud.web.params import bool_value, int_arg, json_body
+from stcloud.web.params import bool_value, int_arg
 
 api = Blueprint("snapshots_api", __name__)
 bp = Blueprint("snapshots_pages", __name__)
@@ -61,16 +65,17 @@ def api_get_settings():
 
 
 @api.put("/api/cloud/configs/settings")
+@operation(body=schemas.ConfigsSettingsBody, summary="Turn config snapshots on or off", tags=["configs"],
+           responses={200: Open})
 def api_put_settings():
-    body = json_body()
-    if "enabled" not in body:
-        raise BadRequest("body must contain enabled: true|false")
-    settings_mod.put(service.SETTING_KEY, bool_value(body["enabled"], "enabled"))
+    settings_mod.put(service.SETTING_KEY, validation.body(schemas.ConfigsSettingsBody).enabled)
     return jsonify({"enabled": service.enabled()})
 
 
 @api.get("/api/cloud/configs/<name>/history")
+@operation(query=schemas.HistoryQuery, summary="A config's snapshot history", tags=["configs"], responses={200: Open})
 def api_history(name):
+    validation.query(schemas.HistoryQuery)
     limit = int_arg("limit", 100, 1, 1000)
     return jsonify({"name": name, "history": service.history(_home(), name, limit=limit)})
 

@@ -10,10 +10,13 @@ import secrets
 
 from flask import Blueprint, g, jsonify
 
+from stcloud.api import validation
+from stcloud.api.schemas import settings as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
 from stcloud.storage import credentials, s3request, s3response, sigv4
 from stcloud.storage.errors import S3Error
-from stcloud.web.params import json_body
 
 MINT_FIELDS = {"bucket", "prefix", "ttl_seconds", "job_id", "read_only", "description"}
 
@@ -38,11 +41,15 @@ def list_keys():
 
 
 @api.post("")
+@operation(body=schemas.MintBody, summary="Mint a scoped key for the S3 endpoint (secret shown once)",
+           tags=["storage"], responses={201: Open},
+           links={201: {"RevokeKey": ("storage_api.revoke_key", "delete",
+                                      {"access_key_id": "$response.body#/access_key_id"})}})
 def mint_key():
     refused = _refuse_s3_client()
     if refused is not None:
         return refused
-    body = json_body()
+    body = validation.checked(schemas.MintBody)
     unknown = set(body) - MINT_FIELDS
     if unknown:
         raise BadRequest(f"unknown field {sorted(unknown)[0]!r}", extra={"field": sorted(unknown)[0]})
@@ -53,6 +60,7 @@ def mint_key():
 
 
 @api.delete("/<access_key_id>")
+@operation(summary="Revoke a key", tags=["storage"], responses={200: Open})
 def revoke_key(access_key_id):
     refused = _refuse_s3_client()
     if refused is not None:

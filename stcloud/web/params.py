@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import request
 
+from stcloud.api import validation
 from stcloud.errors import BadRequest
 
 
@@ -22,16 +23,7 @@ def int_arg(name: str, default: int, lo: int | None = None, hi: int | None = Non
 
 def json_body(required: bool = True) -> dict:
     """The request's JSON object. Raises BadRequest for a missing/invalid/non-object body."""
-    if not request.data:
-        if required:
-            raise BadRequest("request body must be a JSON object")
-        return {}
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("request body is not valid JSON (send Content-Type: application/json)")
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
+    return validation.json_object(required)
 
 
 def bool_value(value, name: str) -> bool:

@@ -13,6 +13,10 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from stcloud.api import validation
+from stcloud.api.schemas import settings as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import NotConfigured, TooLarge
 from stcloud.web import auth
 from stcloud.web.htmx import is_fragment_request, render
@@ -40,6 +44,8 @@ def _read_body(limit: int) -> bytes:
 
 
 @hook.post("/api/webhooks/replicate")
+@operation(body=Open, security="webhook", summary="Replicate's prediction webhook (signed: webhook-id, "
+           "webhook-timestamp, webhook-signature)", tags=["webhooks"], responses={200: Open})
 def replicate_webhook():
     receipt = service.receive(
         headers=request.headers,
@@ -55,6 +61,8 @@ def _limit() -> int:
 
 
 @admin.post("/api/cloud/providers/replicate/webhook-test")
+@operation(summary="Send a signed test event to this instance's public webhook URL", tags=["webhooks"],
+           responses={200: Open})
 def webhook_test():
     if not is_fragment_request():
         return jsonify(service.send_test())
@@ -67,7 +75,10 @@ def webhook_test():
 
 
 @admin.get("/api/cloud/webhooks/deliveries")
+@operation(query=schemas.DeliveriesQuery, summary="The last webhook deliveries", tags=["webhooks"],
+           responses={200: Open})
 def deliveries():
+    validation.query(schemas.DeliveriesQuery)
     limit = _limit()
     return jsonify({"deliveries": service.recent_deliveries(limit), "limit": limit})
 

@@ -24,9 +24,12 @@ import os
 
 from flask import Blueprint, g, jsonify, request, send_file
 
+from stcloud.api import validation
+from stcloud.api.schemas import workers as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, Forbidden, NotFound
 from stcloud.web import auth
-from stcloud.web.params import json_body
 from stcloud.workers import job_tokens, service
 
 bp = auth.machine(Blueprint("workers_api", __name__, url_prefix="/api/workers"))
@@ -54,16 +57,20 @@ def _authenticate():
 
 
 @bp.post("/register")
+@operation(body=schemas.RegisterBody, body_required=False, summary="An agent (re)starts", tags=["worker API"])
 def register():
-    return jsonify(service.register(g.worker_id, json_body(required=False)))
+    return jsonify(service.register(g.worker_id, validation.checked(schemas.RegisterBody, required=False)))
 
 
 @bp.post("/heartbeat")
+@operation(body=schemas.HeartbeatBody, body_required=False, summary="An agent is alive", tags=["worker API"])
 def heartbeat():
-    return jsonify(service.heartbeat(g.worker_id, json_body(required=False)))
+    return jsonify(service.heartbeat(g.worker_id, validation.checked(schemas.HeartbeatBody, required=False)))
 
 
 @bp.post("/claim")
+@operation(summary="Claim the next job this worker matches", tags=["worker API"],
+           responses={200: (Open, "a job, or {job: null, drain: true}"), 204: (None, "nothing to run")})
 def claim():
     try:
         job = service.claim_job(g.worker_id, g.job_scope) if g.job_scope else service.claim(g.worker_id)
@@ -75,12 +82,14 @@ def claim():
 
 
 @bp.post("/goodbye")
+@operation(summary="An agent stops", tags=["worker API"], responses={204: None})
 def goodbye():
     service.goodbye(g.worker_id)
     return "", 204
 
 
 @bp.get("/jobs/<job_id>/archive")
+@operation(summary="The job's dataset archive", tags=["worker API"], responses={200: "application/zip"})
 def archive(job_id):
     path, sha256 = service.archive_for(g.worker_id, job_id)
     if not os.path.isfile(path):
@@ -93,30 +102,36 @@ def archive(job_id):
 
 
 @bp.post("/jobs/<job_id>/logs")
+@operation(body=schemas.LogsBody, summary="Append a batch of log lines", tags=["worker API"])
 def logs(job_id):
-    body = json_body()
+    body = validation.checked(schemas.LogsBody)
     return jsonify(service.report_logs(g.worker_id, job_id, body.get("seq"), body.get("lines")))
 
 
 @bp.post("/jobs/<job_id>/progress")
+@operation(body=schemas.ProgressBody, summary="Report training progress", tags=["worker API"])
 def progress(job_id):
-    body = json_body()
+    body = validation.checked(schemas.ProgressBody)
     return jsonify(service.report_progress(g.worker_id, job_id, body.get("progress")))
 
 
 @bp.post("/jobs/<job_id>/checkpoint")
+@operation(body=schemas.CheckpointBody, summary="A checkpoint was uploaded", tags=["worker API"])
 def checkpoint(job_id):
-    return jsonify(service.report_checkpoint(g.worker_id, job_id, json_body()))
+    return jsonify(service.report_checkpoint(g.worker_id, job_id, validation.checked(schemas.CheckpointBody)))
 
 
 @bp.post("/jobs/<job_id>/complete")
+@operation(body=schemas.CompleteBody, summary="The trainer ended", tags=["worker API"])
 def complete(job_id):
-    return jsonify(service.finish(g.worker_id, job_id, json_body()))
+    return jsonify(service.finish(g.worker_id, job_id, validation.checked(schemas.CompleteBody)))
 
 
 @bp.post("/jobs/<job_id>/release")
+@operation(body=schemas.ReleaseBody, body_required=False, summary="Give a job back to the queue",
+           tags=["worker API"])
 def release(job_id):
-    body = json_body(required=False)
+    body = validation.checked(schemas.ReleaseBody, required=False)
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise BadRequest("reason must be a string")

@@ -16,10 +16,14 @@ import shlex
 from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from stcloud import settings
+from stcloud.api import validation
+from stcloud.api.schemas import workers as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.schemas.settings import ForceQuery
+from stcloud.api.spec import operation
 from stcloud.errors import Conflict
 from stcloud.providers.base import JOB_TOKEN_MINTER
 from stcloud.web.htmx import is_fragment_request, render
-from stcloud.web.params import json_body
 from stcloud.workers import agent_jobs, service
 
 api = Blueprint("workers_admin_api", __name__, url_prefix="/api/cloud/workers")
@@ -46,8 +50,15 @@ def _truthy(value) -> bool:
 # ---- API -------------------------------------------------------------------------------
 
 @api.post("")
+@operation(body=schemas.WorkerCreateBody, summary="Add a worker (its token is shown once)", responses={201: Open},
+           tags=["workers"],
+           links={201: {name: (f"workers_admin_api.{view}", method, {"worker_id": "$response.body#/worker_id"})
+                        for name, view, method in (("GetWorker", "get", "get"), ("DrainWorker", "drain", "post"),
+                                                   ("ResumeWorker", "resume", "post"),
+                                                   ("RotateToken", "rotate", "post"),
+                                                   ("DeleteWorker", "delete", "delete"))}})
 def create():
-    body = json_body()
+    body = validation.checked(schemas.WorkerCreateBody)
     worker, token = service.create_worker(body.get("name"), body.get("labels"))
     return jsonify({"worker_id": worker["id"], "token": token,
                     "command": worker_command(token), "worker": worker}), 201
@@ -60,15 +71,17 @@ def list_():
 
 
 @api.get("/settings")
+@operation(summary="The worker timeout", responses={200: schemas.WorkerSettingsView}, tags=["workers"])
 def get_settings():
     return jsonify({"timeout_seconds": service.timeout_seconds(),
                     "override": settings.get("worker_timeout")})
 
 
 @api.put("/settings")
+@operation(body=schemas.WorkerSettingsBody, summary="Set the worker timeout",
+           responses={200: schemas.WorkerSettingsView}, tags=["workers"])
 def put_settings():
-    body = json_body()
-    service.set_timeout(body.get("timeout_seconds"))
+    service.set_timeout(validation.body(schemas.WorkerSettingsBody).timeout_seconds)
     return get_settings()
 
 
@@ -95,7 +108,10 @@ def resume(worker_id):
 
 
 @api.delete("/<worker_id>")
+@operation(query=ForceQuery, summary="Remove a worker (?force=true while it runs a job)", responses={204: None},
+           tags=["workers"])
 def delete(worker_id):
+    validation.query(ForceQuery)
     service.delete_worker(worker_id, force=_truthy(request.args.get("force")))
     return "", 204
 

@@ -1,0 +1,33 @@
+"""Models shared by every area: the problem body, untyped objects."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the bad field, e.g. ``dataloader_config[0].dataset_type``")
+    message: str
+
+
+class Problem(BaseModel):
+    """``application/problem+json`` (RFC 9457): every error the API answers."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    field: str | None = Field(None, description="the (first) field the error is about")
+    errors: list[FieldError] | None = Field(None, description="every bad field, for validation errors")
+
+
+class Open(BaseModel):
+    """A JSON object whose members are documented in prose (kept open for forward compatibility)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Empty(BaseModel):
+    """A body with no members (``{}``), or none at all."""
+
+    model_config = ConfigDict(extra="allow")

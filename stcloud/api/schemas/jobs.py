@@ -1,0 +1,228 @@
+"""Submitting and previewing jobs (SPEC §3), consent and the instance settings."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from stcloud.api.types import (
+    MAX_GPUS,
+    MAX_VRAM_GB,
+    Int,
+    Num,
+    Steps,
+    Str,
+    Usd,
+    blank_none,
+    json_text,
+)
+
+DELIVERY_TYPES = ("builtin", "s3", "hf", "hub", "huggingface", "local", "this_machine")
+
+
+def _id_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _empty_none(value: Any) -> Any:
+    return None if value in ({}, "") else value
+
+
+def _false_if_blank(value: Any) -> Any:
+    return False if value is None or value == "" else value
+
+
+def _label_text(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class TrainingConfig(BaseModel):
+    """The SimpleTuner-style training config. Any key is passed to the trainer; the ones below
+    are checked here (plain or ``--flag`` style)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    max_train_steps: Annotated[Steps | None, BeforeValidator(blank_none)] = None
+    flag_max_train_steps: Annotated[Steps | None, BeforeValidator(blank_none)] = Field(None, alias="--max_train_steps")
+    dash_max_train_steps: Annotated[Steps | None, BeforeValidator(blank_none)] = Field(None, alias="max-train-steps")
+
+
+class Dataset(BaseModel):
+    """One entry of ``dataloader_config`` (SimpleTuner's multidatabackend list)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: Annotated[Str(200) | None, BeforeValidator(_id_text)] = None
+    type: Str(64) | None = Field(None, description='``local`` (or none) is packaged and uploaded; '
+                                                   'other types (``huggingface``, ``aws``) are passed through')
+    dataset_type: Str(64) | None = Field(None, description="``image``, or a cache type (``text_embeds``, ...)")
+    instance_data_dir: Str(4096) | None = None
+    disabled: bool | None = None
+
+
+def _entries_are_objects(value: Any) -> Any:
+    value = json_text(value)
+    if isinstance(value, list):
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                raise ValueError(f"entry #{i + 1} must be an object")
+    return value
+
+
+DataloaderConfig = Annotated[list[Dataset], BeforeValidator(_entries_are_objects), Field(min_length=1, max_length=100)]
+
+
+class Delivery(BaseModel):
+    """Where the outputs go (SPEC §7): this machine's S3 endpoint, an external bucket, the Hub."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal[DELIVERY_TYPES]  # type: ignore[valid-type]
+    endpoint_url: Str(2048) | None = None
+    bucket: Str(255) | None = None
+    prefix: Str(1024) | None = None
+    region: Str(64) | None = None
+    access_key: Str(1024) | None = None
+    access_key_id: Str(1024) | None = None
+    secret_key: Str(1024) | None = Field(None, json_schema_extra={"writeOnly": True})
+    secret_access_key: Str(1024) | None = Field(None, json_schema_extra={"writeOnly": True})
+    hub_model_id: Str(200) | None = None
+    private: bool | None = None
+
+
+class Requirements(BaseModel):
+    """What a worker must have to claim the job (worker jobs only)."""
+
+    labels: dict[Str(64, 1), Annotated[Str(256), BeforeValidator(_label_text)]] | None = Field(
+        None, max_length=50, description="label -> glob the worker's label must match")
+    min_gpus: Annotated[Int(0, MAX_GPUS) | None, BeforeValidator(blank_none)] = None
+    min_vram_gb: Annotated[Num(0, MAX_VRAM_GB) | None, BeforeValidator(blank_none)] = None
+
+
+class JobFields(BaseModel):
+    """The members a submit, a preview and an estimate share."""
+
+    model_config = ConfigDict(extra="allow")
+    provider: Str(64) | None = Field(None, description="a registered provider (GET /api/cloud/providers)")
+    hardware: Annotated[Str(64) | None, BeforeValidator(blank_none)] = None
+    config: Annotated[TrainingConfig | None, BeforeValidator(json_text)] = None
+    max_cost_usd: Annotated[Usd | None, BeforeValidator(blank_none)] = Field(
+        None, description="per-job cap in USD; the job is cancelled when its running cost reaches it")
+
+
+class SubmitBody(JobFields):
+    """``POST /api/cloud/jobs/submit``. Per-job provider settings go under the provider's name
+    (e.g. ``"slurm": {...}``); they are checked by that provider."""
+
+    provider: Str(64) = Field(description="a registered provider (GET /api/cloud/providers)")
+    config: Annotated[TrainingConfig, BeforeValidator(json_text)]
+    dataloader_config: DataloaderConfig
+    name: Annotated[Str(200) | None, BeforeValidator(blank_none)] = None
+    data_consent: Annotated[bool, BeforeValidator(_false_if_blank)] = False
+    idempotency_key: Annotated[Str(200) | None, BeforeValidator(blank_none)] = None
+    snapshot_message: Annotated[Str(2000) | None, BeforeValidator(blank_none)] = None
+    config_name: Annotated[Str(200) | None, BeforeValidator(blank_none)] = None
+    delivery: Annotated[Delivery | None, BeforeValidator(_empty_none)] = None
+    requirements: Annotated[Requirements | None, BeforeValidator(_empty_none)] = None
+    expected_dataset_sha256: Annotated[Str(64) | None, BeforeValidator(blank_none)] = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$")
+    rerun_of: Annotated[Str(40) | None, BeforeValidator(blank_none)] = None
+
+
+class DataPreviewBody(BaseModel):
+    """``POST /api/cloud/data-preview``: what a submit would upload."""
+
+    model_config = ConfigDict(extra="allow")
+    provider: Str(64) | None = None
+    dataloader_config: DataloaderConfig
+
+
+class CostEstimateBody(JobFields):
+    """``POST /api/cloud/cost-estimate``: a submit body (only the pricing members matter)."""
+
+    provider: Str(64)
+    max_cost_usd: Annotated[Num(0, 1_000_000) | None, BeforeValidator(blank_none)] = None
+
+
+class ConsentBody(BaseModel):
+    consent: Literal["ask", "allow", "deny"] = Field(
+        description="Always Ask / Always Allow / Never Upload")
+
+
+class ConsentView(BaseModel):
+    consent: Literal["ask", "allow", "deny"]
+    label: str
+    choices: dict[str, str]
+
+
+class PublicUrlBody(BaseModel):
+    public_url: Str(2048) | None = Field(description="https://training.example.com, or null to clear")
+
+
+class ProxyBody(BaseModel):
+    proxy_url: Str(2048) | None = Field(description="http://proxy:3128, or null to clear")
+    no_proxy: Str(4096) | None = None
+
+
+class JobView(BaseModel):
+    """A job (SPEC §2). More members than listed may appear."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    name: str | None = None
+    provider: str
+    status: str
+
+
+class JobAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    job: JobView
+    idempotent: bool | None = None
+
+
+class RerunBody(BaseModel):
+    """``POST /api/cloud/jobs/<id>/rerun`` (the body is optional)."""
+
+    exact: bool = Field(True, description="re-run with the recorded dataset (refused if it changed)")
+    data_consent: bool | None = None
+    snapshot_message: Str(2000) | None = None
+
+
+
+
+class SubmitProgressQuery(BaseModel):
+    idempotency_key: Str(200, 1)
+
+
+MAX_OFFSET = 2**53  # JSON-safe; SQLite's integers stop at 2**63
+
+
+class JobListQuery(BaseModel):
+    status: Str(200) | None = Field(None, description="comma-separated statuses")
+    provider: Str(64) | None = None
+    q: Str(500) | None = Field(None, description="search in names, ids and errors")
+    limit: Int(1, 500) | None = None
+    offset: Int(0, 2**31) | None = None
+    cursor: Str(500) | None = Field(None, description="next_cursor / prev_cursor of a previous page")
+
+
+class LogQuery(BaseModel):
+    offset: Int(0, MAX_OFFSET) | None = Field(None, description="byte offset to read from")
+
+
+class EventsQuery(BaseModel):
+    after: Int(0, MAX_OFFSET) | None = None
+    limit: Int(1, 5000) | None = None
+
+
+class CompareQuery(BaseModel):
+    ids: Str(4000) = Field(description="comma-separated job ids (2 or more)")
+    diff: Str(200) | None = Field(None, description="a,b: the two jobs whose configs to diff")
+
+
+class JobList(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    jobs: list[JobView]
+    total: int | None = None
+    next_cursor: str | None = None
