@@ -57,6 +57,7 @@ from stcloud.jobs.request import (
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
 from stcloud.notify import events as notify_events
+from stcloud.packaging import roots
 from stcloud.providers import registry
 from stcloud.providers.base import (
     AVAILABLE,
@@ -92,9 +93,14 @@ class _KeyTaken(Exception):
 
 # ---- packaging glue --------------------------------------------------------------------------
 
+def dataset_roots() -> list[str]:
+    """The dataset roots (``STCLOUD_DATASET_ROOTS``, ``packaging.roots``)."""
+    return roots.parse_roots(current_app.config.get("STCLOUD_DATASET_ROOTS"), current_app.config["STCLOUD_HOME"])
+
+
 def data_base_dir() -> str:
-    """Relative ``instance_data_dir`` values resolve against STCLOUD_HOME."""
-    return current_app.config["STCLOUD_HOME"]
+    """Relative ``instance_data_dir`` values resolve against the first dataset root."""
+    return roots.base_dir(dataset_roots())
 
 
 def _packaging_error(exc: Exception) -> StcloudError:
@@ -109,7 +115,8 @@ def _packaging_error(exc: Exception) -> StcloudError:
 def scan(dataloader_config: list):
     """The packaging summary of the local datasets. Raises BadRequest / Conflict."""
     try:
-        return packaging.scan(dataloader_config, base_dir=data_base_dir())
+        roots.check_inside(dataloader_config, dataset_roots())
+        return roots.require_images(packaging.scan(dataloader_config, base_dir=data_base_dir()))
     except packaging.PackagingError as exc:
         raise _packaging_error(exc) from None
 
