@@ -46,7 +46,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, poller, states
+from stcloud.jobs import consent, idempotency, job_secrets, poller, states
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -224,6 +224,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
             Path(prebuilt.path).unlink(missing_ok=True)
         if not _job_exists(job_id):
             publishing.discard_for_submit(job_id)  # no orphan storage key or stored secret
+            job_secrets.forget(job_id)
         raise
     if isinstance(created, SubmitResult):  # another request with the same key won
         if prebuilt is not None:
@@ -261,6 +262,9 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
     profile = rates.hardware_profiles(req.provider).get(req.hardware or "", {})
     name = str(req.name or req.config.get("tracker_run_name") or req.config_name
                or f"{req.provider}-{utcnow().strftime('%Y%m%d-%H%M%S')}")[:200]
+    # Secrets go to the encrypted store, the row keeps their places (``job_secrets``).
+    row_config = job_secrets.seal(job_id, run_config)
+    row_dataloader = job_secrets.seal(job_id, req.dataloader_config, "dataloader")
     try:
         with db.transaction() as s:
             if req.idempotency_key:
@@ -273,7 +277,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
             check = costs.check_and_reserve(s, req.provider, est.estimated_cost_usd)
             job = Job(
                 id=job_id, name=name, provider=req.provider, status=states.PENDING,
-                config=run_config, dataloader_config=req.dataloader_config, hardware=req.hardware,
+                config=row_config, dataloader_config=row_dataloader, hardware=req.hardware,
                 gpu_count=int(profile.get("gpu_count") or 1), **est.job_fields(),
                 max_cost_usd=req.max_cost_usd, config_name=req.config_name or name,
                 idempotency_key=req.idempotency_key, data_summary=summary.to_dict(),
@@ -299,6 +303,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
             raise
         # Another request with the same key got in first: answer with its job.
         publishing.discard_for_submit(job_id)
+        job_secrets.forget(job_id)
         first = idempotency.first_job(req.idempotency_key, req.fingerprint())
         if first is None:
             raise Conflict("a concurrent submit with the same idempotency key failed; try again") from None
@@ -328,7 +333,8 @@ def _package(job_id: str, req: SubmitRequest, service: CloudTrainerService, prog
         job.dataset_sha256 = archive.sha256
         job.data_summary = archive.summary.to_dict()
         job.provider_data = {**(job.provider_data or {}), "archive_size": archive.size,
-                             "archive_dataloader_config": archive.dataloader_config}
+                             "archive_dataloader_config": job_secrets.seal(
+                                 job_id, archive.dataloader_config, "archive_dataloader")}
         if not service.uploads_data:
             job.archive_path = str(archive.path)  # served by stcloud to whoever runs the job
     return archive
@@ -348,7 +354,7 @@ def _launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerSer
     if uploads:
         progress("upload", 0, archive.size, force=True)
     with db.session() as s:
-        run_config = dict(jobs_service.get_job(s, job_id).config or {})
+        run_config = job_secrets.unseal(job_id, jobs_service.get_job(s, job_id).config)
     request = RunRequest(
         job_id=job_id, name=name, config=run_config,
         dataloader_config=archive.dataloader_config if archive is not None else req.dataloader_config,

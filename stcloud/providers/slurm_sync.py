@@ -28,8 +28,8 @@ from sqlalchemy import select
 
 from stcloud import db
 from stcloud.costs import service as costs
+from stcloud.jobs import job_secrets, states
 from stcloud.jobs import service as jobs_service
-from stcloud.jobs import states
 from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import slurm_factory
 from stcloud.providers.base import (
@@ -201,8 +201,9 @@ def _resubmit(job_id: str, service: SlurmService, info: CloudJobInfo) -> str | N
         data.update(job_token_submission=submission, slurm={**sl, "retired": retired[-20:]})
         job.provider_data = data
         job.provider_job_id = None  # not polled while the new batch job is being submitted
-        request = RunRequest(job_id=job.id, name=job.name, config=dict(job.config or {}),
-                             dataloader_config=list(job.dataloader_config or []), hardware=job.hardware,
+        request = RunRequest(job_id=job.id, name=job.name, config=job_secrets.unseal(job.id, job.config),
+                             dataloader_config=job_secrets.unseal(job.id, job.dataloader_config, "dataloader"),
+                             hardware=job.hardware,
                              archive_path=job.archive_path,
                              options=dict(sl.get("overrides") or {}), inputs={"slurm_submission": submission})
     try:
