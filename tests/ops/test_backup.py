@@ -100,7 +100,8 @@ def test_backup_while_serving_then_wipe_and_restore(serve_process, tmp_path, mon
     assert jobs_in(home / "stcloud.db") == expected_jobs
     after = files_of(home)
     assert after == expected_files
-    assert after["secrets_mode"] == "0o600" and "r8_backup_test_token" in after["secrets"]
+    assert after["secrets_mode"] == after["key_mode"] == "0o600"
+    assert after["secrets"]["replicate_api_token"] == "r8_backup_test_token_0123456789"
     assert "cloud_outputs/outputs/job_1/lora.safetensors" in after["files"]
 
     # The restored home serves the same jobs.
