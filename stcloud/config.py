@@ -50,7 +50,12 @@ def tighten_home(path: Path) -> None:
     """STCLOUD_HOME holds the database, the secret store and its key: owner-only (0700)."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        os.chmod(path, 0o700)
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:
+            log.warning("STCLOUD_HOME %s is mode %s and not ours to change: make it 0700 (it holds secrets)",
+                        path, oct(mode))
+            return
         log.warning("STCLOUD_HOME %s was mode %s; tightened to 0700 (it holds secrets)", path, oct(mode))
 
 
