@@ -27,15 +27,27 @@ def _hook(name: str):
     return (cfg.attributes.get(name) if cfg is not None else None)
 
 
+def _rows(conn, batch: int = 500):
+    """Every job row, in pages by id (a big table is never loaded at once)."""
+    last = ""
+    while True:
+        page = conn.execute(sa.select(jobs.c.id, jobs.c.config, jobs.c.dataloader_config, jobs.c.provider_data)
+                            .where(jobs.c.id > last).order_by(jobs.c.id).limit(batch)).all()
+        if not page:
+            return
+        yield from page
+        last = page[-1][0]
+
+
 def _move(hook_name: str) -> None:
     hook = _hook(hook_name)
     conn = op.get_bind()
-    rows = conn.execute(sa.select(jobs.c.id, jobs.c.config, jobs.c.dataloader_config, jobs.c.provider_data)).all()
-    for job_id, config, dataloader, provider_data in rows:
+    for job_id, config, dataloader, provider_data in _rows(conn):
+        packaged = (provider_data or {}).get("archive_dataloader_config") if isinstance(provider_data, dict) else None
         if hook is None:
             if hook_name == "unseal_job_secrets":
                 return  # downgrade without the application: the secrets stay in the store
-            if _has_secret(config) or _has_secret(dataloader) or _has_secret(provider_data):
+            if _has_secret(config) or _has_secret(dataloader) or _has_secret(packaged):
                 raise RuntimeError("jobs hold secrets that must be encrypted: run `stcloud db upgrade` "
                                    "(it hands this migration the secret store)")
             continue
@@ -46,7 +58,6 @@ def _move(hook_name: str) -> None:
         new_dl = hook(job_id, "dataloader", dataloader) if dataloader is not None else None
         if new_dl != dataloader:
             values["dataloader_config"] = new_dl
-        packaged = (provider_data or {}).get("archive_dataloader_config") if isinstance(provider_data, dict) else None
         if packaged is not None:
             new_packaged = hook(job_id, "archive_dataloader", packaged)
             if new_packaged != packaged:
