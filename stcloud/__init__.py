@@ -56,7 +56,7 @@ def create_app(config: dict | None = None, home: str | None = None) -> Flask:
     app.config.update(cfg)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = secrets.get_or_create(home_path, "flask_secret_key")
-    for sub in ("uploads", "cloud_outputs", "configs", "logs"):
+    for sub in ("uploads", "cloud_outputs", "configs", "logs", "datasets"):
         (home_path / sub).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

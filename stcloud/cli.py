@@ -10,6 +10,7 @@ import click
 
 from stcloud import resources
 from stcloud.cli_options import fail
+from stcloud.jobs import job_secrets
 
 # (group or None for top level, "module:attr")
 EXTRA_COMMANDS = [
@@ -27,19 +28,22 @@ EXTRA_COMMANDS = [
 ]
 
 
-def alembic_config(url: str):
+def alembic_config(url: str, home: str | None = None):
+    """``home``: STCLOUD_HOME, whose secret store the migrations that move secrets use."""
     from alembic.config import Config
 
     cfg = Config(str(resources.ALEMBIC_INI))
     cfg.set_main_option("script_location", str(resources.MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if home is not None:
+        cfg.attributes.update(job_secrets.migration_hooks(home))
     return cfg
 
 
 def upgrade_db(app) -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(app.config["STCLOUD_DATABASE_URL"]), "head")
+    command.upgrade(alembic_config(app.config["STCLOUD_DATABASE_URL"], app.config["STCLOUD_HOME"]), "head")
 
 
 @click.group()
@@ -62,7 +66,7 @@ def db_upgrade(revision):
     from stcloud import create_app
 
     app = create_app()
-    command.upgrade(alembic_config(app.config["STCLOUD_DATABASE_URL"]), revision)
+    command.upgrade(alembic_config(app.config["STCLOUD_DATABASE_URL"], app.config["STCLOUD_HOME"]), revision)
     click.echo(f"database at {app.config['STCLOUD_DATABASE_URL']} is at {revision}")
 
 
@@ -74,7 +78,7 @@ def db_downgrade(revision):
     from stcloud import create_app
 
     app = create_app()
-    command.downgrade(alembic_config(app.config["STCLOUD_DATABASE_URL"]), revision)
+    command.downgrade(alembic_config(app.config["STCLOUD_DATABASE_URL"], app.config["STCLOUD_HOME"]), revision)
 
 
 @main.command()

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "SECRET_KEY": None,  # generated once and kept in secrets.json
@@ -15,6 +19,7 @@ DEFAULTS = {
     "STCLOUD_WORKER_TIMEOUT": 90,
     "STCLOUD_SCHEDULER": False,  # start APScheduler in this process (serve/scheduler set it)
     "STCLOUD_LOCAL_WORKER": False,
+    "STCLOUD_DATASET_ROOTS": None,  # ":"-separated; default STCLOUD_HOME/datasets + the sample
     "MAX_CONTENT_LENGTH": None,  # per-route limits are enforced where bodies are read
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
@@ -27,6 +32,7 @@ ENV_KEYS = (
     "STCLOUD_LOGIN_RATE_LIMIT",
     "STCLOUD_PUBLIC_URL",
     "STCLOUD_WORKER_TIMEOUT",
+    "STCLOUD_DATASET_ROOTS",
 )
 # every variable with these prefixes is read (LDAP and OIDC sign-in: docs/accounts-external.md)
 ENV_PREFIXES = ("STCLOUD_LDAP_", "STCLOUD_OIDC_")
@@ -35,8 +41,22 @@ ENV_PREFIXES = ("STCLOUD_LDAP_", "STCLOUD_OIDC_")
 def home_dir(explicit: str | os.PathLike | None = None) -> Path:
     raw = explicit or os.environ.get("STCLOUD_HOME") or "instance"
     path = Path(raw).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tighten_home(path)
     return path
+
+
+def tighten_home(path: Path) -> None:
+    """STCLOUD_HOME holds the database, the secret store and its key: owner-only (0700)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:
+            log.warning("STCLOUD_HOME %s is mode %s and not ours to change: make it 0700 (it holds secrets)",
+                        path, oct(mode))
+            return
+        log.warning("STCLOUD_HOME %s was mode %s; tightened to 0700 (it holds secrets)", path, oct(mode))
 
 
 def load(home: Path, overrides: dict | None = None) -> dict:

@@ -10,6 +10,7 @@ Never hold either across an HTTP call.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ class Database:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
+            owner_only(self.engine.url.database)
             _sqlite_setup(self.engine)
         self._maker = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._immediate_maker = sessionmaker(
@@ -65,6 +67,20 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def owner_only(path: str | None) -> None:
+    """The SQLite file (created empty if missing, so SQLite never makes it world-readable) and
+    its -wal/-shm at 0600. SQLite creates -wal/-shm with the database file's mode."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    if not os.path.exists(path) and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for p in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 def _sqlite_setup(engine: Engine) -> None:

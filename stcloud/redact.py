@@ -7,6 +7,7 @@ and git see. Pure: no Flask, no database.
 """
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -95,3 +96,48 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list):
         return [REDACTED if _secret_value(v) else redact(v) for v in obj]
     return obj
+
+
+def split_secrets(obj: Any) -> tuple[Any, list[tuple[list, Any]]]:
+    """``(redact(obj), [(path, value), ...])``: the shape people may see, and every secret
+    with where it was (a path of keys and list indexes) so ``join_secrets`` can put it back."""
+    found: list[tuple[list, Any]] = []
+
+    def walk(o: Any, path: list) -> Any:
+        if isinstance(o, dict):
+            out = {}
+            for k, v in o.items():
+                if _strip_entry(k, v):
+                    found.append((path + [k], v))
+                    out[k] = REDACTED
+                else:
+                    out[k] = walk(v, path + [k])
+            return out
+        if isinstance(o, list):
+            out_list = []
+            for i, v in enumerate(o):
+                if _secret_value(v):
+                    found.append((path + [i], v))
+                    out_list.append(REDACTED)
+                else:
+                    out_list.append(walk(v, path + [i]))
+            return out_list
+        return o
+
+    return walk(obj, []), found
+
+
+def join_secrets(obj: Any, found: list) -> Any:
+    """A copy of ``obj`` (as ``split_secrets`` left it) with the secrets back where they were.
+    A place that no longer holds ``[redacted]`` (changed since) is left as it is."""
+    out = copy.deepcopy(obj)
+    for path, value in found:
+        parent = out
+        try:
+            for step in path[:-1]:
+                parent = parent[step]
+            if parent[path[-1]] == REDACTED:
+                parent[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue
+    return out

@@ -246,3 +246,16 @@ def _auth_off_by_default():
         os.environ.pop("STCLOUD_AUTH", None)
     else:
         os.environ["STCLOUD_AUTH"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _datasets_under_basetemp(tmp_path_factory):
+    """Tests keep their datasets in pytest's temporary directories: that directory is the
+    dataset root (``STCLOUD_DATASET_ROOTS``) unless a test sets its own (tests/packaging/test_roots.py)."""
+    old = os.environ.get("STCLOUD_DATASET_ROOTS")
+    os.environ["STCLOUD_DATASET_ROOTS"] = str(tmp_path_factory.getbasetemp().resolve())
+    yield
+    if old is None:
+        os.environ.pop("STCLOUD_DATASET_ROOTS", None)
+    else:
+        os.environ["STCLOUD_DATASET_ROOTS"] = old

@@ -9,7 +9,6 @@ id goes to stdout, so ``JOB=$(stcloud jobs submit ...)`` works.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import uuid
@@ -19,7 +18,6 @@ import click
 
 from stcloud.cli_options import json_opt, server_opt, token_opt
 from stcloud.client import ApiError, Client
-from stcloud.packaging.scan import LOCAL_TYPES
 
 STAGE_LABELS = {"scan": "scanning", "package": "packaging", "upload": "uploading", "submit": "submitting",
                 "submitted": "submitted", "failed": "failed"}
@@ -43,20 +41,6 @@ def _read_json(path: str, what: str, kind: type):
     if not isinstance(value, kind):
         _fail(f"{what} file {path} must contain a JSON {'object' if kind is dict else 'list'}")
     return value
-
-
-def absolutize(dataloader: list, base: Path) -> list:
-    """Relative ``instance_data_dir`` of local datasets -> absolute (the server resolves
-    relative paths against its own home directory, not the directory you run the CLI in)."""
-    out = []
-    for entry in dataloader:
-        entry = dict(entry) if isinstance(entry, dict) else entry
-        if isinstance(entry, dict) and entry.get("type") in LOCAL_TYPES:
-            d = entry.get("instance_data_dir")
-            if isinstance(d, str) and d and not os.path.isabs(os.path.expanduser(d)):
-                entry["instance_data_dir"] = str((base / d).resolve())
-        out.append(entry)
-    return out
 
 
 def human_bytes(n) -> str:
@@ -189,11 +173,12 @@ def submit_command(server, token, provider, config_path, dataloader_path, name, 
     """Submit a training job; prints the job id.
 
     Local datasets are scanned and summarised; for a cloud provider you are asked before
-    anything is uploaded (unless --yes). Relative dataset paths are taken from the current
-    directory.
+    anything is uploaded (unless --yes). Dataset paths are the server's: a relative
+    instance_data_dir is relative to the server's first dataset root (STCLOUD_DATASET_ROOTS),
+    the same as in the dashboard and the API, and is sent as written.
     """
     config = _read_json(config_path, "config", dict)
-    dataloader = absolutize(_read_json(dataloader_path, "dataloader", list), Path.cwd())
+    dataloader = _read_json(dataloader_path, "dataloader", list)
     body: dict = {"provider": provider, "config": config, "dataloader_config": dataloader,
                   "idempotency_key": idempotency_key or f"cli-{uuid.uuid4().hex}"}
     for key, value in (("name", name), ("hardware", hardware), ("max_cost_usd", max_cost),

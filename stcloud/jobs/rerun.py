@@ -9,6 +9,7 @@ from typing import Any
 
 from stcloud import db
 from stcloud.errors import Conflict
+from stcloud.jobs import job_secrets
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.submit import SubmitResult, submit
 from stcloud.redact import restore_secrets
@@ -37,7 +38,8 @@ class RerunSource:
     def of(cls, job) -> RerunSource:
         return cls(id=job.id, name=job.name, config_name=job.config_name, provider=job.provider,
                    hardware=job.hardware, max_cost_usd=job.max_cost_usd, delivery=job.delivery,
-                   config=dict(job.config or {}), dataloader_config=list(job.dataloader_config or []),
+                   config=job_secrets.unseal(job.id, job.config),
+                   dataloader_config=job_secrets.unseal(job.id, job.dataloader_config, "dataloader"),
                    dataset_sha256=job.dataset_sha256, snapshot=job.snapshot,
                    requirements=job.requirements, options=(job.provider_data or {}).get("options"))
 

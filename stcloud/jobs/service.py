@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from stcloud import db, states
 from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
-from stcloud.jobs import metrics
+from stcloud.jobs import job_secrets, metrics
 from stcloud.jobs import progress as progress_mod
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
 from stcloud.notify import events as notify_events
@@ -281,6 +281,7 @@ def delete(job_id: str) -> None:
         archive = job.archive_path
         s.execute(sa_delete(JobLogChunk).where(JobLogChunk.job_id == job_id))
         s.delete(job)
+    job_secrets.forget(job_id)
     if archive:
         Path(archive).unlink(missing_ok=True)
 

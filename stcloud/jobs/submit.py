@@ -47,7 +47,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, poller
+from stcloud.jobs import consent, idempotency, job_secrets, poller
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -58,6 +58,7 @@ from stcloud.jobs.request import (
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
 from stcloud.notify import events as notify_events
+from stcloud.packaging import roots
 from stcloud.providers import registry
 from stcloud.providers.base import (
     AVAILABLE,
@@ -93,9 +94,14 @@ class _KeyTaken(Exception):
 
 # ---- packaging glue --------------------------------------------------------------------------
 
+def dataset_roots() -> list[str]:
+    """The dataset roots (``STCLOUD_DATASET_ROOTS``, ``packaging.roots``)."""
+    return roots.parse_roots(current_app.config.get("STCLOUD_DATASET_ROOTS"), current_app.config["STCLOUD_HOME"])
+
+
 def data_base_dir() -> str:
-    """Relative ``instance_data_dir`` values resolve against STCLOUD_HOME."""
-    return current_app.config["STCLOUD_HOME"]
+    """Relative ``instance_data_dir`` values resolve against the first dataset root."""
+    return roots.base_dir(dataset_roots())
 
 
 def _packaging_error(exc: Exception) -> StcloudError:
@@ -110,7 +116,8 @@ def _packaging_error(exc: Exception) -> StcloudError:
 def scan(dataloader_config: list):
     """The packaging summary of the local datasets. Raises BadRequest / Conflict."""
     try:
-        return packaging.scan(dataloader_config, base_dir=data_base_dir())
+        roots.check_inside(dataloader_config, dataset_roots())
+        return roots.require_images(packaging.scan(dataloader_config, base_dir=data_base_dir()))
     except packaging.PackagingError as exc:
         raise _packaging_error(exc) from None
 
@@ -218,6 +225,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
             Path(prebuilt.path).unlink(missing_ok=True)
         if not _job_exists(job_id):
             publishing.discard_for_submit(job_id)  # no orphan storage key or stored secret
+            job_secrets.forget(job_id)
         raise
     if isinstance(created, SubmitResult):  # another request with the same key won
         if prebuilt is not None:
@@ -255,6 +263,9 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
     profile = rates.hardware_profiles(req.provider).get(req.hardware or "", {})
     name = str(req.name or req.config.get("tracker_run_name") or req.config_name
                or f"{req.provider}-{utcnow().strftime('%Y%m%d-%H%M%S')}")[:200]
+    # Secrets go to the encrypted store, the row keeps their places (``job_secrets``).
+    row_config = job_secrets.seal(job_id, run_config)
+    row_dataloader = job_secrets.seal(job_id, req.dataloader_config, "dataloader")
     try:
         with db.transaction() as s:
             if req.idempotency_key:
@@ -268,7 +279,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
                                             user_id=scope.current_user_id())
             job = Job(
                 id=job_id, name=name, provider=req.provider, status=states.PENDING,
-                config=run_config, dataloader_config=req.dataloader_config, hardware=req.hardware,
+                config=row_config, dataloader_config=row_dataloader, hardware=req.hardware,
                 gpu_count=int(profile.get("gpu_count") or 1), **est.job_fields(),
                 max_cost_usd=req.max_cost_usd, config_name=req.config_name or name,
                 idempotency_key=req.idempotency_key, data_summary=summary.to_dict(),
@@ -294,6 +305,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
             raise
         # Another request with the same key got in first: answer with its job.
         publishing.discard_for_submit(job_id)
+        job_secrets.forget(job_id)
         first = idempotency.first_job(req.idempotency_key, req.fingerprint())
         if first is None:
             raise Conflict("a concurrent submit with the same idempotency key failed; try again") from None
@@ -323,7 +335,8 @@ def _package(job_id: str, req: SubmitRequest, service: CloudTrainerService, prog
         job.dataset_sha256 = archive.sha256
         job.data_summary = archive.summary.to_dict()
         job.provider_data = {**(job.provider_data or {}), "archive_size": archive.size,
-                             "archive_dataloader_config": archive.dataloader_config}
+                             "archive_dataloader_config": job_secrets.seal(
+                                 job_id, archive.dataloader_config, "archive_dataloader")}
         if not service.uploads_data:
             job.archive_path = str(archive.path)  # served by stcloud to whoever runs the job
     return archive
@@ -343,7 +356,7 @@ def _launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerSer
     if uploads:
         progress("upload", 0, archive.size, force=True)
     with db.session() as s:
-        run_config = dict(jobs_service.get_job(s, job_id).config or {})
+        run_config = job_secrets.unseal(job_id, jobs_service.get_job(s, job_id).config)
     request = RunRequest(
         job_id=job_id, name=name, config=run_config,
         dataloader_config=archive.dataloader_config if archive is not None else req.dataloader_config,

@@ -1,7 +1,8 @@
 """``stcloud backup`` / ``stcloud restore``: one ``.tar.gz`` with an online snapshot of the
 SQLite database (SQLite's backup API: consistent while the server keeps writing) and the rest
-of ``STCLOUD_HOME`` (``secrets.json`` and other key files, ``config.json``, ``cloud_outputs/``,
-``configs/`` with its git history, ``uploads/``, ``logs/``). No Flask.
+of ``STCLOUD_HOME`` (the encrypted ``secrets.enc`` with its ``secret.key`` and other key files,
+``config.json``, ``cloud_outputs/``, ``configs/`` with its git history, ``uploads/``, ``logs/``).
+No Flask.
 
 Archive layout: ``manifest.json``, ``database.sqlite3`` (SQLite only) and ``home/...``.
 A PostgreSQL database is not in the archive: back it up with ``pg_dump`` (the manifest and
@@ -173,7 +174,7 @@ def restore(archive: Path, home: Path, database_url: str, *, force: bool = False
         if db_path is not None and (staging / DB_MEMBER).exists():
             db_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(staging / DB_MEMBER), db_path)
-    secrets_file = home / "secrets.json"
-    if secrets_file.exists():
-        os.chmod(secrets_file, 0o600)
+    for name in ("secrets.enc", "secret.key", "secrets.json"):
+        if (home / name).exists():
+            os.chmod(home / name, 0o600)
     return manifest

@@ -8,6 +8,7 @@ a submit; the job records the reason in ``snapshot_error`` instead.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -32,15 +33,38 @@ MAX_NAME = 100
 # ---- names -----------------------------------------------------------------------------
 
 _NAME_BAD = re.compile(r"[^\w.-]+", re.UNICODE)
+_HASHED = re.compile(r"^(?P<slug>.+)--[0-9a-f]{12}$")
 
 
-def safe_name(name: str | None) -> str:
-    """The directory name for a config name: letters, digits, ``_ . -`` only, no leading dot
-    or dash (so no ``..``, no ``.git``, no option-looking names), at most 100 characters."""
+def legacy_name(name: str | None) -> str:
+    """The readable slug of a config name: letters, digits, ``_ . -`` only, no ``--``, no
+    leading dot or dash (so no ``..``, no ``.git``, no option-looking names), at most 100
+    characters. Until names were made collision-free this *was* the directory name, so
+    snapshots committed earlier are found under it."""
     text = unicodedata.normalize("NFC", str(name or "")).strip()
     text = _NAME_BAD.sub("-", text)
     text = re.sub(r"-{2,}", "-", text).lstrip(".-_")[:MAX_NAME].rstrip(".-")
     return text or "unnamed"
+
+
+def safe_name(name: str | None) -> str:
+    """The directory of a config name, distinct for distinct names. A name that already is
+    its own lower-case slug (``my-lora``, ``flux_v2.1``) is used as it is; any other name
+    (``.git``, ``..``, ``My LoRA``, another Unicode normalisation, > 100 characters, empty)
+    gets ``<slug>--<12 hex of sha256(exact name)>``. Slugs never contain ``--``, so the two
+    forms cannot meet, and names differing only in case never share a directory, even on a
+    case-insensitive file system."""
+    exact = "" if name is None else str(name)
+    slug = legacy_name(exact)
+    if slug == exact and slug == slug.lower():
+        return slug
+    return f"{slug}--{hashlib.sha256(exact.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+
+def is_dir_name(text: str) -> bool:
+    """A directory name ``safe_name`` (or the earlier ``legacy_name``) can produce: safe in a path."""
+    m = _HASHED.match(text)
+    return legacy_name(m.group("slug") if m else text) == (m.group("slug") if m else text)
 
 
 def repo_root(home: str | Path) -> Path:
@@ -181,10 +205,21 @@ def history(home: str | Path, name: str, limit: int = 100) -> list[dict]:
 
 
 def _checked_name(name: str) -> str:
-    cleaned = safe_name(name)
-    if cleaned != name:
+    """``name`` is a directory of the repository (as listed), never a path of its own."""
+    if not isinstance(name, str) or not is_dir_name(name):
         raise NotFound(f"no config named {name!r}")
-    return cleaned
+    return name
+
+
+def _dir_at(root: Path, sha: str, config_name: str | None) -> str:
+    """The directory ``config_name`` was committed under at ``sha``: its collision-free name,
+    or, for a snapshot made before those, its legacy slug."""
+    current = safe_name(config_name)
+    legacy = legacy_name(config_name)
+    if legacy != current and git.show(root, sha, f"{current}/{git.CONFIG_FILE}") is None \
+            and git.show(root, sha, f"{legacy}/{git.CONFIG_FILE}") is not None:
+        return legacy
+    return current
 
 
 def _check_commit(commit: str) -> str:
@@ -273,12 +308,13 @@ def job_snapshot(home: str | Path, ref: JobRef) -> dict:
             raise git.GitMissing("git not installed")
         sha = _resolve_snapshot(root, ref.snapshot)
         out["commit"] = sha
-        out["files"] = {f: git.show(root, sha, f"{ref.dir_name}/{f}") for f in git.FILES}
-        out["config_blob"] = git.blob_id(root, sha, f"{ref.dir_name}/{git.CONFIG_FILE}")
-        prev = _previous(git.log_commits(root), sha, ref.dir_name)
+        dir_name = out["config_name"] = _dir_at(root, sha, ref.config_name or ref.name)
+        out["files"] = {f: git.show(root, sha, f"{dir_name}/{f}") for f in git.FILES}
+        out["config_blob"] = git.blob_id(root, sha, f"{dir_name}/{git.CONFIG_FILE}")
+        prev = _previous(git.log_commits(root), sha, dir_name)
         if prev is not None:
             out["previous"] = {"job_id": prev.job_id, "commit": prev.sha, "at": prev.at}
-            paths = [f"{ref.dir_name}/{f}" for f in git.FILES]
+            paths = [f"{dir_name}/{f}" for f in git.FILES]
             out["diff"] = git.diff(root, prev.sha, sha, paths)
             out["diff_lines"] = diff_lines(out["diff"])
     except git.GitMissing:
@@ -338,11 +374,13 @@ def diff_lines(text: str | None) -> list[dict]:
 def committed_config(home: str | Path, config_name: str, snapshot: str) -> tuple[dict, list]:
     """``(config, dataloader_config)`` as committed in ``snapshot`` under ``config_name``
     (secrets stripped). Raises Unavailable when the snapshot cannot be read."""
-    dir_name = safe_name(config_name)
     root = repo_root(home)
+    dir_name = safe_name(config_name)
 
     def _read():
+        nonlocal dir_name
         sha = _resolve_snapshot(root, snapshot)
+        dir_name = _dir_at(root, sha, config_name)
         return (git.show(root, sha, f"{dir_name}/{git.CONFIG_FILE}"),
                 git.show(root, sha, f"{dir_name}/{git.DATALOADER_FILE}"))
 

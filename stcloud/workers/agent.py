@@ -875,9 +875,35 @@ class Agent:
 
 # ---- CLI -------------------------------------------------------------------------------
 
+def worker_token(token_arg: str | None, token_file: str | None) -> str | None:
+    """The token from --token-file (refused when group/world can read it), --token (warns) or
+    STCLOUD_WORKER_TOKEN. Raises click.UsageError."""
+    if token_file:
+        try:
+            st = os.stat(token_file)
+            if st.st_mode & 0o077:
+                raise click.UsageError(f"--token-file {token_file} is readable by others (mode "
+                                       f"{oct(st.st_mode & 0o777)}): chmod 600 it")
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise click.UsageError(f"cannot read --token-file {token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise click.UsageError(f"--token-file {token_file} is empty")
+        return token
+    if token_arg:
+        click.echo("warning: --token puts the worker token on the command line, where any user of this machine "
+                   "can read it (ps); use STCLOUD_WORKER_TOKEN or --token-file", err=True)
+        return token_arg
+    return os.environ.get("STCLOUD_WORKER_TOKEN") or None
+
+
 @click.command("worker")
 @click.option("--server", envvar="STCLOUD_SERVER", required=True, help="stcloud base URL, e.g. http://host:8080")
-@click.option("--token", envvar="STCLOUD_WORKER_TOKEN", default=None, help="the worker token from the Workers page")
+@click.option("--token", "token_arg", default=None,
+              help="the worker token on the command line (visible in ps: prefer STCLOUD_WORKER_TOKEN or --token-file)")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="a file holding the worker token (mode 0600 or stricter)")
 @click.option("--job", "job_id", default=None,
               help="one-job mode: run exactly this job with its per-job credential (STCLOUD_JOB_TOKEN), "
                    "as the batch script of a Slurm job does; exits 0 only when the job completed")
@@ -897,16 +923,20 @@ class Agent:
 @click.option("--keep-work-dirs", is_flag=True, help="keep each job's working directory")
 @click.option("--stay-when-drained", is_flag=True, help="when drained, wait to be resumed instead of exiting")
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
-def worker_command(server, token, job_id, job_token, name, labels, trainer_command, work_dir, once, poll_interval,
-                   grace_seconds, keep_work_dirs, stay_when_drained, exit_with_parent):
-    """Run jobs from an stcloud server on this machine (register, claim, train, upload)."""
+def worker_command(server, token_arg, token_file, job_id, job_token, name, labels, trainer_command, work_dir, once,
+                   poll_interval, grace_seconds, keep_work_dirs, stay_when_drained, exit_with_parent):
+    """Run jobs from an stcloud server on this machine (register, claim, train, upload).
+
+    The worker token comes from STCLOUD_WORKER_TOKEN or --token-file (--token still works,
+    with a warning: a command line is visible to every user of the machine in ps)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
+    token = worker_token(token_arg, token_file)
     if job_id:
         if not job_token:
             raise click.UsageError("--job needs the per-job credential in STCLOUD_JOB_TOKEN")
         token = job_token
     elif not token:
-        raise click.UsageError("a worker token is required: --token or STCLOUD_WORKER_TOKEN")
+        raise click.UsageError("a worker token is required: STCLOUD_WORKER_TOKEN or --token-file")
     try:
         label_map = parse_labels(labels)
     except ValueError as exc:

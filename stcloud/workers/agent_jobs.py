@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from stcloud import db, states
 from stcloud.costs import service as costs
+from stcloud.jobs import job_secrets
 from stcloud.jobs import service as jobs_service
 from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import registry
@@ -218,8 +219,9 @@ def _resubmit(job_id: str, service: CloudTrainerService, info: CloudJobInfo) -> 
         data.update({"job_token_submission": submission, source: {**mine, "retired": retired[-20:]}})
         job.provider_data = data
         job.provider_job_id = None  # not polled while the new batch job is being submitted
-        request = RunRequest(job_id=job.id, name=job.name, config=dict(job.config or {}),
-                             dataloader_config=list(job.dataloader_config or []), hardware=job.hardware,
+        request = RunRequest(job_id=job.id, name=job.name, config=job_secrets.unseal(job.id, job.config),
+                             dataloader_config=job_secrets.unseal(job.id, job.dataloader_config, "dataloader"),
+                             hardware=job.hardware,
                              archive_path=job.archive_path, options=dict(mine.get("overrides") or {}),
                              inputs={"agent_submission": submission})
     try:

@@ -37,10 +37,12 @@ def server_url() -> str:
 
 
 def worker_command(token: str, labels: dict | None = None) -> str:
-    parts = ["stcloud", "worker", "--server", server_url(), "--token", token]
+    """The command to paste on the worker machine. The token goes in the environment
+    (``STCLOUD_WORKER_TOKEN``), never in the worker's argv, which any user can read in ps."""
+    parts = ["stcloud", "worker", "--server", server_url()]
     if labels:
         parts += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
-    return " ".join(shlex.quote(p) for p in parts)
+    return f"STCLOUD_WORKER_TOKEN={shlex.quote(token)} " + " ".join(shlex.quote(p) for p in parts)
 
 
 def _truthy(value) -> bool:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from stcloud import db, secrets, settings, states
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from stcloud.jobs import job_secrets
 from stcloud.jobs import service as jobs_service
 from stcloud.models import Job, Worker, utcnow
 from stcloud.providers import registry
@@ -578,7 +579,7 @@ def _take(s: Session, job: Job, w: Worker, now: datetime, lease: datetime, timeo
     return {
         "id": job.id, "name": job.name, "provider": job.provider,
         "attempt": job.attempt, "max_attempts": job.max_attempts,
-        "config": dict(job.config or {}), "dataloader_config": _dataloader_for_agent(job),
+        "config": job_secrets.unseal(job.id, job.config), "dataloader_config": _dataloader_for_agent(job),
         "archive": ({"url": f"/api/workers/jobs/{job.id}/archive", "sha256": job.dataset_sha256}
                     if job.archive_path else None),
         "checkpoint": resume, "log_seq": job.log_seq or 0,
@@ -591,7 +592,9 @@ def _dataloader_for_agent(job: Job) -> list:
     """With an archive, the packaged datasets point inside it (``datasets/<folder>``): the
     agent trains on what it downloaded, not on paths of the server's disk."""
     packaged = (job.provider_data or {}).get("archive_dataloader_config")
-    return list(packaged if job.archive_path and packaged else job.dataloader_config or [])
+    if job.archive_path and packaged:
+        return job_secrets.unseal(job.id, list(packaged), "archive_dataloader")
+    return job_secrets.unseal(job.id, list(job.dataloader_config or []), "dataloader")
 
 
 def _with_storage(payload: dict | None) -> dict | None:

@@ -389,7 +389,7 @@ def test_archive_over_the_limit_while_packaging_fails_the_job(make_app, fake, tm
     set_consent(client, "allow")
     data = tmp_path / "noise"
     data.mkdir()
-    (data / "noise.bin").write_bytes(os.urandom(200 * 1024))  # deflate cannot shrink it
+    (data / "noise.tif").write_bytes(os.urandom(200 * 1024))  # deflate cannot shrink it
     r = client.post(SUBMIT, json=submit_body(data))
     assert r.status_code == 413, dump(r)
     job = job_of(client, r.get_json()["job_id"])

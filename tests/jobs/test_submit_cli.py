@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from stcloud.jobs.cli_submit import ProgressBar, absolutize, submit_command
+from stcloud.jobs.cli_submit import ProgressBar, submit_command
 from tests.providers.fixtures import (  # noqa: F401 - fixtures
     CONFIG,
     dataloader_for,
@@ -93,13 +93,6 @@ def test_errors_are_one_line_and_non_zero(live_server, files, tmp_path, monkeypa
     r = CliRunner().invoke(submit_command, ["--server", "http://127.0.0.1:9", "--provider", "local",
                                             "--config", str(files[0]), "--dataloader", str(files[1])])
     assert r.exit_code == 1 and "cannot reach stcloud" in r.stderr
-
-
-def test_relative_dataset_paths_are_made_absolute(tmp_path):
-    out = absolutize([{"id": "a", "instance_data_dir": "data/x"}, {"id": "b", "type": "aws", "instance_data_dir": "y"},
-                      {"id": "c", "instance_data_dir": "/abs"}], tmp_path)
-    assert out[0]["instance_data_dir"] == str(tmp_path / "data" / "x")
-    assert out[1]["instance_data_dir"] == "y" and out[2]["instance_data_dir"] == "/abs"
 
 
 def test_progress_bar_rendering():

@@ -38,8 +38,9 @@ def files_of(home) -> dict:
     """Secrets, outputs and configs: what the round trip must keep besides the database."""
     files = {p.relative_to(home).as_posix(): p.read_bytes()
              for sub in ("cloud_outputs", "configs") for p in (home / sub).rglob("*") if p.is_file()}
-    return {"secrets": (home / "secrets.json").read_text(), "files": files,
-            "secrets_mode": oct((home / "secrets.json").stat().st_mode & 0o777)}
+    return {"secrets": secrets.get_many(home, ""), "files": files,
+            "secrets_mode": oct((home / "secrets.enc").stat().st_mode & 0o777),
+            "key_mode": oct((home / "secret.key").stat().st_mode & 0o777)}
 
 
 def test_backup_while_serving_then_wipe_and_restore(serve_process, tmp_path, monkeypatch):
@@ -84,7 +85,7 @@ def test_backup_while_serving_then_wipe_and_restore(serve_process, tmp_path, mon
     with tarfile.open(archive) as tar:
         names = tar.getnames()
         tar.extract("database.sqlite3", tmp_path / "peek", filter="data")
-    assert "home/secrets.json" in names and "home/stcloud.db" not in names
+    assert {"home/secrets.enc", "home/secret.key"} <= set(names) and "home/stcloud.db" not in names
     peek = sqlite3.connect(tmp_path / "peek" / "database.sqlite3")
     assert peek.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     peek.close()
@@ -99,7 +100,8 @@ def test_backup_while_serving_then_wipe_and_restore(serve_process, tmp_path, mon
     assert jobs_in(home / "stcloud.db") == expected_jobs
     after = files_of(home)
     assert after == expected_files
-    assert after["secrets_mode"] == "0o600" and "r8_backup_test_token" in after["secrets"]
+    assert after["secrets_mode"] == after["key_mode"] == "0o600"
+    assert after["secrets"]["replicate_api_token"] == "r8_backup_test_token_0123456789"
     assert "cloud_outputs/outputs/job_1/lora.safetensors" in after["files"]
 
     # The restored home serves the same jobs.
@@ -149,4 +151,4 @@ def test_postgresql_is_left_to_pg_dump(tmp_path):
     assert made.returncode == 0, made.stderr
     assert "pg_dump" in made.stderr and "not in this archive" in made.stderr
     with tarfile.open(tmp_path / "pg.tar.gz") as tar:
-        assert "database.sqlite3" not in tar.getnames() and "home/secrets.json" in tar.getnames()
+        assert "database.sqlite3" not in tar.getnames() and "home/secrets.enc" in tar.getnames()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stcloud import secrets
 from stcloud.models import Job, utcnow
 from tests.conftest import csrf_of
 from tests.providers.fixtures import dump, submit_body
@@ -19,7 +20,7 @@ SECRET_TOKEN = "r8_Sup3rSecretTokenValue0123456789"
 
 
 def secrets_file(app) -> Path:
-    return Path(app.config["STCLOUD_HOME"]) / "secrets.json"
+    return Path(app.config["STCLOUD_HOME"]) / "secrets.enc"
 
 
 # ---- token ------------------------------------------------------------------------------------
@@ -34,8 +35,8 @@ def test_token_is_stored_0600_and_never_echoed(rapp, rclient, fake, monkeypatch,
     assert r.get_json() == {"token_set": True, "token_source": "stored"}
     path = secrets_file(rapp)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert SECRET_TOKEN in path.read_text()  # stored, trimmed
-    assert f"{SECRET_TOKEN}\\n" not in path.read_text()
+    assert SECRET_TOKEN not in path.read_text()  # encrypted
+    assert secrets.get(rapp.config["STCLOUD_HOME"], "replicate_api_token") == SECRET_TOKEN  # stored, trimmed
     for url in ("", "/validate", "/versions", "/billing", "/token"):
         resp = rclient.get(BASE + url) if url != "/token" else rclient.put(f"{BASE}/token", json={"token": "bad"})
         bodies.append(resp.get_data(as_text=True))
@@ -49,7 +50,7 @@ def test_token_is_stored_0600_and_never_echoed(rapp, rclient, fake, monkeypatch,
     r = rclient.delete(f"{BASE}/token")
     assert r.status_code == 200 and r.get_json()["token_set"] is False
     assert "REPLICATE_API_TOKEN not set" in r.get_json()["note"]
-    assert SECRET_TOKEN not in path.read_text()
+    assert secrets.get(rapp.config["STCLOUD_HOME"], "replicate_api_token") is None
 
 
 @pytest.mark.parametrize("token", ["", "sk_abc123456789", "r8_has space inside", "r8_", None, 42])

@@ -125,4 +125,6 @@ def test_failed_submit_leaves_no_storage_key_or_secret(app, client, live_server,
         "type": "s3", "endpoint_url": "http://127.0.0.1:9", "bucket": "my-bucket", "prefix": "p/",
         "access_key": "AK", "secret_key": "SK-never-kept"}})
     assert r.status_code == 402, r.get_json()
-    assert "SK-never-kept" not in (Path(app.config["STCLOUD_HOME"]) / "secrets.json").read_text()
+    home = Path(app.config["STCLOUD_HOME"])
+    assert not (home / "secrets.json").exists()
+    assert "SK-never-kept" not in json.dumps(secrets.get_many(home, ""))

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from stcloud import secrets
 from stcloud.errors import BadRequest
 from stcloud.providers import slurm_factory, slurm_settings
 from stcloud.workers import service as workers_service
@@ -38,9 +39,10 @@ def test_defaults_then_a_full_round_trip(client, app, home):
     assert got["extra_sbatch"] == ["--constraint=a100", "--exclusive"]
     assert got["server_url"] == "http://login1:8080" and got["gpus_per_job"] == 0 and got["gpu_hour_usd"] == 1.25
     assert JWT not in json.dumps(client.get("/api/cloud/providers/slurm").get_json())
-    # write-only: kept 0600 in secrets.json, not in the database
-    mode = stat.S_IMODE(os.stat(home / "secrets.json").st_mode)
-    assert mode == 0o600 and JWT in (home / "secrets.json").read_text()
+    # write-only: kept in the encrypted secret store (0600), not in the database
+    mode = stat.S_IMODE(os.stat(home / "secrets.enc").st_mode)
+    assert mode == 0o600 and JWT not in (home / "secrets.enc").read_text()
+    assert secrets.get(home, slurm_settings.TOKEN_SECRET_KEY) == JWT
     with app.app_context():
         assert slurm_settings.rest_token() == JWT
     # a later PUT without the token keeps it; the token can be removed

@@ -48,7 +48,7 @@ def dataloader(path="/data/set", **extra) -> list:
              "aws_secret_access_key": S3_SECRET, **extra}]
 
 
-def seed_job(app, name="my lora", *, cfg=None, dl=None, message=None, provider="worker",
+def seed_job(app, name="my-lora", *, cfg=None, dl=None, message=None, provider="worker",
              take_snapshot=True, **fields) -> str:
     """A job row plus its snapshot, as the submit service would leave them."""
     cfg = config() if cfg is None else cfg

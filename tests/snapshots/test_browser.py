@@ -92,7 +92,7 @@ def test_rerun_buttons(app, client, live_server, page, tmp_path):
     ds.mkdir()
     for i, color in enumerate(("red", "green")):
         Image.new("RGB", (8, 8), color).save(ds / f"img{i}.png")
-    body = {"provider": "worker", "name": "my lora", "config": config(), "data_consent": True,
+    body = {"provider": "worker", "name": "my-lora", "config": config(), "data_consent": True,
             "dataloader_config": [{"id": "photos", "type": "local", "instance_data_dir": str(ds)}]}
     resp = client.post("/api/cloud/jobs/submit", json=body)
     assert resp.status_code == 201, resp.get_data(as_text=True)

@@ -32,7 +32,7 @@ def dataset(tmp_path):
 
 
 def submit_body(ds, **extra) -> dict:
-    body = {"provider": "worker", "name": "my lora", "config": config(),
+    body = {"provider": "worker", "name": "my-lora", "config": config(),
             "dataloader_config": [{"id": "photos", "type": "local", "instance_data_dir": str(ds),
                                    "caption_strategy": "textfile"}],
             "data_consent": True, "hardware": None, "max_cost_usd": 7.5}
@@ -98,13 +98,16 @@ def test_exact_rerun_reproduces_config_and_dataset(app, client, home, dataset):
     assert blob(home, new["snapshot"]) == blob(home, orig["snapshot"])  # the same config.json
     assert git(repo(home), "rev-parse", f"{new['snapshot']}:my-lora").strip() == \
         git(repo(home), "rev-parse", f"{orig['snapshot']}:my-lora").strip()  # and the same tree
-    # the secrets stripped from the snapshot came back for the run itself
-    # (read from the database: the API masks secrets)
+    # the secrets stripped from the snapshot came back for the run itself: in the encrypted
+    # secret store (the job row and the API keep only their places)
     from stcloud import db as _db
+    from stcloud.jobs import job_secrets
     from stcloud.models import Job as _Job
 
     with client.application.app_context(), _db.session() as _s:
-        assert _s.get(_Job, new["id"]).config["--hub_token"] == config()["--hub_token"]
+        stored = _s.get(_Job, new["id"]).config
+        assert stored["--hub_token"] == "[redacted]"
+        assert job_secrets.unseal(new["id"], stored)["--hub_token"] == config()["--hub_token"]
     assert client.get(f"/api/cloud/jobs/{new['id']}").get_json()["job"]["config"]["--hub_token"] == "[redacted]"
     snap = client.get(f"/api/cloud/jobs/{new['id']}/snapshot").get_json()
     assert snap["previous"]["job_id"] == orig["id"] and snap["diff"] == ""

@@ -44,8 +44,10 @@ from tests.snapshots.helpers import (
     ("我的模型", "我的模型"),
     ("x" * 300, "x" * 100),
 ])
-def test_safe_name(raw, expected):
-    assert service.safe_name(raw) == expected
+def test_legacy_name(raw, expected):
+    """The readable slug (the directory name before names were made collision-free)."""
+    assert service.legacy_name(raw) == expected
+    assert service.safe_name(raw).startswith(expected)
 
 
 def test_strip_secrets_removes_keys_at_any_depth_and_keeps_settings():
@@ -139,7 +141,7 @@ def test_secrets_absent_from_everything_in_the_repository(app, home):
 def test_name_is_sanitised_no_path_traversal(app, home, tmp_path):
     jid = seed_job(app, name="../../escape")
     assert get_job(app, jid).snapshot
-    assert (repo(home) / "escape" / "config.json").exists()
+    assert (repo(home) / service.safe_name("../../escape") / "config.json").exists()
     assert not (home.parent / "escape").exists() and not (tmp_path / "escape").exists()
 
 
@@ -264,12 +266,18 @@ def test_job_snapshot_without_snapshot_or_with_lost_commit(app, home):
 
 # ---- exact re-run body (the submit call itself is tested in test_rerun.py) --------------
 
+def source_of(app, job) -> rerun.RerunSource:
+    """The re-run source (reading the job's secrets from the secret store needs the app)."""
+    with app.app_context():
+        return rerun.RerunSource.of(job)
+
+
 def test_exact_rerun_body_comes_from_the_commit_with_secrets_restored(app, home):
     jid = seed_job(app, dataset_sha256="d" * 64, hardware="gpu-a100-large", max_cost_usd=12.5,
                    delivery={"target": "builtin"})
     job = get_job(app, jid)
     # the stored row drifted after submit; the snapshot is what ran
-    src = rerun.RerunSource.of(job)
+    src = source_of(app, job)
     src = rerun.RerunSource(**{**src.__dict__, "config": {**job.config, "--learning_rate": 0.5}})
     body, source = rerun.rerun_body(home, src, exact=True)
     assert source == "snapshot"
@@ -283,13 +291,13 @@ def test_exact_rerun_body_comes_from_the_commit_with_secrets_restored(app, home)
                                          body["dataloader_config"], "job_rerun")
     blob = lambda s: git(repo(home), "rev-parse", f"{s}:my-lora/config.json").strip()  # noqa: E731
     assert blob(sha) == blob(job.snapshot)
-    current, _ = rerun.rerun_body(home, rerun.RerunSource.of(job), exact=False, data_consent=True)
+    current, _ = rerun.rerun_body(home, source_of(app, job), exact=False, data_consent=True)
     assert "expected_dataset_sha256" not in current and current["data_consent"] is True
 
 
 def test_exact_rerun_without_snapshot_uses_the_stored_config(app, home):
     jid = seed_job(app, take_snapshot=False, dataset_sha256="e" * 64)
-    body, source = rerun.rerun_body(home, rerun.RerunSource.of(get_job(app, jid)), exact=True)
+    body, source = rerun.rerun_body(home, source_of(app, get_job(app, jid)), exact=True)
     assert source == "job" and body["config"] == config() and body["expected_dataset_sha256"] == "e" * 64
 
 
@@ -299,7 +307,7 @@ def test_exact_rerun_with_unreadable_snapshot_is_503_not_a_guess(app, home):
     jid = seed_job(app)
     (repo(home) / ".git" / "HEAD").write_text("garbage")
     with pytest.raises(Unavailable, match="broken"):
-        rerun.rerun_body(home, rerun.RerunSource.of(get_job(app, jid)), exact=True)
+        rerun.rerun_body(home, source_of(app, get_job(app, jid)), exact=True)
 
 
 def test_secret_values_never_in_rerun_source_files(app, home):
@@ -307,6 +315,6 @@ def test_secret_values_never_in_rerun_source_files(app, home):
     jid = seed_job(app)
     files = service.job_snapshot(home, service.JobRef.of(get_job(app, jid)))["files"]
     assert not any(s in files["config.json"] + files["dataloader.json"] for s in ALL_SECRETS)
-    body, _ = rerun.rerun_body(home, rerun.RerunSource.of(get_job(app, jid)), exact=True)
+    body, _ = rerun.rerun_body(home, source_of(app, get_job(app, jid)), exact=True)
     text = json.dumps(body)
     assert all(s in text for s in (HF, R8, S3_ACCESS, S3_SECRET, PASSWORD))

@@ -30,9 +30,9 @@ class Agents:
         n = len(self.procs)
         log_path = self.tmp / f"agent-{n}.log"
         fh = open(log_path, "wb")
-        cmd = [sys.executable, "-m", "stcloud.workers.agent", "--server", url, "--token", token,
+        cmd = [sys.executable, "-m", "stcloud.workers.agent", "--server", url,
                "--work-dir", str(self.tmp / f"agent-{n}"), "--poll-interval", "0.2", "--grace-seconds", "5", *args]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "STCLOUD_WORKER_TOKEN": token, **(env or {})}
         proc = subprocess.Popen(cmd, env=full_env, stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
         proc.log_path = log_path
         self.procs.append((proc, fh))

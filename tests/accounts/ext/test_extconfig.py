@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from stcloud import secrets
 from stcloud import settings as settings_store
 from stcloud.accounts import extconfig
 from stcloud.errors import ValidationError
@@ -32,7 +33,7 @@ def test_env_applies_until_a_section_is_stored(make_app, home):
 
         stored = settings_store.get("auth.ldap")
         assert "s3cret-bind" not in json.dumps(stored)
-        assert json.loads((home / "secrets.json").read_text())["auth_ldap_bind_password"] == "s3cret-bind"
+        assert secrets.get(home, "auth_ldap_bind_password") == "s3cret-bind"
 
         # saving again without a password keeps the stored one
         extconfig.save("ldap", {**LDAP_FORM, "BIND_PASSWORD": "", "ROLE_MAP": "admins=admin;staff=member"})
@@ -42,7 +43,7 @@ def test_env_applies_until_a_section_is_stored(make_app, home):
         v = extconfig.save("ldap", {"URL": ""})
         assert v["source"] == "env"
         assert extconfig.effective("ldap").url == "ldap://env.example"
-        assert "auth_ldap_bind_password" not in json.loads((home / "secrets.json").read_text())
+        assert secrets.get(home, "auth_ldap_bind_password") is None
 
 
 def test_unusable_values_are_refused_and_nothing_is_stored(app, home):
@@ -52,8 +53,7 @@ def test_unusable_values_are_refused_and_nothing_is_stored(app, home):
         with pytest.raises(ValidationError, match="not one of"):
             extconfig.save("ldap", {**LDAP_FORM, "ROLE_MAP": "admins=root"})
         assert settings_store.get("auth.ldap") is None
-        secrets_file = home / "secrets.json"
-        assert not secrets_file.exists() or "auth_ldap_bind_password" not in secrets_file.read_text()
+        assert secrets.get(home, "auth_ldap_bind_password") is None
         assert extconfig.effective("ldap") is None
         assert extconfig.view("ldap")["source"] is None
 
