@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 SOURCE = "reconciler"
 DEFAULT_SECONDS = 30
-GRACE = timedelta(seconds=2)  # a dead owner's job is left alone this long after its last write
 SILENT_AFTER = timedelta(minutes=15)  # an owner that cannot be checked, or a live one this silent
 IN_FLIGHT_STAGES = ("upload", "submit")  # a create may still land after a death in these stages
 CLEANUP_BATCH = 50
@@ -60,7 +59,7 @@ CLEANUP_MAX_ATTEMPTS = 10
 ORPHAN_POLICIES = {"adopt": "adopt the remote job (track and bill it)", "cancel": "cancel the remote job"}
 _ARCHIVE_RE = re.compile(r"^(?:\.stcloud-archive-)?(job_[0-9A-Za-z]+)\.zip(?:\..*\.partial)?$")
 _UNNAMED_PARTIAL_RE = re.compile(r"^\.stcloud-archive-[^.]+\.partial$")
-UNNAMED_PARTIAL_AGE = timedelta(hours=1)
+UNNAMED_PARTIAL_AGE = timedelta(hours=1)  # leftovers no job row explains
 
 
 def interval_seconds() -> int:
@@ -147,18 +146,18 @@ def owner_alive(owner) -> bool | None:
 
 
 def _interrupted(job: Job, now: datetime) -> bool:
-    last = job.updated_at or job.created_at
-    alive = owner_alive((job.provider_data or {}).get("submit_owner"))
-    if alive is False:
-        return last < now - GRACE
-    return last < now - SILENT_AFTER
+    """The submit of ``job`` (pending/uploading) is over: its process is gone — nothing of it
+    can write any more, so no grace period is needed —, or it has been silent too long."""
+    if owner_alive((job.provider_data or {}).get("submit_owner")) is False:
+        return True
+    return (job.updated_at or job.created_at) < now - SILENT_AFTER
 
 
 # ---- one round -----------------------------------------------------------------------------------
 
 def run(now: datetime | None = None) -> dict:
     """One round (the scheduler's ``reconcile_submits``). Returns counts for logs and tests."""
-    now = now or utcnow()
+    # each step reads the clock itself (unless told): what the first settled is due for the next
     out = {"reconciled": reconcile_interrupted(now), "uploads_deleted": delete_uploads_due(now),
            "archives_removed": sweep_archives(now)}
     if any(out.values()):
@@ -406,7 +405,8 @@ def sweep_archives(now: datetime | None = None) -> int:
         keep: set[Path] = set()
         for job_id, paths in by_job.items():
             job = jobs.get(job_id)
-            if job is None:
+            if job is None:  # an exact re-run packages before its row exists: only old ones go
+                keep.update(p for p in paths if not _older_than(p, now - UNNAMED_PARTIAL_AGE))
                 continue
             if job.status in (states.PENDING, states.UPLOADING) and not _interrupted(job, now):
                 keep.update(paths)  # a live submit is writing or uploading it
