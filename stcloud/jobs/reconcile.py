@@ -268,10 +268,14 @@ def _cancel_remote(job_id: str, service: CloudTrainerService, info: CloudJobInfo
         return _adopt(job_id, service, info, now)
     try:
         service.cancel_job(remote)
-        final = service.get_job_status(remote)
     except Exception as exc:  # noqa: BLE001 - the poller's orphan search cancels it later
         return _fail(job_id, f"submit was interrupted; {service.label} job {remote} was created for it and "
                              f"could not be cancelled yet ({exc}); stcloud keeps trying", uncertain=True, now=now)
+    try:
+        final = service.get_job_status(remote)  # the seconds it billed before the cancel
+    except Exception as exc:  # noqa: BLE001 - cancelled all the same; bill what was seen
+        log.warning("job %s: could not read %s job %s after cancelling it: %s", job_id, service.label, remote, exc)
+        final = info
     detail = (f"cancelled {service.label} job {remote} created by an interrupted submit "
               f"(orphan_policy cancel)")
     update = jobs_service.update_from_info(final, provider=service.provider_name, detail=detail)

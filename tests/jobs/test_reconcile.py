@@ -210,12 +210,12 @@ def test_a_submitted_job_loses_its_upload_when_it_ends(rapp, rclient, fake, data
     assert run(rapp)["uploads_deleted"] == 0  # still running: the trainer reads it
     fake.fail(job["provider_job_id"], error="CUDA out of memory")
     poll(rapp)
+    path = fake.file_path(fid)
     assert run(rapp)["uploads_deleted"] == 1 and fake.files == {}
-    # the fake deleted the bytes too
+    assert not os.path.exists(path)  # the fake deleted the bytes too
     assert not fake.requests_to("GET", r"^/v1/files$")  # the recorded id was used: no listing
-    assert "deleted the uploaded dataset from Replicate" in rclient.get(
+    assert f"deleted the uploaded dataset from Replicate ({fid})" in rclient.get(
         f"/api/cloud/jobs/{job['id']}/logs").get_json()["text"]
-    del fid
 
 
 def test_keep_uploads_keeps_the_data_of_jobs_that_ran(rapp, rclient, fake, dataset):
@@ -282,3 +282,17 @@ def test_recovery_settings_api_and_page(rclient):
         assert r.status_code == 400 and r.get_json()["field"] == field, dump(r)
     page = rclient.get("/settings/recovery").get_data(as_text=True)
     assert 'value="adopt" checked' in page and "every 30 s" in page
+
+
+def test_recovery_settings_form(rclient):
+    from tests.conftest import csrf_of
+
+    token = csrf_of(rclient)
+    r = rclient.post("/settings/recovery", data={"orphan_policy": "cancel", "keep_uploads": "1", "csrf_token": token},
+                     headers={"HX-Request": "true"})
+    assert r.status_code == 200 and "Saved." in r.get_data(as_text=True)
+    assert rclient.get("/api/cloud/settings/recovery").get_json()["orphan_policy"] == "cancel"
+    assert rclient.get("/api/cloud/settings/recovery").get_json()["keep_uploads"] is True
+    r = rclient.post("/settings/recovery", data={"orphan_policy": "ignore", "csrf_token": token})
+    assert r.status_code == 422 and "orphan_policy must be one of adopt, cancel" in r.get_data(as_text=True)
+    assert "Interrupted submits and uploaded data" in rclient.get("/settings").get_data(as_text=True)
