@@ -6,7 +6,8 @@ OOM) it leaves its job in ``pending``/``uploading`` — and maybe a remote job t
 bills, an uploaded archive on the provider, a half-written archive on disk. Each round:
 
 1. **Interrupted submits.** Every submit records who runs it (``provider_data.submit_owner``:
-   host, boot id, pid and the process's start time). A job caught in ``pending``/``uploading``
+   host, boot id, pid and the process's start time; written with the job row and again with
+   every progress write, so a process that carries a submit on owns it). A job caught in ``pending``/``uploading``
    whose owner is dead (same host and boot, no such process any more; or the machine was
    rebooted) is reconciled at once; one whose owner cannot be checked (another host) or that
    has been silent for ``SILENT_AFTER`` is reconciled too. A live submit is never touched.
