@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
+
 def env_seconds(name: str, default: int) -> int:
     """A whole number of seconds (>= 1) from the environment, else ``default``."""
     raw = os.environ.get(name, "").strip()
