@@ -35,6 +35,7 @@ BLUEPRINT_MODULES = (
     "stcloud.notify.routes",
     "stcloud.accounts.extroutes",
     "stcloud.web.api_docs",
+    "stcloud.jobs.recovery_routes",
 )
 
 

@@ -346,3 +346,22 @@ class Notification(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
+
+
+class UploadCleanup(Base):
+    """Data a job uploaded to its provider, to delete there once the job has ended: queued by
+    ``jobs.service.transition`` when a job with a packaged dataset ends (``reason`` ended) or
+    by the reconciler for a submit that never got its remote job (``orphan``); worked off by
+    ``jobs.reconcile`` (``done_at`` set when deleted, kept per ``keep_uploads`` or given up)."""
+    __tablename__ = "upload_cleanups"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(16), default="ended")  # ended | orphan
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)  # what was done, for people
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_upload_cleanups_due", "done_at", "due_at"),)

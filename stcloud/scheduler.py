@@ -15,6 +15,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
+
+def env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds (>= 1) from the environment, else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        return max(1, int(raw)) if raw else default
+    except ValueError:
+        log.warning("%s=%r is not a whole number of seconds; using %d", name, raw, default)
+        return default
+
+
 # (id, "module:function", interval seconds). Each function takes no arguments and runs
 # inside an app context.
 PERIODIC = [
@@ -25,6 +36,8 @@ PERIODIC = [
     ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
     ("deliver_outputs", "stcloud.publishing.service:deliver_pending", 10),
     ("send_notifications", "stcloud.notify.sender:send_due", 5),
+    # interrupted submits, uploads of ended jobs, leftover archives (jobs/reconcile.py)
+    ("reconcile_submits", "stcloud.jobs.reconcile:run", env_seconds("STCLOUD_RECONCILE_SECONDS", 30)),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

@@ -10,7 +10,9 @@ adapter's interval for the job's new status — exponential on errors, ``Retry-A
 Also reconciles uncertain launches: a job whose ``run_job`` failed in a way that may have
 created a remote job anyway (``provider_data.create_uncertain``) is looked up with the
 adapter's ``find_orphan``; a remote job found for a job that is no longer active is
-cancelled, so nothing runs — or bills — behind stcloud's back.
+cancelled, so nothing runs — or bills — behind stcloud's back. (Submits that died with their
+process are settled by ``jobs.reconcile``, which hands the ones it cannot settle yet to this
+search.)
 """
 from __future__ import annotations
 
@@ -34,9 +36,6 @@ ERROR_BASE = 10
 MAX_DELAY = 600
 BATCH = 100
 ORPHAN_HORIZON = timedelta(hours=1)  # long after any create could land
-# A submit writes its progress several times a second; an ``uploading`` job silent this
-# long belongs to a submit that died with its process (restart, crash).
-INTERRUPTED_AFTER = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,6 @@ def poll_due(now: datetime | None = None, limit: int = BATCH) -> int:
     were polled. Runs in the scheduler (app context, no arguments). A provider's round stops
     at its first 429."""
     now = now or utcnow()
-    reap_interrupted(now)
     services = _polled()
     if not services:
         return 0
@@ -103,33 +101,6 @@ def poll_due(now: datetime | None = None, limit: int = BATCH) -> int:
     for job_id, provider in orphans:
         _reconcile_uncertain(job_id, services[provider], now)
     return polled
-
-
-def reap_interrupted(now: datetime | None = None) -> int:
-    """Fail jobs left in ``uploading`` by a submit that died with its process. A remote job
-    may have been created just before: the job is marked for reconciliation (found by our
-    job id and cancelled). Returns how many were failed."""
-    now = now or utcnow()
-    with db.session() as s:  # read first: no write lock on the common, idle path
-        ids = list(s.scalars(select(Job.id).where(Job.status == states.UPLOADING,
-                                                  Job.updated_at < now - INTERRUPTED_AFTER)))
-    if not ids:
-        return 0
-    stale = []
-    with db.transaction() as s:
-        for job in s.scalars(select(Job).where(Job.id.in_(ids), Job.status == states.UPLOADING,
-                                               Job.updated_at < now - INTERRUPTED_AFTER)):
-            msg = "submit was interrupted (stcloud stopped while packaging or uploading); submit again"
-            jobs_service.transition(s, job, states.FAILED, source="poller", detail=msg)
-            job.error = msg
-            job.progress = {**(job.progress or {}), "stage": "failed"}
-            if not job.provider_job_id:
-                job.provider_data = {**(job.provider_data or {}), "create_uncertain": True}
-                job.next_poll_at = now
-            stale.append(job.id)
-    if stale:
-        log.warning("failed %d job(s) whose submit was interrupted", len(stale))
-    return len(stale)
 
 
 def poll_job(job_id: str, *, service: CloudTrainerService | None = None, now: datetime | None = None,

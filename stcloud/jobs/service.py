@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from stcloud import db, states
 from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
-from stcloud.jobs import job_secrets, metrics
+from stcloud.jobs import job_secrets, metrics, upload_cleanup
 from stcloud.jobs import progress as progress_mod
 from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
 from stcloud.notify import events as notify_events
@@ -109,6 +109,7 @@ def transition(s: Session, job: Job, to: str, *, source: str, detail: str | None
                    accepted=True, detail=detail))
     if to in states.TERMINAL:
         notify_events.job_finished(s, job, metrics.compute(job))  # queued in this transaction; sent after it commits
+        upload_cleanup.queue(s, job)  # the uploaded dataset is deleted from the provider (jobs.reconcile)
     return True
 
 

@@ -47,7 +47,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, job_secrets, poller
+from stcloud.jobs import consent, idempotency, job_secrets, poller, reconcile
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -285,7 +285,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
                 idempotency_key=req.idempotency_key, data_summary=summary.to_dict(),
                 delivery=delivery_record, requirements=req.requirements, rerun_of=req.rerun_of,
                 progress={"stage": "scan", "submit_percent": STAGE_SPAN["scan"][1]},
-                provider_data={"submit_fingerprint": req.fingerprint(),
+                provider_data={"submit_fingerprint": req.fingerprint(), "submit_owner": reconcile.submit_owner(),
                                **({"options": req.options} if req.options else {})},
             )
             s.add(job)

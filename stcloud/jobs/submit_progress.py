@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from stcloud.jobs import reconcile
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.service import JobUpdate
 
@@ -25,6 +26,7 @@ class SubmitProgress:
         self.interval = interval
         self.stage: str | None = None
         self.last = 0.0
+        self.owner = reconcile.submit_owner()  # whoever reports progress runs the submit now
 
     def __call__(self, stage: str, done: int, total: int, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -38,6 +40,7 @@ class SubmitProgress:
         if stage == "upload":
             prog.update(upload_bytes=int(done), upload_total=int(total))
         try:
-            jobs_service.apply_update(self.job_id, JobUpdate(progress=prog), source="submit")
+            jobs_service.apply_update(self.job_id, JobUpdate(progress=prog, provider_data={"submit_owner": self.owner}),
+                                      source="submit")
         except Exception:  # noqa: BLE001 - progress is informative; never fail a submit for it
             log.debug("could not record submit progress for %s", self.job_id, exc_info=True)

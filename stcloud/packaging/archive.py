@@ -114,6 +114,20 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every platform opens directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def build_archive(dataloader_config: Any, dest_dir: str | os.PathLike,
                   base_dir: str | os.PathLike | None = None, max_bytes: int | None = None,
                   progress: ProgressCallback | None = None, *,
@@ -132,9 +146,10 @@ def build_archive(dataloader_config: Any, dest_dir: str | os.PathLike,
     * ``archive_name``: final file name inside ``dest_dir`` instead of ``<sha256>.zip``
       (a bare name; an existing file of that name is replaced).
 
-    The ZIP is written to a hidden temp file in ``dest_dir`` (created if missing) and
-    renamed into place only when complete (mode 0600, as created by mkstemp); on any
-    error the temp file is removed.
+    The ZIP is written to a hidden temp file in ``dest_dir`` (created if missing;
+    ``.stcloud-archive-[<archive_name>.]<random>.partial``), fsynced and renamed into place
+    only when complete (mode 0600, as created by mkstemp); on any error the temp file is
+    removed (after a crash, ``jobs.reconcile`` removes it).
     Files are copied in 1 MiB chunks, so memory use does not grow with dataset size.
     """
     if archive_name is not None and (
@@ -152,18 +167,22 @@ def build_archive(dataloader_config: Any, dest_dir: str | os.PathLike,
 
     dest = Path(dest_dir).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=dest)
+    # A named archive's temp file carries the name, so a crash's leftover can be told apart.
+    prefix = TEMP_PREFIX + (f"{archive_name}." if archive_name else "")
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=dest)
     try:
         with os.fdopen(fd, "wb") as fp:
             _write_zip(fp, summary, _Progress(progress, summary.total_bytes), max_bytes,
                        limit_name)
             fp.flush()
+            os.fsync(fp.fileno())  # on disk before the rename makes it visible
             size = fp.tell()
         if max_bytes is not None and size > max_bytes:
             raise ArchiveTooLargeError(size, max_bytes, estimated=False, limit_name=limit_name)
         digest = sha256_file(tmp)
         final = dest / (archive_name or f"{digest}.zip")
         os.replace(tmp, final)
+        _fsync_dir(dest)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)

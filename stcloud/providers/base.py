@@ -355,8 +355,21 @@ class CloudTrainerService(abc.ABC):
         return {}
 
     def find_orphan(self, job_id: str, since: datetime | None) -> CloudJobInfo | None:
-        """After an ``uncertain`` run_job failure: the remote job made for ``job_id``, if any."""
+        """The remote job made for ``job_id`` (created no earlier than about ``since``), if
+        any: after an ``uncertain`` run_job failure, and by the reconciler for a submit that
+        died with its process (``jobs.reconcile``). Default: the provider cannot look."""
         return None
+
+    def find_uploads(self, job_id: str, provider_data: dict, since: datetime | None) -> list[str]:
+        """Ids of the data uploaded to the provider for ``job_id`` that may still be there:
+        from ``provider_data`` when the launch recorded them, else looked up by our job id
+        (a submit that died mid-upload). Raises ProviderFailure. Default: none."""
+        return []
+
+    def delete_upload(self, upload_id: str) -> bool:
+        """Delete one uploaded file from the provider; False when it was already gone.
+        Raises ProviderFailure. Default: nothing to delete."""
+        return False
 
     def capabilities(self) -> dict:
         """The public description of this provider (``GET /api/cloud/providers``)."""

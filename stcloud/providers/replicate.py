@@ -310,6 +310,24 @@ class ReplicateService(CloudTrainerService):
         pred = self.find_prediction_for_job(job_id, since=since)
         return info_from_prediction(pred) if pred is not None else None
 
+    def find_uploads(self, job_id: str, provider_data: dict, since: datetime | None) -> list[str]:
+        """The archive's file id as the launch recorded it, else the files whose metadata
+        carries our job id (``POST /v1/files`` tags them; ``GET /v1/files``, newest first)."""
+        known = (provider_data or {}).get("file_id")
+        if known:
+            return [known]
+        return [f["id"] for f in self.list_files_for_job(job_id, since=since)]
+
+    def delete_upload(self, upload_id: str) -> bool:
+        """``DELETE /v1/files/<id>``; False when Replicate no longer has it."""
+        try:
+            self._call(lambda: self.client.files.delete(upload_id), "delete the uploaded file")
+        except ReplicateAPIError as exc:
+            if exc.kind == "not_found":
+                return False
+            raise
+        return True
+
     def validate_credentials(self) -> dict[str, Any]:
         """``GET /v1/account``: ``{type, username, name, github_url}``."""
         account = self._call(lambda: self.client.accounts.current(), "validate the token")
@@ -529,6 +547,24 @@ class ReplicateService(CloudTrainerService):
                 return None
             url = page["next"]
         return None
+
+    def list_files_for_job(self, job_id: str, *, since: datetime | None = None,
+                           max_pages: int = 10) -> list[dict]:
+        """Uploaded files whose metadata carries ``job_id``, looking back (newest first)
+        until files older than ``since`` minus a margin."""
+        horizon = (since - timedelta(minutes=10)) if since else None
+        found: list[dict] = []
+        url = "/v1/files"
+        for _ in range(max_pages):
+            page = self._call(lambda u=url: self.client._request("GET", u).json(), "list uploaded files")
+            results = page.get("results") or []
+            found.extend(f for f in results if isinstance(f.get("metadata"), dict)
+                         and f["metadata"].get(JOB_ID_INPUT) == job_id)
+            oldest = parse_iso(results[-1].get("created_at")) if results else None
+            if not page.get("next") or (horizon and oldest and oldest < horizon):
+                break
+            url = page["next"]
+        return found
 
     def list_predictions(self, limit: int = 50) -> list[dict]:
         out: list[dict] = []

@@ -124,7 +124,7 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
 FAULT_KINDS = frozenset(
     {"429", "500", "502", "503", "504", "402", "413_html", "drop",
-     "after_create_500", "after_create_drop", "custom"}
+     "after_create_500", "after_create_drop", "custom", "hold", "hold_after_create"}
 )
 MiB = 1024 * 1024
 
@@ -228,6 +228,15 @@ class Injection:
     body: Any = None  # for kind="custom": dict (JSON) or str/bytes
     headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
+    # kinds "hold" / "hold_after_create": set when a matching request arrived (and, for
+    # hold_after_create, was handled); the request waits for ``released`` (or ``hold_timeout``).
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    hold_timeout: float = 120.0
+
+    def release(self) -> None:
+        """Let a held request go on (its answer goes to a client that may be gone)."""
+        self.released.set()
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -451,6 +460,9 @@ class FakeReplicate:
     def stop(self) -> None:
         if self._server is None:
             return
+        with self._lock:
+            for inj in self.injections:
+                inj.released.set()  # no request stays held past the fake's life
         self._wh_queue.put(None)
         if self._wh_thread:
             self._wh_thread.join(timeout=self.webhook_timeout + 1)
@@ -584,6 +596,12 @@ class FakeReplicate:
         * ``"after_create_500"`` / ``"after_create_drop"``: run the real handler (the
           prediction or file IS created), then answer 500 or drop the connection.
         * ``"custom"``: answer with ``status``, ``body`` (dict -> JSON) and ``headers``.
+        * ``"hold"``: keep the request in flight (not yet handled) until
+          ``Injection.release()``; then handle it as usual. ``"hold_after_create"``: handle
+          it (the prediction or file IS created), then keep the answer in flight until
+          released. ``Injection.arrived`` is set when the request is being held: a test
+          kills its client then (a crash with the request in flight), as a real server
+          carries on with a request whose client went away.
 
         Faults fire before authentication, the way an edge proxy or rate limiter would.
         """
@@ -702,8 +720,12 @@ class FakeReplicate:
         if inj is not None:
             if inj.kind == "drop":
                 self._drop(request)
-            elif inj.kind in ("after_create_500", "after_create_drop"):
+            elif inj.kind in ("after_create_500", "after_create_drop", "hold_after_create"):
                 after = inj.kind
+            elif inj.kind == "hold":
+                inj.arrived.set()
+                inj.released.wait(inj.hold_timeout)
+                inj = None
             else:
                 return self._fault_response(inj)
 
@@ -725,6 +747,9 @@ class FakeReplicate:
             return self._fault_response(inj)  # type: ignore[arg-type]
         if after == "after_create_drop":
             self._drop(request)
+        if after == "hold_after_create":
+            inj.arrived.set()  # type: ignore[union-attr]
+            inj.released.wait(inj.hold_timeout)  # type: ignore[union-attr]
         return response
 
     def _authorized(self, request: Request) -> bool:

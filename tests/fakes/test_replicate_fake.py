@@ -437,6 +437,44 @@ def test_after_create_500_creates_the_prediction(client, fake):
     assert fake.create_calls == 2 and fake.predictions_created == 2
 
 
+def test_hold_keeps_a_request_in_flight_until_released(client, fake):
+    """``hold``: not handled until released; ``hold_after_create``: created, answer held."""
+    results: dict = {}
+
+    def create(key, job):
+        results[key] = client.predictions.create(version=fake.latest_version_id(), input={"job": job}).id
+
+    held = fake.inject("POST", r"^/v1/predictions$", "hold")
+    t = threading.Thread(target=create, args=("a", "j-1"))
+    t.start()
+    assert held.arrived.wait(10)
+    time.sleep(0.2)
+    assert fake.predictions_created == 0 and t.is_alive()
+    held.release()
+    t.join(10)
+    assert fake.predictions_created == 1 and results["a"] in fake.predictions
+
+    held = fake.inject("POST", r"^/v1/files$", "hold_after_create")
+    t = threading.Thread(target=lambda: results.setdefault("f", client.files.create(io.BytesIO(b"data")).id))
+    t.start()
+    assert held.arrived.wait(10)
+    assert len(fake.files) == 1 and t.is_alive()  # stored; the client has no answer yet
+    held.release()
+    t.join(10)
+    assert list(fake.files) == [results["f"]]
+
+
+def test_files_list_and_delete_remove_the_bytes(client, fake):
+    f = client.files.create(io.BytesIO(b"dataset bytes"), metadata={"stcloud_job_id": "job_1"})
+    path = fake.file_path(f.id)
+    assert [x.id for x in client.files.list()] == [f.id] and client.files.list()[0].metadata == {"stcloud_job_id": "job_1"}
+    assert client.files.delete(f.id) is True
+    assert fake.files == {} and not os.path.exists(path)
+    with pytest.raises(ReplicateError) as ei:
+        client.files.delete(f.id)
+    assert ei.value.status == 404
+
+
 # --------------------------------------------------------------------------- webhooks
 
 
