@@ -1,7 +1,7 @@
 """Upload cleanups: provider-side data of ended jobs (and of interrupted submits) to delete.
 
 Revision ID: 0012_crash
-Revises: 0010_notify
+Revises: 0011_secrets
 """
 import sqlalchemy as sa
 from alembic import op
