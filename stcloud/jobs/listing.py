@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
 from sqlalchemy.orm import Session, defer
 
-from stcloud.errors import BadRequest
+from stcloud.accounts import scope
+from stcloud.errors import BadRequest, NotFound
 from stcloud.models import Job, JobEvent
 
 COUNT_EXACT_MAX = 1000  # counted exactly at most this many rows per request
@@ -282,6 +283,25 @@ def _estimate_like(s: Session, filters: Filters, owner_id: str | None, url: str)
         newest.c.name.ilike(_like_pattern(filters.q), escape="\\")))
     seen = min(base_n, SAMPLE)
     return round(hits * base_n / seen) if seen else 0
+
+
+# ---- polls ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Version:
+    """What a polled fragment of one job depends on: every change to the job row moves
+    ``updated_at`` (the ORM's onupdate, and the streaming path sets it)."""
+    updated_at: datetime
+    status: str
+
+
+def job_version(s: Session, job_id: str) -> Version:
+    """One primary-key read of the job's version. Raises NotFound (also for a member
+    asking for another member's job)."""
+    row = s.execute(select(Job.updated_at, Job.status, Job.owner_id).where(Job.id == job_id)).first()
+    if row is None or not scope.may_see(row.owner_id):
+        raise NotFound(f"job {job_id} not found")
+    return Version(row.updated_at, row.status)
 
 
 # ---- events -----------------------------------------------------------------------------
