@@ -135,7 +135,8 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
 
 
 def _app(url: str, home: Path):
-    return create_app({"STCLOUD_HOME": str(home), "STCLOUD_DATABASE_URL": url, "TESTING": True})
+    return create_app({"STCLOUD_HOME": str(home), "STCLOUD_DATABASE_URL": url, "TESTING": True,
+                       "STCLOUD_AUTH": "off"})  # loopback-only test client; sign-in is not what is measured
 
 
 def run_sqlite(n: int, log_lines: int, rounds: int, per_round: int) -> list[Row]:
@@ -170,15 +171,17 @@ def run_postgres(n: int, log_lines: int, rounds: int, per_round: int) -> list[Ro
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="joblist_bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=1_000_000)
-    ap.add_argument("--log-lines", type=int, default=1_000_000)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--per-round", type=int, default=5)
+    ap.add_argument("--jobs", type=int, help="default 1,000,000 (--quick: 100,000)")
+    ap.add_argument("--log-lines", type=int, help="default 1,000,000 (--quick: 100,000)")
+    ap.add_argument("--rounds", type=int, help="default 5 (--quick: 3)")
+    ap.add_argument("--per-round", type=int, help="default 5 (--quick: 3)")
     ap.add_argument("--quick", action="store_true", help="100,000 jobs and log lines, 3 rounds")
     ap.add_argument("--no-postgres", action="store_true")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.jobs, args.log_lines, args.rounds, args.per_round = 100_000, 100_000, 3, 3
+    sizes = (100_000, 100_000, 3, 3) if args.quick else (1_000_000, 1_000_000, 5, 5)
+    for field, default in zip(("jobs", "log_lines", "rounds", "per_round"), sizes, strict=True):
+        if getattr(args, field) is None:  # an explicit size wins over --quick's
+            setattr(args, field, default)
     rows = run_sqlite(args.jobs, args.log_lines, args.rounds, args.per_round)
     reason = "skipped (--no-postgres)" if args.no_postgres else pg.unavailable()
     if reason:

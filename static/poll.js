@@ -11,7 +11,6 @@
 (function () {
   const state = new Map();
   const timers = new WeakMap();
-  const due = new Set();
 
   function keyOf(el) { return el.id || el.getAttribute("hx-get") || ""; }
   function stateOf(el) {
@@ -34,9 +33,8 @@
     timers.set(el, setTimeout(function () { fire(el); }, delay));
   }
   function fire(el) {
-    if (!el.isConnected) { due.delete(el); return; }
-    if (document.hidden) { due.add(el); return; }  // resumed by visibilitychange
-    due.delete(el);
+    if (!el.isConnected) return;
+    if (document.hidden) return;  // visibilitychange fires every poller when the tab shows again
     if (window.htmx) window.htmx.trigger(el, "stcloud:refresh");
   }
   function scan(root) {
@@ -81,9 +79,9 @@
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) return;
     document.querySelectorAll("[data-poll]").forEach(function (el) {
-      const st = stateOf(el);
-      st.factor = 1;
-      if (due.has(el)) fire(el);
+      stateOf(el).factor = 1;
+      clearTimeout(timers.get(el));
+      fire(el);
     });
   });
   window.stcloudPoll = { state: state };

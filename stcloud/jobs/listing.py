@@ -226,12 +226,17 @@ def _clock() -> float:
     return time.monotonic()
 
 
-def _cached(key: tuple, compute) -> int:
-    now = _clock()
+def _fresh(key: tuple) -> int | None:
+    """The cached count for ``key`` while it is younger than COUNT_TTL_SECONDS."""
     with _count_lock:
         hit = _count_cache.get(key)
-    if hit is not None and now - hit[0] < COUNT_TTL_SECONDS:
-        return hit[1]
+    return hit[1] if hit is not None and _clock() - hit[0] < COUNT_TTL_SECONDS else None
+
+
+def _cached(key: tuple, compute) -> int:
+    if (hit := _fresh(key)) is not None:
+        return hit
+    now = _clock()
     n = int(compute())
     with _count_lock:
         if len(_count_cache) >= COUNT_CACHE_MAX:
@@ -255,6 +260,8 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: str | None = None,
     url = str(s.get_bind().engine.url)
     if plan == "like":
         return _estimate_like(s, filters, owner_id, url), True
+    if (hit := _fresh((url, filters, owner_id))) is not None and hit > COUNT_EXACT_MAX:
+        return hit, True  # a large count cached a moment ago: not even the bounded walk
     base = _where(select(literal_column("1")).select_from(Job), filters, owner_id, plan)
     # ordered like the list, so both databases walk the same composite index (PostgreSQL's
     # generic plan for a prepared count would otherwise scan the table for a rare status)
