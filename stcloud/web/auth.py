@@ -123,11 +123,13 @@ def client_addr() -> str | None:
     """The client's address: the socket peer, or ``X-Forwarded-For`` read through the
     ``trusted_proxies`` setting (Providers page) only."""
     if "client_addr" not in g:
-        try:
-            trusted = netfilter.parse_networks(provider_config.get_config("replicate").get("trusted_proxies") or [])
-        except ValueError:
-            trusted = ()
-        addr = netfilter.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), trusted)
+        forwarded, trusted = request.headers.getlist("X-Forwarded-For"), ()
+        if forwarded:  # without the header the peer is the client: no settings read per request
+            try:
+                trusted = netfilter.parse_networks(provider_config.get_config("replicate").get("trusted_proxies") or [])
+            except ValueError:
+                trusted = ()
+        addr = netfilter.client_address(request.remote_addr, forwarded, trusted)
         g.client_addr = str(addr) if addr else request.remote_addr
     return g.client_addr
 
