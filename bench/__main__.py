@@ -1,9 +1,15 @@
-"""``python -m bench [--quick] [name ...]``: run every ``bench/*_bench.py`` (or the named ones),
-then print one table: each figure beside its peer from the same run, and the ratio.
+"""``python -m bench [--quick] [--markdown FILE] [name ...]``: run every benchmark (or the named
+ones), then print one table: each figure, its peer measured in the same run, the ratio, the
+goal and whether it is met.
 
-Each module exposes ``main(argv: list[str] | None = None) -> int``; its own arguments can be
-passed after ``--`` (``python -m bench webhooks -- --duration 3``). ``--quick`` runs each with
-smaller sizes (``QUICK_ARGS``). ``make test`` never runs these.
+A benchmark is a module ``bench/<name>_bench.py`` with ``main(argv: list[str] | None) -> int``
+that accepts ``--quick`` (a short run: smaller sizes, fewer rounds) and appends one
+``report.Row`` per figure to ``report.ROWS`` (set ``goal`` and ``met`` where the issue sets a
+goal). ``BENCHES`` fixes the order they run and print in; a ``*_bench.py`` not listed there
+still runs, after them. Its own arguments go after ``--`` (``python -m bench webhooks --
+--duration 3``); a module that takes other quick arguments than ``--quick`` lists them in
+``QUICK_ARGS``. ``make test`` never runs these (tests/test_bench.py runs the smallest sizes
+once, for correctness only).
 """
 from __future__ import annotations
 
@@ -15,11 +21,15 @@ from pathlib import Path
 from bench import report
 
 HERE = Path(__file__).resolve().parent
+# The order of the table: the job list and logs, the dashboard under load (issue 16 goals 1
+# and 4), webhooks and submit latency (goals 2 and 3), then the S3 endpoint.
+BENCHES = ["joblist_bench", "dashboard_bench", "webhooks_bench", "submit_bench", "s3_bench"]
 QUICK_ARGS = {"s3_bench": ["--size-mib", "32", "--big-mib", "0", "--repeat", "1"]}  # others take --quick
 
 
 def discover() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*_bench.py"))
+    present = {p.stem for p in HERE.glob("*_bench.py")}
+    return [b for b in BENCHES if b in present] + sorted(present - set(BENCHES))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = args[:i], args[i + 1:]
     quick = "--quick" in args
     args = [a for a in args if a != "--quick"]
+    markdown_to = None
+    if "--markdown" in args:
+        i = args.index("--markdown")
+        if i + 1 >= len(args):
+            print("--markdown needs a file name", file=sys.stderr)
+            return 2
+        markdown_to = Path(args[i + 1])
+        del args[i:i + 2]
     names = discover()
     wanted = [a if a.endswith("_bench") else f"{a}_bench" for a in args] or names
     unknown = [w for w in wanted if w not in names]
@@ -51,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if report.ROWS:
         print()
         print(report.table(report.ROWS))
+        print(report.summary(report.ROWS))
+        if markdown_to is not None:
+            markdown_to.write_text(report.markdown(report.ROWS) + "\n")
+            print(f"table written to {markdown_to}")
     return 1 if failed else 0
 
 

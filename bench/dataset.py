@@ -10,7 +10,8 @@ Distribution (fixed, so figures compare between runs): 70 % completed, 15 % fail
 cancelled, 3 % running, 2 % queued; providers replicate 60 %, worker 30 %, local 10 %; one job
 every 30 s; names ``<base>-<style>-<n>`` from small word lists (so ``lora`` matches a fifth of
 the jobs) and one ``zebra-…`` job in 50,000 (a rare term). A job with a long log (``LOG_JOB``)
-holds ``log_lines`` lines in chunks of 4 lines (as a webhook or worker appends them).
+holds ``log_lines`` lines in chunks of 4 lines (as a webhook or worker appends them) and as
+many timeline events.
 """
 from __future__ import annotations
 
@@ -92,10 +93,28 @@ def _sqlite_log(conn: sqlite3.Connection, lines: int, chunk_lines: int = 4) -> i
     return offset
 
 
+def events_sql(events: int, series: str) -> str:
+    """``events`` timeline events of the long-log job (a heartbeat each), ids 1..events in
+    order; ``series`` yields ``i`` (a recursive CTE or generate_series)."""
+    return (f"INSERT INTO job_events (id, job_id, at, source, from_status, to_status, accepted, detail) "
+            f"SELECT i, '{LOG_JOB}', {{at}}, 'worker', 'running', 'running', {{true}}, 'heartbeat ' || i FROM {series}")
+
+
+def _sqlite_events(conn: sqlite3.Connection, events: int) -> None:
+    conn.execute(f"WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {events}) "
+                 + events_sql(events, "seq").format(
+                     at="strftime('%Y-%m-%d %H:%M:%S', '2023-01-01 00:00:00', '+' || i || ' seconds') || '.000000'",
+                     true="1"))
+
+
+DATASET_VERSION = 2  # 2: the long-log job has as many timeline events as log lines
+
+
 def sqlite_db(n: int, log_lines: int, *, rebuild: bool = False, say=print) -> Path:
-    """A migrated SQLite file with ``n`` jobs and the long-log job (cached)."""
+    """A migrated SQLite file with ``n`` jobs and the long-log job, holding ``log_lines`` log
+    lines and as many events (cached)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"jobs-{n}-{log_lines}-{schema_key()}.db"
+    path = CACHE / f"jobs-{n}-{log_lines}-{schema_key()}-v{DATASET_VERSION}.db"
     if path.exists() and not rebuild:
         return path
     tmp = path.with_suffix(".building")
@@ -110,6 +129,7 @@ def sqlite_db(n: int, log_lines: int, *, rebuild: bool = False, say=print) -> Pa
     conn.execute("BEGIN")
     _sqlite_jobs(conn, n)
     _sqlite_log(conn, log_lines)
+    _sqlite_events(conn, log_lines)
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -151,6 +171,9 @@ def postgres_load(url: str, n: int, log_lines: int) -> None:
                 for row in rows:
                     copy.write_row(row)
             cur.execute("UPDATE jobs SET log_size = %s WHERE id = %s", (offset, LOG_JOB))
+            cur.execute(events_sql(log_lines, f"generate_series(1, {log_lines}) AS i").format(
+                at="timestamp '2023-01-01 00:00:00' + i * interval '1 second'", true="true"))
+            cur.execute("SELECT setval(pg_get_serial_sequence('job_events', 'id'), %s)", (log_lines,))
             cur.execute("ANALYZE")
         conn.commit()
     finally:

@@ -109,6 +109,29 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
             cur.close()
 
         pairs[label] = (ours, peer)
+    # events of the same job (as many as log lines): a page from the middle, and the job page's
+    # timeline (the newest 100)
+    mark = "?" if dialect == "sqlite" else "%s"
+    events = raw_conn.execute(f"SELECT count(*) FROM job_events WHERE job_id = {mark}",
+                              (dataset.LOG_JOB,)).fetchone()[0]
+    for label, ours_fn, sql, params in (
+        ("events ?after= middle (1000)", lambda s: listing.list_events(s, dataset.LOG_JOB, after=events // 2),
+         f"SELECT * FROM job_events WHERE job_id = {mark} AND id > {mark} ORDER BY id LIMIT 1001",
+         (dataset.LOG_JOB, events // 2)),
+        ("timeline: newest 100 events", lambda s: listing.recent_events(s, dataset.LOG_JOB),
+         f"SELECT * FROM job_events WHERE job_id = {mark} ORDER BY id DESC LIMIT 100", (dataset.LOG_JOB,)),
+    ):
+        def ours(fn=ours_fn):
+            with app.app_context(), db.session() as s:
+                assert fn(s)
+
+        def peer(sql=sql, params=params):
+            cur = raw_conn.cursor()
+            cur.execute(sql, params)
+            assert cur.fetchall()
+            cur.close()
+
+        pairs[label] = (ours, peer)
     for fn, _ in pairs.values():  # warm caches (and the count cache) before timing
         fn()
     times = interleaved(pairs, rounds, per_round)
@@ -124,7 +147,8 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
                 api_times.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 200, r.data
             api_ms = med(api_times)
-        row = Row(f"list-{dialect[:2]}" if not what.startswith("log") else f"logs-{dialect[:2]}",
+        area = "logs" if what.startswith("log") else "events" if "event" in what else "list"
+        row = Row(f"{area}-{dialect[:2]}",
                   what, med(o), med(p), "ms", min(o), min(p),
                   goal="p50<20ms, <=2x" + (f"; API p50 {api_ms:.1f} ms" if api_ms is not None else ""))
         row.met = row.ours < 20 and row.ratio <= 2 and (api_ms is None or api_ms < 20)
@@ -135,7 +159,8 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
 
 
 def _app(url: str, home: Path):
-    return create_app({"STCLOUD_HOME": str(home), "STCLOUD_DATABASE_URL": url, "TESTING": True})
+    return create_app({"STCLOUD_HOME": str(home), "STCLOUD_DATABASE_URL": url, "TESTING": True,
+                       "STCLOUD_AUTH": "off"})  # loopback-only test client; sign-in is not what is measured
 
 
 def run_sqlite(n: int, log_lines: int, rounds: int, per_round: int) -> list[Row]:
@@ -170,15 +195,17 @@ def run_postgres(n: int, log_lines: int, rounds: int, per_round: int) -> list[Ro
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="joblist_bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=1_000_000)
-    ap.add_argument("--log-lines", type=int, default=1_000_000)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--per-round", type=int, default=5)
+    ap.add_argument("--jobs", type=int, help="default 1,000,000 (--quick: 100,000)")
+    ap.add_argument("--log-lines", type=int, help="default 1,000,000 (--quick: 100,000)")
+    ap.add_argument("--rounds", type=int, help="default 5 (--quick: 3)")
+    ap.add_argument("--per-round", type=int, help="default 5 (--quick: 3)")
     ap.add_argument("--quick", action="store_true", help="100,000 jobs and log lines, 3 rounds")
     ap.add_argument("--no-postgres", action="store_true")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.jobs, args.log_lines, args.rounds, args.per_round = 100_000, 100_000, 3, 3
+    sizes = (100_000, 100_000, 3, 3) if args.quick else (1_000_000, 1_000_000, 5, 5)
+    for field, default in zip(("jobs", "log_lines", "rounds", "per_round"), sizes, strict=True):
+        if getattr(args, field) is None:  # an explicit size wins over --quick's
+            setattr(args, field, default)
     rows = run_sqlite(args.jobs, args.log_lines, args.rounds, args.per_round)
     reason = "skipped (--no-postgres)" if args.no_postgres else pg.unavailable()
     if reason:

@@ -55,13 +55,41 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+COLUMNS = ("bench", "figure", "ours", "peer", "unit", "ratio", "goal", "met?", "min ours / peer")
+
+
+def _cells(r: Row) -> list[str]:
+    mins = f"{r.ours_min:.2f} / {r.peer_min:.2f}" if r.ours_min is not None and r.peer_min is not None else ""
+    met = "" if r.met is None else ("yes" if r.met else "NO")
+    return [r.bench, r.what, f"{r.ours:.2f}", f"{r.peer:.2f}", r.unit, f"{r.ratio:.2f}", r.goal, met, mins]
+
+
 def table(rows: list[Row]) -> str:
-    head = f"{'benchmark':10s} {'figure':44s} {'ours':>10s} {'peer':>10s} {'unit':6s} {'ratio':>7s}  goal"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        mins = (f"  (min {r.ours_min:.2f} / {r.peer_min:.2f})" if r.ours_min is not None and r.peer_min is not None
-                else "")
-        verdict = "" if r.met is None else (" ok" if r.met else " NOT MET")
-        lines.append(f"{r.bench:10s} {r.what:44s} {r.ours:10.2f} {r.peer:10.2f} {r.unit:6s} {r.ratio:7.2f}  "
-                     f"{r.goal}{verdict}{mins}")
+    """Plain columns for the terminal: each figure, its peer from the same run, the ratio, the
+    goal and whether it is met."""
+    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    right = {2, 3, 5}
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                                        strict=True)))
+                     .rstrip())
+        if n == 0:
+            lines.append("-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def markdown(rows: list[Row]) -> str:
+    """The same table as Markdown (docs/performance.md)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---:" if i in (2, 3, 5) else "---"
+                                                            for i in range(len(COLUMNS))) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary(rows: list[Row]) -> str:
+    judged = [r for r in rows if r.met is not None]
+    missed = [f"{r.bench}: {r.what}" for r in judged if not r.met]
+    return (f"{len(judged) - len(missed)}/{len(judged)} goals met" +
+            (": not met — " + "; ".join(missed) if missed else ""))

@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
 from sqlalchemy.orm import Session, defer
 
-from stcloud.errors import BadRequest
+from stcloud.accounts import scope
+from stcloud.errors import BadRequest, NotFound
 from stcloud.models import Job, JobEvent
 
 COUNT_EXACT_MAX = 1000  # counted exactly at most this many rows per request
@@ -225,12 +226,17 @@ def _clock() -> float:
     return time.monotonic()
 
 
-def _cached(key: tuple, compute) -> int:
-    now = _clock()
+def _fresh(key: tuple) -> int | None:
+    """The cached count for ``key`` while it is younger than COUNT_TTL_SECONDS."""
     with _count_lock:
         hit = _count_cache.get(key)
-    if hit is not None and now - hit[0] < COUNT_TTL_SECONDS:
-        return hit[1]
+    return hit[1] if hit is not None and _clock() - hit[0] < COUNT_TTL_SECONDS else None
+
+
+def _cached(key: tuple, compute) -> int:
+    if (hit := _fresh(key)) is not None:
+        return hit
+    now = _clock()
     n = int(compute())
     with _count_lock:
         if len(_count_cache) >= COUNT_CACHE_MAX:
@@ -254,6 +260,8 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: str | None = None,
     url = str(s.get_bind().engine.url)
     if plan == "like":
         return _estimate_like(s, filters, owner_id, url), True
+    if (hit := _fresh((url, filters, owner_id))) is not None and hit > COUNT_EXACT_MAX:
+        return hit, True  # a large count cached a moment ago: not even the bounded walk
     base = _where(select(literal_column("1")).select_from(Job), filters, owner_id, plan)
     # ordered like the list, so both databases walk the same composite index (PostgreSQL's
     # generic plan for a prepared count would otherwise scan the table for a rare status)
@@ -282,6 +290,25 @@ def _estimate_like(s: Session, filters: Filters, owner_id: str | None, url: str)
         newest.c.name.ilike(_like_pattern(filters.q), escape="\\")))
     seen = min(base_n, SAMPLE)
     return round(hits * base_n / seen) if seen else 0
+
+
+# ---- polls ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Version:
+    """What a polled fragment of one job depends on: every change to the job row moves
+    ``updated_at`` (the ORM's onupdate, and the streaming path sets it)."""
+    updated_at: datetime
+    status: str
+
+
+def job_version(s: Session, job_id: str) -> Version:
+    """One primary-key read of the job's version. Raises NotFound (also for a member
+    asking for another member's job)."""
+    row = s.execute(select(Job.updated_at, Job.status, Job.owner_id).where(Job.id == job_id)).first()
+    if row is None or not scope.may_see(row.owner_id):
+        raise NotFound(f"job {job_id} not found")
+    return Version(row.updated_at, row.status)
 
 
 # ---- events -----------------------------------------------------------------------------

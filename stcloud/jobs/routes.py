@@ -13,6 +13,7 @@ from stcloud.errors import BadRequest
 from stcloud.jobs import enforce, listing, metrics, service
 from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
+from stcloud.web import conditional
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import int_arg
 
@@ -127,33 +128,59 @@ def job_list_changes():
     return "", 200, {"HX-Trigger": "jobs-changed"}
 
 
+def poll_etag(kind: str, job_id: str, updated_at, status: str) -> str:
+    """The ETag of a polled fragment of one job (``kind``: panel | row); templates put it in
+    ``data-etag`` so the first poll is already conditional."""
+    return conditional.etag_for(kind, job_id, updated_at, status, ticking=not states.is_terminal(status))
+
+
+def _unchanged(s, kind: str, job_id: str) -> tuple[str, object]:
+    """``(etag, 304 response or None)`` for a poll of ``kind`` (one primary-key read)."""
+    v = listing.job_version(s, job_id)
+    etag = poll_etag(kind, job_id, v.updated_at, v.status)
+    return etag, conditional.not_modified(etag)
+
+
 @pages.get("/jobs/<job_id>/row")
 def job_row(job_id):
     with db.session() as s:
+        etag, unchanged = _unchanged(s, "row", job_id)
+        if unchanged is not None:
+            return unchanged
         job = service.get_job(s, job_id)
-        return render("jobs/_row.html", job=job)
+        return conditional.tag(render("jobs/_row.html", job=job), etag)
 
 
 @pages.get("/jobs/<job_id>")
 def job_page(job_id):
+    fragment = is_fragment_request()  # the status panel's poll (or a cancel's answer)
     with db.session() as s:
+        etag, unchanged = _unchanged(s, "panel", job_id)
+        if fragment and unchanged is not None:
+            return unchanged
         job = service.get_job(s, job_id)
         events = listing.recent_events(s, job_id)
-        log_start = max(0, job.log_size - LOG_PAGE_TAIL)
-        log = service.read_log(s, job_id, log_start)
-        if log_start:  # start on a whole line
-            log["text"] = log["text"][log["text"].find("\n") + 1:]
-        return render("jobs/detail.html", block="status_panel", job=job, events=events, log=log,
+        log, log_start = None, 0
+        if not fragment:  # the panel shows no log
+            log_start = max(0, job.log_size - LOG_PAGE_TAIL)
+            log = service.read_log(s, job_id, log_start)
+            if log_start:  # start on a whole line
+                log["text"] = log["text"][log["text"].find("\n") + 1:]
+        resp = render("jobs/detail.html", block="status_panel", job=job, events=events, log=log,
                       log_start=log_start, nav="jobs")
+        return conditional.tag(resp, etag) if fragment else resp
 
 
 @pages.get("/jobs/<job_id>/log")
 def job_log_tail(job_id):
-    """The log poller replaces itself with the new text followed by a new poller."""
+    """The log poller replaces itself with the new text followed by a new poller; while the
+    job runs and no byte was added since ``offset``: 204 (nothing swapped, the poller slows)."""
     offset = int_arg("offset", 0, 0)
     with db.session() as s:
-        job = service.get_job(s, job_id)
         log = service.read_log(s, job_id, offset)
+        if log["next_offset"] == offset and not log["complete"] and offset >= log["size"]:
+            return "", 204
+        job = service.get_job(s, job_id)
         return render("jobs/_log_tail.html", job=job, log=log)
 
 
@@ -178,6 +205,7 @@ def delete_page(job_id):
 def init_app(app):
     app.jinja_env.globals.update(is_terminal=states.is_terminal, STATUSES=states.STATUSES,
                                  percent=progress_mod.percent, job_metrics=metrics.compute)
+    app.jinja_env.globals["poll_etag"] = poll_etag
     app.register_blueprint(api)
     app.register_blueprint(pages)
     # the spend enforcer's per-limit boundary jobs (daily/weekly/monthly rollovers)

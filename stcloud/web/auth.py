@@ -105,8 +105,10 @@ def client_addr() -> str | None:
     """The client's address: the socket peer, or ``X-Forwarded-For`` read through the
     ``trusted_proxies`` setting (Providers page) only."""
     if "client_addr" not in g:
-        trusted = trusted_networks()
-        addr = netfilter.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), trusted)
+        forwarded = request.headers.getlist("X-Forwarded-For")
+        # without the header the peer is the client: no settings read per request
+        trusted = trusted_networks() if forwarded else ()
+        addr = netfilter.client_address(request.remote_addr, forwarded, trusted)
         g.client_addr = str(addr) if addr else request.remote_addr
     return g.client_addr
 

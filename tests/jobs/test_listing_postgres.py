@@ -61,3 +61,33 @@ def test_pg_cursor_filters_search_and_logs(pg_app):
             for offset in (0, 7, 100, len(full) - 3, len(full)):
                 got = service.read_log(s, jid, offset, limit=20)
                 assert got["text"].encode() == full[offset:offset + 20]
+
+
+def test_pg_cursor_stable_under_inserts_and_estimates_labelled(pg_app, monkeypatch):
+    from stcloud.jobs import listing
+
+    seed(pg_app, 30)
+    client = pg_app.test_client()
+    before = expected_order(pg_app)
+    first = client.get("/api/cloud/jobs?limit=7").get_json()
+    with pg_app.app_context(), db.transaction() as s:  # newer jobs arrive between two pages
+        for k in range(3):
+            s.add(Job(name=f"inserted {k}", provider="local", status="queued", config={}, dataloader_config=[]))
+    pages = walk(client, "", 7, start=first)
+    assert ids_of(pages) == before
+    bad = client.get("/api/cloud/jobs?cursor=bm9wZQ")
+    assert bad.status_code == 400 and bad.mimetype == "application/problem+json"
+    monkeypatch.setattr(listing, "COUNT_EXACT_MAX", 5)
+    listing._count_cache.clear()
+    body = client.get("/api/cloud/jobs").get_json()
+    assert body["count_is_estimate"] is True and body["total"] == 33
+    assert 'data-estimate="true"' in client.get("/jobs").get_data(as_text=True)
+
+
+def test_pg_polls_are_conditional(pg_app):
+    from tests.jobs.factories import make_job
+
+    jid = make_job(pg_app, "running")
+    client, hx = pg_app.test_client(), {"HX-Request": "true"}
+    tag, weak = client.get(f"/jobs/{jid}/row", headers=hx).get_etag()
+    assert weak and client.get(f"/jobs/{jid}/row", headers={**hx, "If-None-Match": f'W/"{tag}"'}).status_code == 304

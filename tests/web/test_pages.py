@@ -30,7 +30,7 @@ def test_job_list_fragment_vs_full(app, client):
 def test_job_page_fragment_vs_full(app, client):
     jid = make_job(app, "running", name="detail job")
     full = client.get(f"/jobs/{jid}")
-    assert b"<html" in full.data and b"Logs" in full.data and b"every 2s" in full.data
+    assert b"<html" in full.data and b"Logs" in full.data and b'data-poll="2000"' in full.data
     frag = client.get(f"/jobs/{jid}", headers=HX)
     assert b"<html" not in frag.data and b'id="status-panel"' in frag.data
 
@@ -38,8 +38,8 @@ def test_job_page_fragment_vs_full(app, client):
 def test_row_refreshes_only_while_active(app, client):
     running = make_job(app, "running")
     done = make_job(app, "completed")
-    assert b"every 3s" in client.get(f"/jobs/{running}/row", headers=HX).data
-    assert b"every 3s" not in client.get(f"/jobs/{done}/row", headers=HX).data
+    assert b'data-poll="3000"' in client.get(f"/jobs/{running}/row", headers=HX).data
+    assert b"data-poll" not in client.get(f"/jobs/{done}/row", headers=HX).data
 
 
 def test_log_tail_appends_and_stops_when_done(app, client):
@@ -47,7 +47,7 @@ def test_log_tail_appends_and_stops_when_done(app, client):
     with app.app_context():
         service.apply_update(jid, JobUpdate(logs_append="a <b>\n"), source="worker")
     r = client.get(f"/jobs/{jid}/log?offset=0", headers=HX)
-    assert b"a &lt;b&gt;" in r.data and b"offset=6" in r.data and b'hx-trigger="every 2s"' in r.data
+    assert b"a &lt;b&gt;" in r.data and b"offset=6" in r.data and b'data-poll="2000"' in r.data
     with app.app_context():
         service.apply_update(jid, JobUpdate(status="completed"), source="worker")
     r = client.get(f"/jobs/{jid}/log?offset=6", headers=HX)
