@@ -111,7 +111,19 @@ def receiver_config() -> dict:
         return cached[1]
     cfg = provider_config.get_config(PROVIDER)
     current_app.extensions["stcloud.webhook_config"] = (version, cfg)
+    current_app.extensions.pop("stcloud.webhook_adapter", None)  # rebuilt with the new settings
     return cfg
+
+
+def adapter():
+    """The Replicate adapter the deliveries are parsed with, built once per settings version
+    (``receiver_config`` drops it when the stored settings change): building it reads the
+    settings and the proxy configuration, several queries a delivery does not need."""
+    ext = current_app.extensions
+    service = ext.get("stcloud.webhook_adapter")
+    if service is None:
+        service = ext["stcloud.webhook_adapter"] = registry.get(PROVIDER)
+    return service
 
 
 # ---- the receiver -----------------------------------------------------------------------
@@ -244,7 +256,7 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
         if is_test:
             outcome, detail = TEST, "test delivery from stcloud"
         elif pred_id:
-            service = registry.get(PROVIDER)
+            service = adapter()
             update = update_from_info(service.parse_webhook(payload), provider=PROVIDER,
                                       detail=f"{PROVIDER} webhook: {raw_status} ({webhook_id})")
             state = streaming.state_by_provider_id(s, PROVIDER, pred_id)
