@@ -26,6 +26,7 @@ never gets a remote job (or gets it cancelled at once).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ from stcloud.jobs.request import (
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
 from stcloud.notify import events as notify_events
+from stcloud.packaging import cache as archive_cache
 from stcloud.providers import registry
 from stcloud.providers.base import (
     AVAILABLE,
@@ -95,6 +97,10 @@ class _KeyTaken(Exception):
 def data_base_dir() -> str:
     """Relative ``instance_data_dir`` values resolve against STCLOUD_HOME."""
     return current_app.config["STCLOUD_HOME"]
+
+
+def archive_cache_dir() -> Path:
+    return Path(current_app.config["STCLOUD_HOME"]) / "cache" / "archives"
 
 
 def _packaging_error(exc: Exception) -> StcloudError:
@@ -153,7 +159,11 @@ def _build_archive(job_id: str, req: SubmitRequest, service: CloudTrainerService
     the archive against the original's sha256 (409 and nothing kept on a mismatch)."""
     dest = Path(current_app.config["STCLOUD_HOME"]) / "uploads"
     limit = _upload_limit(service)
-    archive = packaging.build_archive(
+    # Kept data (workers serve it from here) goes through the archive cache: an unchanged
+    # dataset is packaged once (packaging/cache.py). An upload is never kept: no cache.
+    build = (packaging.build_archive if service.uploads_data
+             else functools.partial(archive_cache.build_archive, cache_dir=archive_cache_dir()))
+    archive = build(
         req.dataloader_config, dest, base_dir=data_base_dir(), max_bytes=limit,
         progress=(lambda stage, done, total: progress(stage, done, total)) if progress else None,
         archive_name=f"{job_id}.zip", limit_name=service.label if limit else "the upload target")
