@@ -43,6 +43,7 @@ import click
 import requests
 
 from stcloud import __version__
+from stcloud.workers import dataset_cache
 from stcloud.workers import gpu as gpu_mod
 from stcloud.workers.matching import parse_labels
 
@@ -696,11 +697,22 @@ class Agent:
         wd.mkdir(parents=True)
         archive = job.get("archive")
         if archive:
-            zip_path = wd / "dataset.zip"
-            self._download_archive(job["id"], archive, zip_path, say)
-            n = safe_extract(zip_path, wd)
-            zip_path.unlink()
-            say(f"dataset: {n} file(s) unpacked")
+            # extracted datasets are cached by their sha256 (workers/dataset_cache.py)
+            cache_root = self.work_dir / "datasets"
+            cached = dataset_cache.lookup(cache_root, archive.get("sha256"))
+            if cached is not None:
+                n = dataset_cache.link_tree(cached, wd)
+                say(f"dataset: {n} file(s) from this worker's cache (sha256 {archive['sha256'][:16]}…)")
+            else:
+                zip_path = wd / "dataset.zip"
+                self._download_archive(job["id"], archive, zip_path, say)
+                if archive.get("sha256"):  # verified against it: worth keeping
+                    n = dataset_cache.link_tree(dataset_cache.store(cache_root, archive["sha256"], zip_path,
+                                                                    safe_extract), wd)
+                else:
+                    n = safe_extract(zip_path, wd)
+                zip_path.unlink()
+                say(f"dataset: {n} file(s) unpacked")
         output_dir = wd / "output"
         output_dir.mkdir()
         config = dict(job.get("config") or {})
