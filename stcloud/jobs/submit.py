@@ -47,7 +47,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, poller, states
+from stcloud.jobs import consent, dataset_url, idempotency, poller, states
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -121,7 +121,7 @@ def scan(dataloader_config: list):
 
 
 def _upload_limit(service: CloudTrainerService) -> int | None:
-    return service.max_upload_bytes if service.uploads_data else None
+    return dataset_url.upload_limit(service)  # none when a larger dataset can go by presigned URL
 
 
 def _first_uploading() -> str | None:
@@ -151,6 +151,7 @@ def preview(body: dict) -> dict:
         "upload_limit_bytes": limit,
         "estimated_archive_bytes": summary.estimated_archive_bytes,
         "within_limit": limit is None or summary.min_archive_bytes <= limit,
+        "destination": dataset_url.destination(service, summary.estimated_archive_bytes) if uploads else None,
     }
 
 
@@ -205,14 +206,15 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     summary = scan(req.dataloader_config)
     has_local = summary.dataset_count > 0
     if service.uploads_data and has_local:
-        consent.check(service.label, req.data_consent, summary.to_dict())
-        limit = service.max_upload_bytes
+        where = dataset_url.destination(service, summary.estimated_archive_bytes)
+        consent.check(where, req.data_consent, {**summary.to_dict(), "destination": where})
+        limit = _upload_limit(service)
         if limit is not None and summary.min_archive_bytes > limit:
             raise TooLarge(
                 f"Dataset archive is {summary.min_archive_bytes / 1024 / 1024:.1f} MiB; {service.label} accepts "
                 f"at most {limit / 1024 / 1024:.0f} MiB. Nothing was uploaded. Make the dataset smaller or "
-                f"run it on a worker.", extra={"size_bytes": summary.min_archive_bytes, "limit_bytes": limit,
-                                               "summary": summary.to_dict()})
+                f"run it on a worker.{dataset_url.too_large_hint(service)}",
+                extra={"size_bytes": summary.min_archive_bytes, "limit_bytes": limit, "summary": summary.to_dict()})
 
     job_id = new_id("job")
     prebuilt = None
@@ -352,6 +354,7 @@ def _launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerSer
         progress("upload", 0, archive.size, force=True)
     with db.session() as s:
         run_config = dict(jobs_service.get_job(s, job_id).config or {})
+    extra_inputs = dataset_url.inputs_for(job_id, service, archive, dict(extra_inputs or {}))
     request = RunRequest(
         job_id=job_id, name=name, config=run_config,
         dataloader_config=archive.dataloader_config if archive is not None else req.dataloader_config,
