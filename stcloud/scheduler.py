@@ -38,6 +38,7 @@ PERIODIC = [
     ("send_notifications", "stcloud.notify.sender:send_due", 5),
     # interrupted submits, uploads of ended jobs, leftover archives (jobs/reconcile.py)
     ("reconcile_submits", "stcloud.jobs.reconcile:run", env_seconds("STCLOUD_RECONCILE_SECONDS", 30)),
+    ("delete_dataset_links", "stcloud.jobs.dataset_url:cleanup", 60),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

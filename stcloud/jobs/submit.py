@@ -26,6 +26,7 @@ never gets a remote job (or gets it cancelled at once).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, job_secrets, poller, reconcile
+from stcloud.jobs import consent, dataset_url, idempotency, job_secrets, poller, reconcile
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -58,6 +59,7 @@ from stcloud.jobs.request import (
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
 from stcloud.notify import events as notify_events
+from stcloud.packaging import cache as archive_cache
 from stcloud.packaging import roots
 from stcloud.providers import registry
 from stcloud.providers.base import (
@@ -104,6 +106,10 @@ def data_base_dir() -> str:
     return roots.base_dir(dataset_roots())
 
 
+def archive_cache_dir() -> Path:
+    return Path(current_app.config["STCLOUD_HOME"]) / "cache" / "archives"
+
+
 def _packaging_error(exc: Exception) -> StcloudError:
     if isinstance(exc, packaging.ArchiveTooLargeError):
         return TooLarge(str(exc), extra={"size_bytes": exc.size, "limit_bytes": exc.max_bytes})
@@ -123,7 +129,7 @@ def scan(dataloader_config: list):
 
 
 def _upload_limit(service: CloudTrainerService) -> int | None:
-    return service.max_upload_bytes if service.uploads_data else None
+    return dataset_url.upload_limit(service)  # none when a larger dataset can go by presigned URL
 
 
 def _first_uploading() -> str | None:
@@ -153,6 +159,7 @@ def preview(body: dict) -> dict:
         "upload_limit_bytes": limit,
         "estimated_archive_bytes": summary.estimated_archive_bytes,
         "within_limit": limit is None or summary.min_archive_bytes <= limit,
+        "destination": dataset_url.destination(service, summary.estimated_archive_bytes) if uploads else None,
     }
 
 
@@ -161,7 +168,11 @@ def _build_archive(job_id: str, req: SubmitRequest, service: CloudTrainerService
     the archive against the original's sha256 (409 and nothing kept on a mismatch)."""
     dest = Path(current_app.config["STCLOUD_HOME"]) / "uploads"
     limit = _upload_limit(service)
-    archive = packaging.build_archive(
+    # Kept data (workers serve it from here) goes through the archive cache: an unchanged
+    # dataset is packaged once (packaging/cache.py). An upload is never kept: no cache.
+    build = (packaging.build_archive if service.uploads_data
+             else functools.partial(archive_cache.build_archive, cache_dir=archive_cache_dir()))
+    archive = build(
         req.dataloader_config, dest, base_dir=data_base_dir(), max_bytes=limit,
         progress=(lambda stage, done, total: progress(stage, done, total)) if progress else None,
         archive_name=f"{job_id}.zip", limit_name=service.label if limit else "the upload target")
@@ -203,14 +214,15 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     summary = scan(req.dataloader_config)
     has_local = summary.dataset_count > 0
     if service.uploads_data and has_local:
-        consent.check(service.label, req.data_consent, summary.to_dict())
-        limit = service.max_upload_bytes
+        where = dataset_url.destination(service, summary.estimated_archive_bytes)
+        consent.check(where, req.data_consent, {**summary.to_dict(), "destination": where})
+        limit = _upload_limit(service)
         if limit is not None and summary.min_archive_bytes > limit:
             raise TooLarge(
                 f"Dataset archive is {summary.min_archive_bytes / 1024 / 1024:.1f} MiB; {service.label} accepts "
                 f"at most {limit / 1024 / 1024:.0f} MiB. Nothing was uploaded. Make the dataset smaller or "
-                f"run it on a worker.", extra={"size_bytes": summary.min_archive_bytes, "limit_bytes": limit,
-                                               "summary": summary.to_dict()})
+                f"run it on a worker.{dataset_url.too_large_hint(service)}",
+                extra={"size_bytes": summary.min_archive_bytes, "limit_bytes": limit, "summary": summary.to_dict()})
 
     job_id = new_id("job")
     prebuilt = None
@@ -357,6 +369,7 @@ def _launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerSer
         progress("upload", 0, archive.size, force=True)
     with db.session() as s:
         run_config = job_secrets.unseal(job_id, jobs_service.get_job(s, job_id).config)
+    extra_inputs = dataset_url.inputs_for(job_id, service, archive, dict(extra_inputs or {}))
     request = RunRequest(
         job_id=job_id, name=name, config=run_config,
         dataloader_config=archive.dataloader_config if archive is not None else req.dataloader_config,

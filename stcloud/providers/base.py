@@ -265,6 +265,13 @@ class CloudTrainerService(abc.ABC):
         return None
 
     @property
+    def dataset_url_input(self) -> str | None:
+        """The input that may carry the dataset as a URL instead of an upload (``run_job``
+        then uploads nothing): larger datasets go by presigned link (jobs/dataset_url.py).
+        None: the provider takes uploads only."""
+        return None
+
+    @property
     def supports_webhooks(self) -> bool:
         """The provider posts job events that ``parse_webhook`` reads. (The receiver route,
         ``POST /api/webhooks/replicate`` with Standard Webhooks verification, exists for

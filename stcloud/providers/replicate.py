@@ -270,6 +270,10 @@ class ReplicateService(CloudTrainerService):
         return self._max_upload_bytes
 
     @property
+    def dataset_url_input(self) -> str | None:
+        return "images"  # run_job uploads nothing when the input already has it
+
+    @property
     def supports_webhooks(self) -> bool:
         return True
 

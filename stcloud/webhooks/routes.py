@@ -90,6 +90,9 @@ def deliveries_page():
 
 
 def init_app(app):
+    # A signed machine route: the signature is its gate, no per-address rate limit (the
+    # limiter's bookkeeping was a tenth of a delivery's cost).
+    app.extensions["stcloud.limiter"].exempt(hook)
     app.register_blueprint(hook)
     app.register_blueprint(admin)
     app.register_blueprint(pages)

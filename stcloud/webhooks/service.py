@@ -43,7 +43,7 @@ from stcloud.providers import config as provider_config
 from stcloud.providers import registry
 from stcloud.providers.base import SecretUnavailable
 from stcloud.web import netfilter
-from stcloud.webhooks import verify
+from stcloud.webhooks import fastpath, verify
 from stcloud.webhooks.secret import DEFAULT_MIN_REFRESH_SECONDS, SecretCache
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,19 @@ def receiver_config() -> dict:
         return cached[1]
     cfg = provider_config.get_config(PROVIDER)
     current_app.extensions["stcloud.webhook_config"] = (version, cfg)
+    current_app.extensions.pop("stcloud.webhook_adapter", None)  # rebuilt with the new settings
     return cfg
+
+
+def adapter():
+    """The Replicate adapter the deliveries are parsed with, built once per settings version
+    (``receiver_config`` drops it when the stored settings change): building it reads the
+    settings and the proxy configuration, several queries a delivery does not need."""
+    ext = current_app.extensions
+    service = ext.get("stcloud.webhook_adapter")
+    if service is None:
+        service = ext["stcloud.webhook_adapter"] = registry.get(PROVIDER)
+    return service
 
 
 # ---- the receiver -----------------------------------------------------------------------
@@ -235,47 +247,72 @@ def record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
         return Receipt(DUPLICATE, webhook_id, existing.job_id, detail="already received")
 
 
+class _NotStreaming(Exception):
+    """The fast transaction cannot apply this delivery: undone, the ORM path takes it."""
+
+
 def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
     pred_id = _short(payload.get("id"), 128)
     raw_status = _short(payload.get("status"), 32)
     is_test = payload.get(TEST_MARKER) is True
+    update = None
+    if pred_id and not is_test:
+        service = adapter()
+        update = update_from_info(service.parse_webhook(payload), provider=PROVIDER,
+                                  detail=f"{PROVIDER} webhook: {raw_status} ({webhook_id})")
+        engine = db.get_db().engine
+        if fastpath.available(engine):
+            # most deliveries only stream log and progress: four prepared statements on the
+            # pooled sqlite3 connection, no ORM session (fastpath.py)
+            try:
+                with fastpath.transaction(engine) as s:
+                    state = streaming.state_by_provider_id(s, PROVIDER, pred_id)
+                    result = streaming.apply_streaming(s, state, update) if state is not None else None
+                    if result is None:
+                        raise _NotStreaming()
+                    return _finish(s, webhook_id, pred_id, raw_status, client_ip, result, is_test)
+            except _NotStreaming:
+                pass
     with db.transaction() as s:
-        outcome, detail = IGNORED, None
         result = None
-        if is_test:
-            outcome, detail = TEST, "test delivery from stcloud"
-        elif pred_id:
-            service = registry.get(PROVIDER)
-            update = update_from_info(service.parse_webhook(payload), provider=PROVIDER,
-                                      detail=f"{PROVIDER} webhook: {raw_status} ({webhook_id})")
+        if update is not None:
             state = streaming.state_by_provider_id(s, PROVIDER, pred_id)
-            # most deliveries only stream log and progress: three statements, no ORM flush
+            # a streaming-only update: three statements, no ORM flush
             result = streaming.apply_streaming(s, state, update) if state is not None else None
             if result is None:
                 job = (s.get(Job, state.id, with_for_update=True) if state is not None
                        else _bind_job(s, service, pred_id, payload))
                 if job is not None:
                     result = apply_update_in(s, job, update, source="webhook")
-        if result is None and not is_test:
-            detail = f"no job for prediction {pred_id}" if pred_id else "body has no prediction id"
-            log.info("webhook %s: %s: ignored", webhook_id, detail)
-        elif result is not None:
-            if result.accepted:
-                outcome = APPLIED
-                detail = (f"{result.from_status} -> {result.status}" if result.moved
-                          else f"{result.status} (no status change)")
-            else:
-                outcome = STALE
-                detail = f"late event: job is {result.status}, {raw_status} ignored"
-        inserted = s.connection().execute(_RECORD, {
-            "webhook_id": webhook_id, "provider": PROVIDER, "received_at": utcnow(),
-            "job_id": result.job_id if result is not None else None,
-            "prediction_id": None if is_test else pred_id, "event_status": raw_status,
-            "outcome": outcome, "detail": detail, "source_ip": client_ip}).rowcount
-        if inserted != 1:
-            raise _Duplicate(webhook_id)
-        return Receipt(outcome, webhook_id, result.job_id if result is not None else None,
-                       result.status if result is not None else None, detail)
+        return _finish(s, webhook_id, pred_id, raw_status, client_ip, result, is_test)
+
+
+def _finish(s, webhook_id: str, pred_id: str | None, raw_status: str | None, client_ip: str | None,
+            result, is_test: bool) -> Receipt:
+    """The delivery row (last, ``ON CONFLICT DO NOTHING``: a taken id undoes the whole
+    transaction) and the receipt."""
+    outcome, detail = IGNORED, None
+    if is_test:
+        outcome, detail = TEST, "test delivery from stcloud"
+    elif result is None:
+        detail = f"no job for prediction {pred_id}" if pred_id else "body has no prediction id"
+        log.info("webhook %s: %s: ignored", webhook_id, detail)
+    elif result.accepted:
+        outcome = APPLIED
+        detail = (f"{result.from_status} -> {result.status}" if result.moved
+                  else f"{result.status} (no status change)")
+    else:
+        outcome = STALE
+        detail = f"late event: job is {result.status}, {raw_status} ignored"
+    inserted = s.connection().execute(_RECORD, {
+        "webhook_id": webhook_id, "provider": PROVIDER, "received_at": utcnow(),
+        "job_id": result.job_id if result is not None else None,
+        "prediction_id": None if is_test else pred_id, "event_status": raw_status,
+        "outcome": outcome, "detail": detail, "source_ip": client_ip}).rowcount
+    if inserted != 1:
+        raise _Duplicate(webhook_id)
+    return Receipt(outcome, webhook_id, result.job_id if result is not None else None,
+                   result.status if result is not None else None, detail)
 
 
 def _bind_job(s, service, pred_id: str, payload: dict) -> Job | None:

@@ -43,6 +43,7 @@ import click
 import requests
 
 from stcloud import __version__
+from stcloud.workers import dataset_cache
 from stcloud.workers import gpu as gpu_mod
 from stcloud.workers.matching import parse_labels
 
@@ -58,6 +59,16 @@ CHUNK = 1024 * 1024
 EXIT_TOKEN_REFUSED = 3
 EXIT_JOB_NOT_COMPLETED = 1  # one-job mode: the job failed, was cancelled or stopped
 JOB_HEADER = "X-Stcloud-Job"
+CLAIM_WAIT = 10.0  # seconds an idle claim is held by the server (long-poll; see workers/claims.py)
+CLAIM_WAIT_HEADER = "X-Stcloud-Claim-Wait"  # the server's answer: how long it held a 204
+
+
+def held_claim(answer: requests.Response) -> bool:
+    """Did the server hold this empty claim (so the next one may follow at once)?"""
+    try:
+        return float(answer.headers.get(CLAIM_WAIT_HEADER) or 0) > 0
+    except ValueError:
+        return False
 
 
 class Transient(Exception):
@@ -374,7 +385,7 @@ class Agent:
                  trainer_command: str | None = None, work_dir: str | os.PathLike | None = None,
                  once: bool = False, poll_interval: float = 2.0, grace_seconds: float = 10.0,
                  exit_with_parent: bool = False, keep_work_dirs: bool = False, stay_when_drained: bool = False,
-                 job_id: str | None = None):
+                 job_id: str | None = None, claim_wait: float = CLAIM_WAIT):
         self.api = Api(server, token, job_id=job_id)
         self.server = server.rstrip("/")
         # One-job mode (a batch job of a scheduler such as Slurm): claim exactly this job with
@@ -387,6 +398,7 @@ class Agent:
         self.work_dir = Path(work_dir or Path.home() / ".stcloud-worker").expanduser().resolve()
         self.once = once or bool(job_id)
         self.poll_interval = poll_interval
+        self.claim_wait = 0.0 if job_id else max(0.0, float(claim_wait))  # long-poll (workers/claims.py)
         self.grace_seconds = grace_seconds
         self.keep_work_dirs = keep_work_dirs
         self.stay_when_drained = stay_when_drained
@@ -502,7 +514,7 @@ class Agent:
                     log.info("worker drained: no new jobs; exiting")
                     break
                 try:
-                    answer = self.api.request("POST", "/api/workers/claim", timeout=30)
+                    answer = self._claim()
                 except Transient as exc:
                     delays = delays or backoff_delays(1.0, 30.0)
                     d = next(delays)
@@ -531,7 +543,8 @@ class Agent:
                     continue
                 delays = None
                 if answer.status_code == 204:
-                    self.stop.wait(self.poll_interval * (0.75 + random.random() / 2))
+                    if not held_claim(answer):  # a server without long-poll: wait, then ask again
+                        self.stop.wait(self.poll_interval * (0.75 + random.random() / 2))
                     continue
                 body = answer.json()
                 if body.get("drain"):
@@ -557,6 +570,31 @@ class Agent:
         if self.job_id and self.outcome != "completed":
             return EXIT_JOB_NOT_COMPLETED
         return 0
+
+    def _claim(self) -> requests.Response:
+        """One claim, held by the server up to ``claim_wait`` s until a job is queued. The
+        request runs on a helper thread so that a stop (SIGTERM) is not delayed by the hold.
+        Raises what ``Api.request`` raises, and Transient when stopped while waiting."""
+        if not self.claim_wait:
+            return self.api.request("POST", "/api/workers/claim", timeout=30)
+        box: dict = {}
+
+        def claim():
+            try:
+                box["answer"] = self.api.request("POST", f"/api/workers/claim?wait={self.claim_wait:g}",
+                                                 timeout=self.claim_wait + 30)
+            except Exception as exc:  # noqa: BLE001 - handed to the main loop below
+                box["error"] = exc
+
+        helper = threading.Thread(target=claim, name="claim", daemon=True)
+        helper.start()
+        while helper.is_alive() and not self.stop.is_set():
+            helper.join(0.1)
+        if "error" in box:
+            raise box["error"]
+        if "answer" not in box:
+            raise Transient("stopping while a claim was held")  # a job leased meanwhile goes back at lease expiry
+        return box["answer"]
 
     # ---- one job ----------------------------------------------------------------------
 
@@ -659,11 +697,22 @@ class Agent:
         wd.mkdir(parents=True)
         archive = job.get("archive")
         if archive:
-            zip_path = wd / "dataset.zip"
-            self._download_archive(job["id"], archive, zip_path, say)
-            n = safe_extract(zip_path, wd)
-            zip_path.unlink()
-            say(f"dataset: {n} file(s) unpacked")
+            # extracted datasets are cached by their sha256 (workers/dataset_cache.py)
+            cache_root = self.work_dir / "datasets"
+            cached = dataset_cache.lookup(cache_root, archive.get("sha256"))
+            if cached is not None:
+                n = dataset_cache.link_tree(cached, wd)
+                say(f"dataset: {n} file(s) from this worker's cache (sha256 {archive['sha256'][:16]}…)")
+            else:
+                zip_path = wd / "dataset.zip"
+                self._download_archive(job["id"], archive, zip_path, say)
+                if archive.get("sha256"):  # verified against it: worth keeping
+                    n = dataset_cache.link_tree(dataset_cache.store(cache_root, archive["sha256"], zip_path,
+                                                                    safe_extract), wd)
+                else:
+                    n = safe_extract(zip_path, wd)
+                zip_path.unlink()
+                say(f"dataset: {n} file(s) unpacked")
         output_dir = wd / "output"
         output_dir.mkdir()
         config = dict(job.get("config") or {})
@@ -918,13 +967,15 @@ def worker_token(token_arg: str | None, token_file: str | None) -> str | None:
               help="where jobs run (default ~/.stcloud-worker)")
 @click.option("--once", is_flag=True, help="exit after one job")
 @click.option("--poll-interval", default=2.0, show_default=True, type=float, help="seconds between claims when idle")
+@click.option("--claim-wait", default=CLAIM_WAIT, show_default=True, type=float,
+              help="seconds the server may hold an idle claim until a job is queued (0: poll)")
 @click.option("--grace-seconds", default=10.0, show_default=True, type=float,
               help="SIGTERM -> SIGKILL delay when stopping a trainer")
 @click.option("--keep-work-dirs", is_flag=True, help="keep each job's working directory")
 @click.option("--stay-when-drained", is_flag=True, help="when drained, wait to be resumed instead of exiting")
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 def worker_command(server, token_arg, token_file, job_id, job_token, name, labels, trainer_command, work_dir, once,
-                   poll_interval, grace_seconds, keep_work_dirs, stay_when_drained, exit_with_parent):
+                   poll_interval, claim_wait, grace_seconds, keep_work_dirs, stay_when_drained, exit_with_parent):
     """Run jobs from an stcloud server on this machine (register, claim, train, upload).
 
     The worker token comes from STCLOUD_WORKER_TOKEN or --token-file (--token still works,
@@ -944,7 +995,7 @@ def worker_command(server, token_arg, token_file, job_id, job_token, name, label
     agent = Agent(server, token, name=name, labels=label_map, trainer_command=trainer_command, work_dir=work_dir,
                   once=once, poll_interval=poll_interval, grace_seconds=grace_seconds,
                   exit_with_parent=exit_with_parent, keep_work_dirs=keep_work_dirs,
-                  stay_when_drained=stay_when_drained, job_id=job_id)
+                  stay_when_drained=stay_when_drained, job_id=job_id, claim_wait=claim_wait)
 
     def _stop(signum, _frame):
         log.info("signal %s: stopping%s", signum,

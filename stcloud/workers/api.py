@@ -2,7 +2,8 @@
 
     POST /api/workers/register                {hostname, agent_version, gpus, labels, name, current_job_id}
     POST /api/workers/heartbeat               {job_id?, progress?} -> {cancel: [ids], drain, ...}
-    POST /api/workers/claim                   -> 200 {job: {...}} | 204 (nothing to do) | 200 {job: null, drain: true}
+    POST /api/workers/claim?wait=N            -> 200 {job: {...}} | 204 (nothing to do) | 200 {job: null, drain: true}
+                                              (held up to N s until a job is queued: workers/claims.py)
     POST /api/workers/goodbye                 the agent exits
     GET  /api/workers/jobs/<id>/archive       the dataset ZIP (holding worker only)
     POST /api/workers/jobs/<id>/logs          {seq, lines: [...]}
@@ -30,7 +31,7 @@ from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, Forbidden, NotFound
 from stcloud.web import auth
-from stcloud.workers import job_tokens, service
+from stcloud.workers import claims, job_tokens, service
 
 bp = auth.machine(Blueprint("workers_api", __name__, url_prefix="/api/workers"))
 
@@ -72,12 +73,17 @@ def heartbeat():
 @operation(summary="Claim the next job this worker matches", tags=["worker API"],
            responses={200: (Open, "a job, or {job: null, drain: true}"), 204: (None, "nothing to run")})
 def claim():
+    wait = 0.0 if g.job_scope else claims.parse_wait(request.args.get("wait"))
     try:
-        job = service.claim_job(g.worker_id, g.job_scope) if g.job_scope else service.claim(g.worker_id)
+        if g.job_scope:
+            job = service.claim_job(g.worker_id, g.job_scope)
+        else:
+            job = claims.claim_waiting(g.worker_id, wait, service.claim,
+                                       lambda: claims.candidates(g.worker_id, service.worker_pools))
     except service.Draining:
         return jsonify({"job": None, "drain": True})
     if job is None:
-        return "", 204
+        return "", 204, {claims.WAIT_HEADER: f"{wait:g}"}
     return jsonify({"job": job})
 
 

@@ -72,7 +72,8 @@ Where the fake simplifies (on purpose)
   service's exact timing is not documented more precisely than "immediately on
   prediction start".
 * No SSE streaming, no trainings/deployments endpoints, no input validation against
-  ``openapi_schema``. Input file URLs are not resolved.
+  ``openapi_schema``. Input file URLs are resolved only when a test asks
+  (:meth:`FakeReplicate.fetch_input`: what the model's container does at start).
 * Files: ``urls.get`` is ``<base>/v1/files/<id>``, as in Replicate's recorded
   responses. The bytes are served by ``GET /v1/files/<id>/download?owner=&expiry=&signature=``
   (signature = base64 HMAC-SHA256 of "{owner} {id} {expiry}", as documented). Build one
@@ -385,6 +386,7 @@ class FakeReplicate:
         self.deliveries: list[WebhookDelivery] = []
         self.create_calls = 0  # POSTs that reached a create-prediction endpoint (any outcome)
         self.predictions_created = 0  # predictions that were actually created
+        self.fetched_inputs: dict[str, dict[str, dict]] = {}  # pred id -> input name -> what fetch_input got
 
         self._pred_meta: dict[str, dict] = {}
         self._file_meta: dict[str, dict] = {}
@@ -1161,6 +1163,29 @@ class FakeReplicate:
         with self._lock:
             status = self.predictions[pred_id]["status"]
         return self.set_status(pred_id, status, output=output)
+
+    def fetch_input(self, pred_id: str, name: str = "images", timeout: float = 300) -> dict:
+        """Download a URL input of a prediction the way the model's container does when it
+        starts: a plain GET, no Replicate token (the link must authorise itself). Returns and
+        records ``{url, status, size, sha256}``; raises ``RuntimeError`` when the download
+        fails."""
+        with self._lock:
+            url = (self.predictions[pred_id].get("input") or {}).get(name)
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise RuntimeError(f"input {name!r} of {pred_id} is not a URL: {url!r}")
+        h, size = hashlib.sha256(), 0
+        with httpx.Client(timeout=timeout, trust_env=False) as http, http.stream("GET", url) as resp:
+            status = resp.status_code
+            if status == 200:
+                for chunk in resp.iter_bytes(1024 * 1024):
+                    h.update(chunk)
+                    size += len(chunk)
+        got = {"url": url, "status": status, "size": size, "sha256": h.hexdigest() if status == 200 else None}
+        with self._lock:
+            self.fetched_inputs.setdefault(pred_id, {})[name] = got
+        if status != 200:
+            raise RuntimeError(f"GET {url} answered {status}")
+        return got
 
     def succeed(
         self, pred_id: str, output: Any = None, predict_time: float | None = None, *, logs: str | None = None

@@ -1,0 +1,87 @@
+"""The SQLite fast path of a streaming delivery (stcloud/webhooks/fastpath.py) leaves exactly
+the rows the ORM path leaves: the same deliveries sent to two jobs, one with the fast path
+off, end in identical job rows, log chunks and delivery rows."""
+import sqlite3
+
+import pytest
+
+from stcloud.webhooks import fastpath
+from stcloud.webhooks import service as wh_service
+from tests.webhooks.conftest import make_job, prediction, send
+
+LINES = [f"step {i}/5 loss=0.{i}1 lr=1e-4\n" for i in range(1, 6)]
+COLUMNS = "status, log_size, progress, started_at, provider_data, billed_seconds, cost_usd, log_seq"
+
+
+def _deliver(client, secret, pid, used):
+    bodies = [prediction(pid, "processing", "".join(LINES[:k]), started_at="2025-01-02T03:04:06.000000Z",
+                         metrics={"predict_time": 1.5 * k}) for k in range(1, 6)]
+    bodies.insert(3, bodies[2])  # a redelivery of the same content under a new id
+    ids = []
+    for i, body in enumerate(bodies):
+        r = send(client, secret, body, msg_id=f"msg_{pid}_{i}")
+        assert r.status_code == 200 and r.get_json()["outcome"] == "applied", r.get_json()
+        ids.append(f"msg_{pid}_{i}")
+    r = send(client, secret, bodies[0], msg_id=ids[0])  # a replay of the same id
+    assert r.get_json()["outcome"] == "duplicate"
+    return used
+
+
+def test_fast_path_writes_what_the_orm_path_writes(wh_app, wh_client, fake, monkeypatch):
+    fast_job, orm_job = make_job(wh_app, "a" * 26), make_job(wh_app, "b" * 26)
+    used = []
+    real = fastpath.transaction
+
+    def counting(engine):
+        used.append(1)
+        return real(engine)
+
+    monkeypatch.setattr(fastpath, "transaction", counting)
+    _deliver(wh_client, fake.webhook_secret, "a" * 26, used)
+    assert len(used) == 7  # every delivery (replay included) went through it
+    monkeypatch.setattr(fastpath, "available", lambda engine: False)
+    used.clear()
+    _deliver(wh_client, fake.webhook_secret, "b" * 26, used)
+    assert used == []
+
+    conn = sqlite3.connect(wh_app.config["STCLOUD_DATABASE_URL"].removeprefix("sqlite:///"))
+    try:
+        rows = {j: conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (j,)).fetchone()
+                for j in (fast_job, orm_job)}
+        assert rows[fast_job] == rows[orm_job]
+        assert rows[fast_job][1] == len("".join(LINES).encode())
+        assert '"step": 5' in rows[fast_job][2]
+        chunks = {j: conn.execute('SELECT "offset", data FROM job_log_chunks WHERE job_id = ? ORDER BY "offset"',
+                                  (j,)).fetchall() for j in (fast_job, orm_job)}
+        assert chunks[fast_job] == chunks[orm_job] and len(chunks[fast_job]) == 5
+        deliveries = {j: conn.execute(
+            "SELECT event_status, outcome, detail, source_ip, typeof(received_at), length(received_at) "
+            "FROM webhook_deliveries WHERE job_id = ? ORDER BY webhook_id", (j,)).fetchall()
+            for j in (fast_job, orm_job)}
+        assert deliveries[fast_job] == deliveries[orm_job] and len(deliveries[fast_job]) == 6
+        stamps = [r[0] for r in conn.execute("SELECT updated_at FROM jobs WHERE id IN (?, ?)", (fast_job, orm_job))]
+        assert len({len(s) for s in stamps}) == 1  # the same datetime format
+    finally:
+        conn.close()
+
+
+def test_status_change_takes_the_orm_path(wh_app, wh_client, fake):
+    """A delivery that moves the job is undone in the fast transaction and applied by the
+    one transition function."""
+    job_id = make_job(wh_app, "c" * 26)
+    r = send(wh_client, fake.webhook_secret, prediction("c" * 26, "succeeded", "step 5/5 loss=0.1\n",
+                                                        completed_at="2025-01-02T03:05:06.000000Z",
+                                                        output=[]))
+    assert r.get_json()["outcome"] == "applied" and r.get_json()["job_status"] == "completed"
+    with wh_app.app_context():
+        from stcloud import db
+        from stcloud.models import Job
+
+        with db.session() as s:
+            assert s.get(Job, job_id).status == "completed"
+
+
+@pytest.mark.parametrize("bad", [None, "x"])
+def test_no_job_is_ignored_through_either_path(wh_client, fake, bad):
+    r = send(wh_client, fake.webhook_secret, prediction("z" * 26) if bad is None else {"status": "processing"})
+    assert r.status_code == 200 and r.get_json()["outcome"] == wh_service.IGNORED

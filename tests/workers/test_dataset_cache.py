@@ -1,0 +1,60 @@
+"""The agent's cache of extracted datasets (stcloud/workers/dataset_cache.py): the second job
+on the same data neither downloads nor extracts it; a job's writes stay in its own tree."""
+import hashlib
+import zipfile
+
+from stcloud.workers import dataset_cache
+from stcloud.workers.agent import Agent, safe_extract
+
+
+def _zip(path, files):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_store_lookup_link(tmp_path):
+    sha = _zip(tmp_path / "a.zip", {"datasets/d/x.png": b"one", "datasets/d/x.txt": b"cap"})
+    root = tmp_path / "cache"
+    assert dataset_cache.lookup(root, sha) is None
+    assert dataset_cache.lookup(root, "../etc") is None
+    cached = dataset_cache.store(root, sha, tmp_path / "a.zip", safe_extract)
+    assert dataset_cache.lookup(root, sha) == cached
+    job = tmp_path / "job"
+    assert dataset_cache.link_tree(cached, job) == 2
+    assert (job / "datasets/d/x.png").read_bytes() == b"one"
+    assert not (job / dataset_cache.MARKER).exists()
+    (job / "datasets/d/new.json").write_text("{}")  # a trainer's file next to its data
+    assert not (cached / "datasets/d/new.json").exists()
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_prune_keeps_the_most_recent(tmp_path):
+    root = tmp_path / "cache"
+    shas = []
+    for i in range(dataset_cache.KEEP + 2):
+        sha = _zip(tmp_path / f"{i}.zip", {f"datasets/d/{i}.png": bytes([i])})
+        dataset_cache.store(root, sha, tmp_path / f"{i}.zip", safe_extract)
+        shas.append(sha)
+    kept = {p.name for p in root.iterdir()}
+    assert len(kept) == dataset_cache.KEEP and shas[-1] in kept and shas[0] not in kept
+
+
+def test_second_job_on_the_same_data_is_not_downloaded(tmp_path, monkeypatch):
+    sha = _zip(tmp_path / "a.zip", {"datasets/d/x.png": b"one"})
+    agent = Agent("http://127.0.0.1:9", "stw_x", work_dir=tmp_path / "work")
+    downloads = []
+
+    def download(job_id, archive, dest, say):
+        downloads.append(job_id)
+        dest.write_bytes((tmp_path / "a.zip").read_bytes())
+
+    monkeypatch.setattr(agent, "_download_archive", download)
+    said = []
+    for job_id in ("j1", "j2"):
+        job = {"id": job_id, "config": {}, "archive": {"url": f"/api/workers/jobs/{job_id}/archive", "sha256": sha}}
+        agent._prepare(job, tmp_path / "work" / job_id, None, said.append)
+        assert (tmp_path / "work" / job_id / "datasets/d/x.png").read_bytes() == b"one"
+    assert downloads == ["j1"]
+    assert any("from this worker's cache" in m for m in said)
