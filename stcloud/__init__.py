@@ -34,6 +34,9 @@ BLUEPRINT_MODULES = (
     "stcloud.jobs.compare_routes",
     "stcloud.notify.routes",
     "stcloud.accounts.extroutes",
+    "stcloud.jobs.approval_routes",
+    "stcloud.notify.prefs_routes",
+    "stcloud.jobs.config_routes",
 )
 
 
