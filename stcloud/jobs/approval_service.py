@@ -77,7 +77,7 @@ def approve(job_id: str, *, source: str = "api") -> dict:
         jobs_service.transition(s, job, states.UPLOADING, source=source, detail=f"approved by {_actor_name()}")
         job.progress = {**(job.progress or {}), "stage": "scan"}
         req = _request_of(job)
-        has_local = bool((job.data_summary or {}).get("dataset_count"))
+        has_local = bool((job.data_summary or {}).get("datasets"))  # the scan at submit: local datasets
         extra_inputs = publishing.launch_inputs(job.delivery)
     progress = SubmitProgress(job_id)
     archive_path: Path | None = None
