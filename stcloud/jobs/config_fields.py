@@ -164,8 +164,17 @@ def errors_of(config: Any) -> list[dict]:
     """``[{"field", "message"}]`` for the checked fields of ``config`` (empty = valid)."""
     if not isinstance(config, dict):
         return [{"field": None, "message": "config must be a JSON object"}]
+    fields = common_part(config)
+    out = _errors(fields)
+    bad = {e["field"] for e in out}
+    if bad:  # the checks across fields run only on valid fields: run them on the others too
+        out += [e for e in _errors({k: v for k, v in fields.items() if k not in bad}) if e["field"] not in bad]
+    return out
+
+
+def _errors(fields: dict) -> list[dict]:
     try:
-        CommonConfig.model_validate(common_part(config))
+        CommonConfig.model_validate(fields)
     except ValidationError as exc:
         out = []
         for err in exc.errors():
