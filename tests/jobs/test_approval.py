@@ -254,3 +254,37 @@ def test_cli_approve_and_reject(secure, crew, dataset):
         assert out.exit_code == 0, out.output
         job = json.loads(out.output)["job"]
         assert job["status"] == "cancelled" and job["approval"]["reason"] == "duplicate"
+
+
+def test_decisions_from_the_job_page_and_threshold_from_the_spend_page(secure, crew, dataset):
+    from tests.accounts.helpers import login
+    from tests.conftest import csrf_of
+
+    api = secure.test_client()
+    admin, member = crew["admin"], crew["member"]
+    page = secure.test_client()
+    login(page, "ada")
+    token = csrf_of(page)
+    hx = {"HX-Request": "true", "X-CSRF-Token": token}
+    r = page.post("/spend/approval", headers=hx, data={"threshold_usd": "abc"})
+    assert r.status_code == 422 and "threshold_usd must be a number" in r.get_data(as_text=True)
+    r = page.post("/spend/approval", headers=hx, data={"threshold_usd": "0"})
+    assert r.status_code == 200 and "Saved." in r.get_data(as_text=True)
+    assert api.get("/api/cloud/settings/approval", headers=admin.headers).json == {"threshold_usd": 0.0}
+
+    one = api.post("/api/cloud/jobs/submit", json=_body(dataset, "one"), headers=member.headers).json["job"]["id"]
+    two = api.post("/api/cloud/jobs/submit", json=_body(dataset, "two"), headers=member.headers).json["job"]["id"]
+    r = page.post(f"/jobs/{one}/approve", headers=hx)
+    assert r.status_code == 200 and 'id="status-panel"' in r.get_data(as_text=True)
+    assert "Approved by ada" in r.get_data(as_text=True)
+    r = page.post(f"/jobs/{two}/reject", headers=hx, data={"reason": "not this week"})
+    assert r.status_code == 200 and "Rejected by ada" in r.get_data(as_text=True)
+    assert "not this week" in r.get_data(as_text=True)
+    states = {j["id"]: j["status"] for j in api.get("/api/cloud/jobs", headers=admin.headers).json["jobs"]}
+    assert states == {one: "queued", two: "cancelled"}
+    actions = [(a["action"], a["target"]) for a in
+               api.get("/api/cloud/audit?action=job.", headers=admin.headers).json["records"]
+               if a["action"] in ("job.approve", "job.reject")]
+    assert sorted(actions) == [("job.approve", one), ("job.reject", two)]
+    settings = api.get("/api/cloud/audit?action=settings.approval", headers=admin.headers).json["records"]
+    assert [a["outcome"] for a in settings] == ["ok", "failed"]  # newest first
