@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stcloud import db, settings
@@ -105,9 +106,12 @@ def hold(job_id: str, req, prebuilt=None) -> dict | None:
     """After the snapshot: the job's dict when it waits for approval (the submit stops there),
     else None. What the launch needs later and the row does not keep is recorded; an archive
     built early (exact re-run) is dropped — approval packages again and re-checks its sha256."""
+    with db.session() as s:  # a read first: most submits are not held and take no write lock here
+        if s.scalar(select(Job.status).where(Job.id == job_id)) != states.PENDING_APPROVAL:
+            return None
     with db.transaction() as s:
         job = s.get(Job, job_id)
-        if job is None or job.status != states.PENDING_APPROVAL:
+        if job is None or job.status != states.PENDING_APPROVAL:  # cancelled meanwhile
             return None
         approval = dict((job.provider_data or {}).get("approval") or {})
         if req.expected_dataset_sha256:
