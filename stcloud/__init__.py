@@ -36,6 +36,9 @@ BLUEPRINT_MODULES = (
     "stcloud.accounts.extroutes",
     "stcloud.web.api_docs",
     "stcloud.jobs.recovery_routes",
+    "stcloud.jobs.approval_routes",
+    "stcloud.notify.prefs_routes",
+    "stcloud.jobs.config_routes",
 )
 
 

@@ -25,6 +25,8 @@ EXTRA_COMMANDS = [
     (None, "stcloud.cli_completion:completion_command"),
     (None, "stcloud.ops.cli:backup_command"),
     (None, "stcloud.ops.cli:restore_command"),
+    ("jobs", "stcloud.jobs.approval_cli:approve_command"),
+    ("jobs", "stcloud.jobs.approval_cli:reject_command"),
 ]
 
 

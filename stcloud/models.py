@@ -280,6 +280,10 @@ class User(Base):
     spend_limit_usd: Mapped[float | None] = mapped_column(Float)
     spend_period: Mapped[str] = mapped_column(String(16), default="monthly")
     spend_action: Mapped[str] = mapped_column(String(8), default="block")
+    # jobs estimated above this wait for an admin (stcloud/jobs/approval.py); None = the instance setting
+    approval_threshold_usd: Mapped[float | None] = mapped_column(Float)
+    # which notifications this user receives by e-mail (stcloud/notify/prefs.py); None = none yet
+    notify_prefs: Mapped[dict | None] = mapped_column(JSON)
 
 
 class ApiKey(Base):
@@ -344,6 +348,7 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recipient: Mapped[str | None] = mapped_column(String(320))  # one user's e-mail (per-user preferences)
 
     __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
 

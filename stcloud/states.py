@@ -19,6 +19,15 @@ ALLOWED: dict[str, frozenset[str]] = {
     CANCELLED: frozenset(),
 }
 
+# SPEC §13: a job whose estimate is above the approval threshold waits for an admin before
+# anything is packaged or launched; it holds its spend reservation (an ACTIVE status) and is
+# billed nothing. Approve -> uploading (the normal launch path); reject or cancel -> cancelled.
+PENDING_APPROVAL = "pending_approval"
+STATUSES = (*STATUSES, PENDING_APPROVAL)
+ACTIVE = ACTIVE | {PENDING_APPROVAL}
+ALLOWED[PENDING] = ALLOWED[PENDING] | {PENDING_APPROVAL}
+ALLOWED[PENDING_APPROVAL] = frozenset({UPLOADING, CANCELLED, FAILED})
+
 def is_terminal(status: str) -> bool:
     return status in TERMINAL
 

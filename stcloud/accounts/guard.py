@@ -175,11 +175,16 @@ ACTIONS = {
     "workers_admin_api.delete": "worker.delete", "workers_pages.delete_page": "worker.delete",
     "external_auth_settings.save_section": "settings.external_sign_in",
     "recovery_api.put_recovery": "settings.recovery", "recovery_pages.recovery_form": "settings.recovery",
+    "approval_api.approve_job": "job.approve", "approval_pages.approve_page": "job.approve",
+    "approval_api.reject_job": "job.reject", "approval_pages.reject_page": "job.reject",
+    "approval_api.put_settings": "settings.approval", "approval_pages.save_settings": "settings.approval",
+    "notify_prefs_api.put_mine": "user.notifications", "notify_prefs_pages.save_page": "user.notifications",
 }
 # Body fields whose values are worth keeping (never secrets); other fields are named only.
 DETAIL_VALUES = {"role", "disabled", "provider", "hardware", "enabled", "amount_usd", "period", "action",
                  "consent", "value", "name", "bucket", "read_only", "status", "reason", "force"}
-NOT_AUDITED = {"submit_api.data_preview", "submit_pages.submit_preview", "costs_api.cost_estimate"}
+NOT_AUDITED = {"submit_api.data_preview", "submit_pages.submit_preview", "costs_api.cost_estimate",
+               "config_api.validate_config"}
 
 
 def _target(resp) -> str | None:

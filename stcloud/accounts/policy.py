@@ -27,6 +27,7 @@ MEMBER_WRITES = frozenset({
     "jobs_pages.delete_page",
     "rerun_api.api_rerun",
     "rerun_pages.rerun_page",
+    "config_api.validate_config",  # checks a config against the field schema; writes nothing
 })
 
 SELF_WRITES = frozenset({
@@ -38,6 +39,8 @@ SELF_WRITES = frozenset({
     "accounts_pages.change_password_page",
     "accounts_pages.create_token_page",
     "accounts_pages.revoke_token_page",
+    "notify_prefs_api.put_mine",  # a user's own notification preferences
+    "notify_prefs_pages.save_page",
 })
 
 # The API document (``api_docs.openapi_json``, ``api_docs.api_docs``) is public: its blueprint

@@ -304,7 +304,7 @@ def update_user_page(username):
 def _limit_fields(form) -> dict:
     """The limits form: blank = no limit; numbers parsed here, ranges checked by the service."""
     out: dict = {}
-    for key, kind in (("max_concurrent_jobs", int), ("spend_limit_usd", float)):
+    for key, kind in (("max_concurrent_jobs", int), ("spend_limit_usd", float), ("approval_threshold_usd", float)):
         if key in form:
             raw = form[key].strip()
             try:

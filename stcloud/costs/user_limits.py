@@ -19,12 +19,13 @@ from stcloud.costs import periods
 from stcloud.errors import PaymentRequired, RateLimited, ValidationError
 from stcloud.models import Job, User, utcnow
 
-FIELDS = ("max_concurrent_jobs", "spend_limit_usd", "spend_period", "spend_action")
+FIELDS = ("max_concurrent_jobs", "spend_limit_usd", "spend_period", "spend_action", "approval_threshold_usd")
 
 
 def to_dict(user: User) -> dict:
     return {"max_concurrent_jobs": user.max_concurrent_jobs, "spend_limit_usd": user.spend_limit_usd,
-            "spend_period": user.spend_period or "monthly", "spend_action": user.spend_action or "block"}
+            "spend_period": user.spend_period or "monthly", "spend_action": user.spend_action or "block",
+            "approval_threshold_usd": user.approval_threshold_usd}
 
 
 def validate(changes: dict) -> dict:
@@ -52,6 +53,12 @@ def validate(changes: dict) -> dict:
             raise ValidationError(f"spend_action must be one of {', '.join(cost_limits.ACTIONS)}",
                                   extra={"field": "spend_action"})
         out["spend_action"] = changes["spend_action"]
+    if "approval_threshold_usd" in changes:  # None: the instance's threshold (jobs/approval.py)
+        v = changes["approval_threshold_usd"]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1_000_000):
+            raise ValidationError("approval_threshold_usd must be a number of dollars from 0 to 1000000, or null "
+                                  "(the instance's threshold)", extra={"field": "approval_threshold_usd"})
+        out["approval_threshold_usd"] = float(v) if v is not None else None
     return out
 
 

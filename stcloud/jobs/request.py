@@ -16,6 +16,7 @@ from stcloud.api import validation
 from stcloud.api.schemas.jobs import DataloaderConfig, SubmitBody
 from stcloud.costs import rates
 from stcloud.errors import BadRequest
+from stcloud.jobs import config_fields
 from stcloud.jobs.requirements import normalize_requirements
 from stcloud.models import Job
 from stcloud.providers import registry
@@ -176,6 +177,9 @@ def parse_body(body: Any) -> SubmitRequest:
     if body.get("config") is None:
         raise BadRequest("config is required (the training config, a JSON object)", extra={"field": "config"})
     config = _json_field(body.get("config"), "config", dict)
+    if problems := config_fields.errors_of(config):  # the schema the submit page's form checks with
+        raise BadRequest(f"config: {problems[0]['message']}", extra={"field": f"config.{problems[0]['field']}",
+                                                                    "errors": problems})
     dataloader = parse_dataloader(body.get("dataloader_config"))
     name = _opt_str(body, "name", 200)
     if name is not None and not _NAME_RE.match(name):

@@ -328,6 +328,7 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "rerun_of": job.rerun_of,
         "terminal": states.is_terminal(job.status),
         "metrics": metrics.compute(job),
+        "approval": _approval_view((job.provider_data or {}).get("approval")),
     }
     if include_config:
         # The stored config carries what the trainer needs (publishing keys, tokens); what
@@ -335,6 +336,13 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         d["config"] = redact(job.config or {})
         d["dataloader_config"] = redact(job.dataloader_config or [])
     return d
+
+
+def _approval_view(info: dict | None) -> dict | None:
+    """The approval record of a job that needed one (SPEC §13), without internal fields."""
+    if not info:
+        return None
+    return {k: v for k, v in info.items() if k != "expected_dataset_sha256"}
 
 
 def event_to_dict(ev: JobEvent) -> dict:

@@ -48,7 +48,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, dataset_url, idempotency, job_secrets, poller, reconcile
+from stcloud.jobs import approval, consent, dataset_url, idempotency, job_secrets, poller, reconcile
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -249,6 +249,8 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     archive_path: Path | None = None
     try:
         _snapshot(job_id, req, name)
+        if (held := approval.hold(job_id, req, prebuilt)) is not None:  # waits for an admin: jobs/approval.py
+            return SubmitResult(held, False, [*warnings, approval.warning(held)], 201)
         archive = None
         if has_local:
             archive = _package(job_id, req, service, progress, prebuilt)
@@ -302,7 +304,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
             )
             s.add(job)
             s.flush()
-            jobs_service.transition(s, job, states.UPLOADING, source=source, detail=f"submitted ({source})")
+            jobs_service.transition(s, job, approval.first_status(s, job), source=source, detail=f"submitted ({source})")
             if check.warnings:  # queued with the job row; sent after the commit
                 notify_events.spend(s, "spend.warn", req.provider, list(check.warnings), job_id=job_id)
             if req.idempotency_key:

@@ -14,7 +14,7 @@ from stcloud.errors import BadRequest
 from stcloud.notify import channels
 
 SETTING_KEY = "notifications"
-EVENTS = ("job.completed", "job.failed", "job.cancelled", "spend.warn", "spend.block")
+EVENTS = ("job.completed", "job.failed", "job.cancelled", "spend.warn", "spend.block", "approval.requested")
 CHANNELS = ("slack", "discord", "email", "webhook")
 SECRET_KEYS = {"slack.url": "notify.slack_url", "discord.url": "notify.discord_url",
                "webhook.url": "notify.webhook_url", "webhook.secret": "notify.webhook_secret",

@@ -6,16 +6,20 @@ from sqlalchemy.orm import Session
 
 from stcloud import settings
 from stcloud.models import Notification, utcnow
-from stcloud.notify import config
+from stcloud.notify import config, prefs
 
 
 def queue(s: Session, event: str, payload: dict, job_id: str | None = None) -> int:
-    """Add one row per channel that takes ``event``; returns how many were queued."""
+    """Add one row per channel that takes ``event``, and one e-mail per user whose
+    preferences ask for it (``prefs.recipients``); returns how many were queued."""
     chans = config.enabled_channels(s, event)
     body = {"type": event, "timestamp": utcnow().isoformat().replace("+00:00", "Z"), "data": payload}
     for ch in chans:
         s.add(Notification(event=event, channel=ch, job_id=job_id, payload=body))
-    return len(chans)
+    people = prefs.recipients(s, event, job_id)
+    for address in people:
+        s.add(Notification(event=event, channel="email", job_id=job_id, payload=body, recipient=address))
+    return len(chans) + len(people)
 
 
 def job_data(s: Session, job, figures: dict) -> dict:
@@ -38,6 +42,14 @@ def job_finished(s: Session, job, figures: dict) -> int:
 def spend(s: Session, event: str, provider: str, messages: list[str], job_id: str | None = None) -> int:
     """``spend.warn`` (a submit crossed a warn threshold) or ``spend.block`` (refused)."""
     return queue(s, event, {"provider": provider, "messages": list(messages)}, job_id=job_id)
+
+
+def approval_requested(s: Session, job, amount_usd: float, threshold_usd: float) -> int:
+    """A job waits in ``pending_approval`` (jobs/approval.py): tell the admins."""
+    data = job_data(s, job, {})
+    data["job"].update(estimate_usd=round(amount_usd, 6), threshold_usd=threshold_usd,
+                       requested_by=((job.provider_data or {}).get("approval") or {}).get("requested_by"))
+    return queue(s, "approval.requested", data, job_id=job.id)
 
 
 def _money(v) -> str:
@@ -67,6 +79,15 @@ def render(body: dict) -> tuple[str, str]:
             text += f". Reason: {job['error'].strip().splitlines()[0][:300]}"
         if job.get("url"):
             text += f". {job['url']}"
+        return subject, text
+    if event == "approval.requested":
+        job = data["job"]
+        subject = f"stcloud: approval needed for job {job['name']}"
+        text = (f"Job {job['name']} ({job['id']}) on {job['provider']} waits for an admin's approval: its estimate "
+                f"{_money(job.get('estimate_usd'))} is above the approval threshold {_money(job.get('threshold_usd'))}"
+                + (f" (submitted by {job['requested_by']})" if job.get("requested_by") else "")
+                + (f". Approve or reject it: {job['url']}" if job.get("url") else
+                   f". Approve or reject it on its job page or with `stcloud jobs approve {job['id']}`"))
         return subject, text
     what = "spend limit warning" if event == "spend.warn" else "spend limit reached: submit refused"
     body = f"{what.capitalize()} on {data['provider']}: " + "; ".join(data["messages"])

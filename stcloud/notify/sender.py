@@ -36,9 +36,10 @@ def _deliver(row: dict) -> None:
         channels.send_webhook(url, secret, body, msg_id=f"msg_{row['id']}")
     elif channel == "email":
         cfg = config.stored()["email"]
-        if not cfg.get("host") or not cfg.get("to"):
+        to = [row["recipient"]] if row.get("recipient") else cfg.get("to")  # one user's preferences, or the list
+        if not cfg.get("host") or not cfg.get("sender") or not to:
             raise channels.ChannelError("e-mail is not configured")
-        channels.send_email(host=cfg["host"], port=cfg.get("port") or 25, sender=cfg["sender"], to=cfg["to"],
+        channels.send_email(host=cfg["host"], port=cfg.get("port") or 25, sender=cfg["sender"], to=to,
                             subject=subject, text=text, username=cfg.get("username"),
                             password=config.secret("email.password"), starttls=bool(cfg.get("starttls")))
     else:
@@ -58,7 +59,8 @@ def _claim(limit: int) -> list[dict]:
             if job is not None and row.attempts == 0:
                 fresh = {**row.payload["data"]["job"], "error": job.error, "cost_usd": job.cost_usd}
                 row.payload = {**row.payload, "data": {**row.payload["data"], "job": fresh}}
-            out.append({"id": row.id, "channel": row.channel, "payload": row.payload, "attempts": row.attempts})
+            out.append({"id": row.id, "channel": row.channel, "payload": row.payload, "attempts": row.attempts,
+                        "recipient": row.recipient})
         return out
 
 
@@ -98,7 +100,7 @@ def recent(limit: int = 50) -> list[dict]:
     with db.session() as s:
         rows = s.scalars(select(Notification).order_by(Notification.created_at.desc()).limit(limit)).all()
         return [{"id": r.id, "event": r.event, "channel": r.channel, "job_id": r.job_id, "status": r.status,
-                 "attempts": r.attempts, "last_error": r.last_error,
+                 "attempts": r.attempts, "last_error": r.last_error, "recipient": r.recipient,
                  "created_at": r.created_at.isoformat().replace("+00:00", "Z"),
                  "sent_at": r.sent_at.isoformat().replace("+00:00", "Z") if r.sent_at else None}
                 for r in rows]

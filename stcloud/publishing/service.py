@@ -160,13 +160,26 @@ def _prepare_hf(delivery: dict, config: dict):
     private = delivery.get("private", False)
     if not isinstance(private, bool):
         raise BadRequest("delivery.private must be true or false", extra={"field": "delivery.private"})
+    inputs = _hf_inputs(hub_model_id)
+    config = {**config, "push_to_hub": True, "hub_model_id": hub_model_id}
+    record = {"type": "hf", "hub_model_id": hub_model_id, "private": private, "state": "pending"}
+    return config, inputs, record
+
+
+def _hf_inputs(hub_model_id: str) -> dict:
     token = os.environ.get("HF_TOKEN")
     if not token:
         raise BadRequest("HF_TOKEN not set: export a Hugging Face token with write access to publish to the Hub.",
                          extra={"field": "delivery.type"})
-    config = {**config, "push_to_hub": True, "hub_model_id": hub_model_id}
-    record = {"type": "hf", "hub_model_id": hub_model_id, "private": private, "state": "pending"}
-    return config, {"hf_token": token, "hub_model_id": hub_model_id}, record
+    return {"hf_token": token, "hub_model_id": hub_model_id}
+
+
+def launch_inputs(record: dict | None) -> dict:
+    """The provider inputs ``prepare_for_submit`` gave, rebuilt from a job's stored delivery
+    record (no secrets are stored on it): for a job launched later (after approval)."""
+    if (record or {}).get("type") == "hf":
+        return _hf_inputs(record["hub_model_id"])
+    return {}
 
 
 def discard_for_submit(job_id: str) -> None:

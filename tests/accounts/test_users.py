@@ -118,11 +118,11 @@ def test_users_page_sets_limits(secure_app):
     login(c, "admin", initial_password(secure_app))
     csrf = csrf_of(c)
     r = c.post("/users/mia", data={"max_concurrent_jobs": "3", "spend_limit_usd": "25.5", "spend_period": "weekly",
-                                   "spend_action": "warn", "csrf_token": csrf})
+                                   "spend_action": "warn", "approval_threshold_usd": "40", "csrf_token": csrf})
     assert r.status_code == 200
     limits = c.get("/api/cloud/users/mia").json["user"]["limits"]
     assert limits == {"max_concurrent_jobs": 3, "spend_limit_usd": 25.5, "spend_period": "weekly",
-                      "spend_action": "warn"}
+                      "spend_action": "warn", "approval_threshold_usd": 40.0}
     r = c.post("/users/mia", data={"max_concurrent_jobs": "", "spend_limit_usd": "lots", "csrf_token": csrf})
     assert r.status_code == 422 and "spend limit usd must be a number" in r.get_data(as_text=True)
     r = c.post("/users/mia", data={"max_concurrent_jobs": "", "spend_limit_usd": "", "csrf_token": csrf})

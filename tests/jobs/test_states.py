@@ -11,6 +11,8 @@ ALLOWED = {
     ("uploading", "queued"), ("uploading", "running"), ("uploading", "cancelled"), ("uploading", "failed"),
     ("queued", "running"), ("queued", "cancelled"), ("queued", "failed"),
     ("running", "completed"), ("running", "failed"), ("running", "cancelled"), ("running", "queued"),
+    ("pending", "pending_approval"),
+    ("pending_approval", "uploading"), ("pending_approval", "cancelled"), ("pending_approval", "failed"),
 }
 ALL_PAIRS = [(a, b) for a, b in itertools.product(states.STATUSES, repeat=2) if a != b]
 

@@ -1,0 +1,70 @@
+"""Approvals (SPEC §13): ``POST /api/cloud/jobs/<id>/approve|reject`` (admin), the instance
+threshold ``GET|PUT /api/cloud/settings/approval``, the job page's buttons and the Spend page's
+threshold form."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from stcloud.errors import StcloudError
+from stcloud.jobs import approval, approval_service
+from stcloud.jobs.routes import job_page
+from stcloud.web.htmx import render
+from stcloud.web.params import json_body
+
+api = Blueprint("approval_api", __name__, url_prefix="/api/cloud")
+pages = Blueprint("approval_pages", __name__)
+
+
+@api.post("/jobs/<job_id>/approve")
+def approve_job(job_id):
+    return jsonify({"job": approval_service.approve(job_id, source="api")})
+
+
+@api.post("/jobs/<job_id>/reject")
+def reject_job(job_id):
+    reason = approval_service.parse_reason(json_body(required=False))
+    return jsonify({"job": approval_service.reject(job_id, reason, source="api")})
+
+
+@api.get("/settings/approval")
+def get_settings():
+    return jsonify(approval.get_settings())
+
+
+@api.put("/settings/approval")
+def put_settings():
+    return jsonify(approval.put_settings(json_body()))
+
+
+# ---- pages -----------------------------------------------------------------------------
+
+@pages.post("/jobs/<job_id>/approve")
+def approve_page(job_id):
+    approval_service.approve(job_id, source="ui")
+    return job_page(job_id)
+
+
+@pages.post("/jobs/<job_id>/reject")
+def reject_page(job_id):
+    reason = approval_service.parse_reason({"reason": request.form.get("reason") or None})
+    approval_service.reject(job_id, reason, source="ui")
+    return job_page(job_id)
+
+
+@pages.get("/spend/approval")
+def settings_section():
+    return render("approval/_settings.html", cfg=approval.get_settings())
+
+
+@pages.post("/spend/approval")
+def save_settings():
+    try:
+        cfg = approval.put_settings({"threshold_usd": request.form.get("threshold_usd", "").strip() or None})
+    except StcloudError as err:
+        return render("approval/_settings.html", status=422, cfg=approval.get_settings(), error=err.detail)
+    return render("approval/_settings.html", cfg=cfg, saved=True)
+
+
+def init_app(app):
+    app.register_blueprint(api)
+    app.register_blueprint(pages)

@@ -1,0 +1,53 @@
+"""A user's own notification preferences: ``GET|PUT /api/cloud/me/notifications`` and the
+page ``/account/notifications``."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from stcloud.errors import StcloudError
+from stcloud.notify import prefs
+from stcloud.web.htmx import render
+from stcloud.web.params import json_body
+
+api = Blueprint("notify_prefs_api", __name__, url_prefix="/api/cloud/me")
+pages = Blueprint("notify_prefs_pages", __name__)
+
+
+@api.get("/notifications")
+def get_mine():
+    return jsonify(prefs.get_mine())
+
+
+@api.put("/notifications")
+def put_mine():
+    return jsonify(prefs.put_mine(json_body()))
+
+
+def _page(status: int = 200, **ctx):
+    return render("notify/preferences.html", block="prefs_body", status=status, nav="account", **ctx)
+
+
+@pages.get("/account/notifications")
+def prefs_page():
+    try:
+        view = prefs.get_mine()
+    except StcloudError as err:
+        return _page(404, view=None, error=err.detail)
+    return _page(view=view)
+
+
+@pages.post("/account/notifications")
+def save_page():
+    body = {"events": request.form.getlist("events"), "email": request.form.get("email", "")}
+    try:
+        view = prefs.put_mine(body)
+    except StcloudError as err:  # a bad field (the form again, 422) or no account (404)
+        if err.status != 400:
+            return _page(err.status, view=None, error=err.detail)
+        return _page(422, view=prefs.get_mine(), error=err.detail)
+    return _page(view=view, saved=True)
+
+
+def init_app(app):
+    app.register_blueprint(api)
+    app.register_blueprint(pages)
