@@ -346,3 +346,13 @@ class Notification(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
+
+
+# ---- resume anywhere (stcloud/jobs/resume.py) ---------------------------------------------
+# A resumed job points at the job it started from; ``chain_root`` names the first job of the
+# chain (all attempts across providers); ``auto_resume`` is ``{max_attempts, provider?}``.
+
+Job.resumed_from = mapped_column(String(40), index=True, nullable=True)
+Job.resume_step = mapped_column(Integer, nullable=True)
+Job.chain_root = mapped_column(String(40), index=True, nullable=True)
+Job.auto_resume = mapped_column(JSON, nullable=True)

@@ -25,6 +25,7 @@ PERIODIC = [
     ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
     ("deliver_outputs", "stcloud.publishing.service:deliver_pending", 10),
     ("send_notifications", "stcloud.notify.sender:send_due", 5),
+    ("auto_resume", "stcloud.jobs.resume:auto_resume_due", 15),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

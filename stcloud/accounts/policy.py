@@ -27,6 +27,9 @@ MEMBER_WRITES = frozenset({
     "jobs_pages.delete_page",
     "rerun_api.api_rerun",
     "rerun_pages.rerun_page",
+    "checkpoints_api.resume_job",
+    "checkpoints_api.continue_job",
+    "checkpoints_pages.resume_submit",
 })
 
 SELF_WRITES = frozenset({

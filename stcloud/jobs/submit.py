@@ -46,7 +46,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, poller, states
+from stcloud.jobs import consent, idempotency, poller, resume_links, states
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -186,6 +186,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
         if first is not None:
             return SubmitResult(first, True, [], 200)
     service = provider_of(body)
+    links = resume_links.parse(body)  # resume_of / auto_resume (stcloud/jobs/resume_links.py)
     reason = service.not_ready_reason()
     if reason:
         raise NotConfigured(reason, extra={"field": "provider", "provider": req.provider})
@@ -227,6 +228,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     progress = SubmitProgress(job_id)
     archive_path: Path | None = None
     try:
+        resume_links.record(job_id, links)
         _snapshot(job_id, req, name)
         archive = None
         if has_local:

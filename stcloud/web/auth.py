@@ -285,6 +285,8 @@ ACTIONS = {
     "workers_admin_api.resume": "worker.resume", "workers_pages.resume_page": "worker.resume",
     "workers_admin_api.delete": "worker.delete", "workers_pages.delete_page": "worker.delete",
     "external_auth_settings.save_section": "settings.external_sign_in",
+    "checkpoints_api.resume_job": "job.resume", "checkpoints_pages.resume_submit": "job.resume",
+    "checkpoints_api.continue_job": "job.continue",
 }
 # Body fields whose values are worth keeping (never secrets); other fields are named only.
 DETAIL_VALUES = {"role", "disabled", "provider", "hardware", "enabled", "amount_usd", "period", "action",
