@@ -3,11 +3,12 @@ earlier job, on the same provider or another, through the one submit pipeline.
 
 - ``plan`` says what a resume would do: the checkpoint (newest by default), the steps left,
   the estimated cost of those steps on the target provider, and what the chain cost so far.
-- ``resume`` submits it. The new job's config gets ``resume_from_checkpoint``: a presigned
-  URL (under the public URL for a cloud provider) of a zip of the checkpoint folder that any
-  trainer can download. Workers and Slurm do not need it: the checkpoint is copied under the
-  new job's prefix and their agent downloads it with the job's own key, unpacks it and points
-  ``resume_from_checkpoint`` at the folder (``stcloud.jobs.resume_links.record``).
+- ``resume`` submits it. On a cloud provider the new job's config gets
+  ``resume_from_checkpoint``: a presigned URL under the public URL of a zip of the checkpoint
+  folder (``checkpoint-<step>/…``), readable by any trainer. On workers and Slurm the checkpoint
+  is copied under the new job's prefix; their agent downloads it with the job's own key,
+  unpacks it and points ``resume_from_checkpoint`` at the folder
+  (``stcloud.jobs.resume_links.record``).
 - ``continue_from`` ("Continue from this checkpoint") is the same with any finished or running
   job and any of its checkpoints; ``resume`` is for jobs that failed or were cancelled (a
   timed-out job fails).
@@ -130,7 +131,7 @@ def plan(job_id: str, provider: str | None = None, step: int | None = None, *, a
                     checkpoints=tuple(c.step for c in stored))
 
 
-def _resume_url(job_id: str, step: int, public: bool) -> str:
+def _resume_url(job_id: str, step: int) -> str:
     """A presigned GET URL of ``<job>/checkpoints/resume-<step>.zip`` (made once) with a
     read-only key for that object alone."""
     key = f"{job_id}/checkpoints/resume-{step}.zip"
@@ -141,7 +142,7 @@ def _resume_url(job_id: str, step: int, public: bool) -> str:
         with checkpoints.build_zip(job_id, step) as fh:
             b.put(checkpoints.BUCKET, key, fh, bk.Expectations(max_size=b.max_put_size),
                   {"content_type": "application/zip"})
-    base = credentials.public_base_url() if public else credentials.base_url()
+    base = credentials.public_base_url()
     if not base:
         raise BadRequest("Resuming on a cloud provider needs a public URL it can download the checkpoint from "
                          "(set public_url on the Providers page or STCLOUD_PUBLIC_URL).",
@@ -179,7 +180,12 @@ def _body(p: Plan, *, data_consent: bool | None, idempotency_key: str | None) ->
             config.pop("publishing_config", None)
     if service.uploads_data and not body.get("delivery"):
         body["delivery"] = {"type": "builtin"}  # its checkpoints come back here: resumable again
-    config["resume_from_checkpoint"] = _resume_url(p.job_id, p.step, public=service.uploads_data)
+    if service.uploads_data:
+        config["resume_from_checkpoint"] = _resume_url(p.job_id, p.step)
+    else:
+        # The agent downloads the copied checkpoint with the job's key and points
+        # resume_from_checkpoint at the unpacked folder (resume_links.record).
+        config.pop("resume_from_checkpoint", None)
     body["config"] = config
     body["resume_of"] = {"job": p.job_id, "step": p.step}
     if idempotency_key:
