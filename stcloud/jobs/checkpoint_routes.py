@@ -149,7 +149,7 @@ def gallery(job_id):
     with db.session() as s:
         job = jobs_service.get_job(s, job_id)
         chain = [resume.attempt_dict(j, n) for n, j in enumerate(resume.chain_of(s, job), 1)]
-        ctx = {"job_id": job.id, "status": job.status, "terminal": states.is_terminal(job.status),
+        ctx = {"job_id": job.id, "job_status": job.status, "terminal": states.is_terminal(job.status),
                "resumable": job.status in resume.RESUMABLE, "auto_resume": job.auto_resume}
     # 286 stops the section's polling once the job has ended (htmx still swaps it in).
     return render("jobs/_gallery.html", status=286 if ctx["terminal"] and is_fragment_request() else 200,
