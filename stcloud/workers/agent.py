@@ -822,7 +822,9 @@ class Agent:
                 return
             if storage is None:
                 continue
-            while not uploads.empty():  # uploads fell behind: only the newest matters
+            # Each checkpoint is uploaded (the job page offers every one); only when the agent
+            # is stopping and uploads fell behind does the newest alone matter (a resume).
+            while self.stop.is_set() and not uploads.empty():
                 nxt = uploads.get()
                 if nxt is None:
                     uploads.put(None)
