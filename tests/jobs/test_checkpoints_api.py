@@ -220,3 +220,16 @@ def test_submit_validates_auto_resume(app, client):
     assert r.status_code == 201, r.get_data(as_text=True)
     with app.app_context(), db.session() as s:
         assert s.get(Job, r.json["job"]["id"]).auto_resume == {"max_attempts": 3}
+
+
+def test_continue_from_a_completed_jobs_checkpoint(app, client):
+    done = make_job(app, "completed", provider="worker", config={"max_train_steps": 100})
+    agent_checkpoint(app, done, 50)
+    agent_checkpoint(app, done, 100)
+    r = client.post(f"/api/cloud/jobs/{done}/checkpoints/50/continue", json={"provider": "local"})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert r.json["plan"]["remaining_steps"] == 50 and r.json["job"]["checkpoint"]["step"] == 50
+    assert r.json["job"]["resumed_from"] == done and r.json["job"]["resume_step"] == 50
+    r = client.post(f"/api/cloud/jobs/{done}/checkpoints/100/continue", json={})
+    assert r.status_code == 409 and r.json["reason"] == "nothing_left"
+    assert client.post(f"/api/cloud/jobs/{done}/checkpoints/70/continue", json={}).status_code == 409
