@@ -64,6 +64,14 @@ What replicate-python 1.0.7 does (read from site-packages/replicate, release 1.0
   -> ``{"key": "whsec_..."}``. ``replicate.webhooks.validate`` (``Webhooks.validate``)
   checks the same HMAC as ``standardwebhooks``.
 
+The trainer inside a prediction
+------------------------------
+The fake runs no trainer: tests drive the lifecycle. What the trainer does to the outside
+world is reproduced where stcloud depends on it: :meth:`FakeReplicate.push_checkpoint` (and
+``fail(..., checkpoint_dir=...)``) uploads a checkpoint folder the way SimpleTuner's publishing
+does, with boto3, to every ``s3`` entry of the ``config_json`` input's ``publishing_config``
+that has ``publish_checkpoints: true`` (``<base_path><folder name>/<file>``).
+
 Where the fake simplifies (on purpose)
 --------------------------------------
 * ``Prefer: wait`` is ignored and create answers at once (still 201, status ``starting``).
