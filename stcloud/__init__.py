@@ -39,6 +39,7 @@ BLUEPRINT_MODULES = (
     "stcloud.jobs.approval_routes",
     "stcloud.notify.prefs_routes",
     "stcloud.jobs.config_routes",
+    "stcloud.jobs.checkpoint_routes",
 )
 
 

@@ -110,6 +110,12 @@ class Job(Base):
     rerun_of: Mapped[str | None] = mapped_column(String(40))
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     poll_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # resume anywhere (jobs/resume.py): the job this one started from (at ``resume_step``),
+    # the first job of the chain (every attempt across providers), and ``{max_attempts, provider?}``
+    resumed_from: Mapped[str | None] = mapped_column(String(40), index=True)
+    resume_step: Mapped[int | None] = mapped_column(Integer)
+    chain_root: Mapped[str | None] = mapped_column(String(40), index=True)
+    auto_resume: Mapped[dict | None] = mapped_column(JSON)
 
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True,

@@ -39,6 +39,7 @@ PERIODIC = [
     # interrupted submits, uploads of ended jobs, leftover archives (jobs/reconcile.py)
     ("reconcile_submits", "stcloud.jobs.reconcile:run", env_seconds("STCLOUD_RECONCILE_SECONDS", 30)),
     ("delete_dataset_links", "stcloud.jobs.dataset_url:cleanup", 60),
+    ("auto_resume", "stcloud.jobs.resume:auto_resume_due", 15),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

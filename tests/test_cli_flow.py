@@ -126,13 +126,19 @@ def test_follow_show_wait_list_and_download_a_completed_job(server, tmp_path):
     assert {f["name"]: f["sha256"] for f in data["files"]} == {o["name"]: o["sha256"] for o in job["outputs"]}
     assert not list((tmp_path / "again").glob("*.part"))
 
-    # resume checkpoints are gone once a job completed: said in one line
-    r = cli(server, "jobs", "download", "--checkpoint", "40", "-o", str(tmp_path / "ck"), jid)
-    assert r.exit_code == 1 and r.stderr == (f"error: the checkpoint at step 40 of job {jid} is no longer stored "
-                                             "(workers remove resume checkpoints once a job completes)\n")
-    assert not (tmp_path / "ck").exists()
+    # every uploaded checkpoint stays downloadable after the job completed
+    r = cli(server, "jobs", "download", "--checkpoint", "20", "--json", "-o", str(tmp_path / "ck"), jid)
+    assert r.exit_code == 0, r.stderr
+    files = {f["name"] for f in json.loads(r.stdout)["files"]}
+    assert {"checkpoint-20/pytorch_lora_weights.safetensors", "checkpoint-20/sample.png",
+            "checkpoint-20/trainer_state.json"} <= files
+    state = json.loads((tmp_path / "ck" / "checkpoint-20" / "trainer_state.json").read_text())
+    assert state["global_step"] == 20
+    r = cli(server, "jobs", "checkpoints", jid)
+    assert r.exit_code == 0 and [line.split()[0] for line in r.stdout.splitlines()[1:]] == ["10", "20", "30", "40"]
     r = cli(server, "jobs", "download", "--checkpoint", "15", jid)
-    assert r.exit_code == 1 and r.stderr == f"error: job {jid} has no checkpoint at step 15 (stored: step 40)\n"
+    assert r.exit_code == 1 and r.stderr == (f"error: job {jid} has no checkpoint at step 15 "
+                                             "(stored: step 10, 20, 30, 40)\n")
 
     r = cli(server, "jobs", "cancel", jid)
     assert r.exit_code == 1 and r.stderr == f"error: job {jid} already finished (completed); nothing to cancel\n"

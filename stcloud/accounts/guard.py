@@ -179,6 +179,8 @@ ACTIONS = {
     "approval_api.reject_job": "job.reject", "approval_pages.reject_page": "job.reject",
     "approval_api.put_settings": "settings.approval", "approval_pages.save_settings": "settings.approval",
     "notify_prefs_api.put_mine": "user.notifications", "notify_prefs_pages.save_page": "user.notifications",
+    "checkpoints_api.resume_job": "job.resume", "checkpoints_pages.resume_submit": "job.resume",
+    "checkpoints_api.continue_job": "job.continue",
 }
 # Body fields whose values are worth keeping (never secrets); other fields are named only.
 DETAIL_VALUES = {"role", "disabled", "provider", "hardware", "enabled", "amount_usd", "period", "action",

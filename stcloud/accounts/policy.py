@@ -28,6 +28,9 @@ MEMBER_WRITES = frozenset({
     "rerun_api.api_rerun",
     "rerun_pages.rerun_page",
     "config_api.validate_config",  # checks a config against the field schema; writes nothing
+    "checkpoints_api.resume_job",
+    "checkpoints_api.continue_job",
+    "checkpoints_pages.resume_submit",
 })
 
 SELF_WRITES = frozenset({

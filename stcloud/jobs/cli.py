@@ -8,7 +8,6 @@ Exit codes of ``logs -f`` and ``wait``: 0 the job completed, 1 it failed or was 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from pathlib import Path, PurePosixPath
@@ -31,12 +30,11 @@ from stcloud.cli_output import (
     when,
 )
 from stcloud.client import ApiError, Client
+from stcloud.jobs.cli_resume import checkpoints_command, resume_command
 from stcloud.jobs.cli_submit import submit_command
-from stcloud.storage import service as storage_service
 
 EXIT_COMPLETED, EXIT_ENDED_BADLY, EXIT_TIMEOUT = 0, 1, 2
 LOG_TAIL_BYTES = 16 * 1024
-CHECKPOINT_NAME = re.compile(r"(?:checkpoints/)?checkpoint-(\d+)/")
 
 
 def complete_job_id(ctx, param, incomplete):
@@ -60,6 +58,8 @@ def jobs_group():
 
 
 jobs_group.add_command(submit_command)
+jobs_group.add_command(resume_command)
+jobs_group.add_command(checkpoints_command)
 
 
 # ---- what a job says about itself ------------------------------------------------------
@@ -399,28 +399,16 @@ def _safe_relpath(name: str) -> Path | None:
     return Path(*p.parts)
 
 
-def _checkpoint_files(job: dict, step: int) -> list[dict]:
-    """The files of the checkpoint at ``step``: among the outputs (``checkpoint-N/...``) or
-    the checkpoint the job recorded for resuming. Exits with a clear message when absent."""
-    files, stored = [], set()
-    for o in job.get("outputs") or []:
-        m = CHECKPOINT_NAME.match(o.get("name") or "")
-        if m:
-            stored.add(int(m.group(1)))
-            if int(m.group(1)) == step:
-                files.append({**o, "name": f"checkpoint-{step}/{o['name'][m.end():]}"})
-    ck = job.get("checkpoint") or {}
-    if ck.get("step") is not None:
-        stored.add(int(ck["step"]))
-    if not files and ck.get("step") == step:
-        base = ck["key"].rstrip("/") + "/"
-        files = [{"name": f"checkpoint-{step}/{key[len(base):]}",
-                  "download_url": storage_service.object_url(ck.get("bucket") or "outputs", key)}
-                 for key in ck.get("files") or [] if key.startswith(base)]
-    if not files:
+def _checkpoint_files(c: Client, job: dict, step: int) -> list[dict]:
+    """The files of the checkpoint at ``step`` (``GET /api/cloud/jobs/<id>/checkpoints``), named
+    ``checkpoint-<step>/<file>``. Exits with a clear message when there is none at that step."""
+    listing = call(lambda: c.get(f"/api/cloud/jobs/{job['id']}/checkpoints"))["checkpoints"]
+    stored = [ck["step"] for ck in listing if ck.get("downloadable")]
+    ck = next((ck for ck in listing if ck["step"] == step and ck.get("downloadable")), None)
+    if ck is None:
         fail(f"job {job['id']} has no checkpoint at step {step}"
              + (f" (stored: step {', '.join(map(str, sorted(stored)))})" if stored else " (it stored none)"))
-    return files
+    return [{"name": f"checkpoint-{step}/{f['name']}", "download_url": f["download_url"]} for f in ck["files"]]
 
 
 @jobs_group.command("download")
@@ -437,7 +425,7 @@ def jobs_download(server, token, job_id, step, out_dir, as_json):
     c = Client(server, token, timeout=300)
     job = get_job(c, job_id)
     if step is not None:
-        files = _checkpoint_files(job, step)
+        files = _checkpoint_files(c, job, step)
     else:
         files = [o for o in job.get("outputs") or [] if o.get("download_url") or o.get("url")]
         if not files:
@@ -467,8 +455,7 @@ def jobs_download(server, token, job_id, step, out_dir, as_json):
                 except OSError:
                     pass
             if step is not None and exc.status == 404:
-                fail(f"the checkpoint at step {step} of job {job_id} is no longer stored "
-                     "(workers remove resume checkpoints once a job completes)")
+                fail(f"the checkpoint at step {step} of job {job_id} is no longer stored")
             fail(f"{' '.join(str(exc).split())}; nothing was kept")
         done.append({"name": f["name"], "path": str(dest), "size": size, "sha256": sha})
         if not as_json:

@@ -167,9 +167,12 @@ def run_submit(client: Client, body: dict, *, show_progress: bool = True, interv
 @click.option("--delivery", "delivery_json", default=None, help="delivery settings as JSON, e.g. '{\"type\": \"hub\", ...}'")
 @click.option("-y", "--yes", is_flag=True, help="consent to uploading the data without asking")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--auto-resume", "auto_resume", type=click.IntRange(1, 20), default=None,
+              help="on failure, resume from the last checkpoint automatically, up to this many attempts in all")
 @json_opt
 def submit_command(server, token, provider, config_path, dataloader_path, name, hardware, max_cost,
-                   idempotency_key, config_name, snapshot_message, delivery_json, yes, no_progress, as_json):
+                   idempotency_key, config_name, snapshot_message, delivery_json, yes, no_progress, as_json,
+                   auto_resume=None):
     """Submit a training job; prints the job id.
 
     Local datasets are scanned and summarised; for a cloud provider you are asked before
@@ -192,6 +195,8 @@ def submit_command(server, token, provider, config_path, dataloader_path, name, 
             _fail(f"--delivery is not valid JSON: {exc}")
     if yes:
         body["data_consent"] = True
+    if auto_resume:
+        body["auto_resume"] = {"max_attempts": auto_resume}
     client = Client(server, token, timeout=3600)
     try:
         try:

@@ -326,6 +326,9 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "checkpoint": job.checkpoint,
         "log_size": job.log_size,
         "rerun_of": job.rerun_of,
+        # resume anywhere (jobs/resume.py): the chain and its summed cost: GET .../<id>/chain
+        "resumed_from": job.resumed_from, "resume_step": job.resume_step, "chain_root": job.chain_root,
+        "auto_resume": job.auto_resume,
         "terminal": states.is_terminal(job.status),
         "metrics": metrics.compute(job),
         "approval": _approval_view((job.provider_data or {}).get("approval")),

@@ -48,7 +48,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import approval, consent, dataset_url, idempotency, job_secrets, poller, reconcile
+from stcloud.jobs import approval, consent, dataset_url, idempotency, job_secrets, poller, reconcile, resume_links
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -205,6 +205,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
         if first is not None:
             return SubmitResult(first, True, [], 200)
     service = provider_of(body)
+    links = resume_links.parse(body)  # resume_of / auto_resume (stcloud/jobs/resume_links.py)
     reason = service.not_ready_reason()
     if reason:
         raise NotConfigured(reason, extra={"field": "provider", "provider": req.provider})
@@ -248,6 +249,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     progress = SubmitProgress(job_id)
     archive_path: Path | None = None
     try:
+        resume_links.record(job_id, links)
         _snapshot(job_id, req, name)
         if (held := approval.hold(job_id, req, prebuilt)) is not None:  # waits for an admin: jobs/approval.py
             return SubmitResult(held, False, [*warnings, approval.warning(held)], 201)

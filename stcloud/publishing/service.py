@@ -114,7 +114,9 @@ def _prepare_builtin(job_id: str, provider: str, config: dict):
     key = credentials.credentials_for_job(job_id)
     entry = {"provider": "s3", "stcloud_builtin": True, "bucket": key["bucket"], "region": key["region"],
              "access_key": key["access_key_id"], "secret_key": key["secret_access_key"],
-             "base_path": key["prefix"], "endpoint_url": endpoint}
+             "base_path": key["prefix"], "endpoint_url": endpoint,
+             # checkpoint pushes too: a failed run can be resumed from them (stcloud/jobs/resume.py)
+             "publish_checkpoints": True}
     record = {"type": "builtin", "bucket": key["bucket"], "prefix": key["prefix"], "endpoint_url": endpoint,
               "access_key_id": key["access_key_id"], "state": "pending"}
     return _with_entry(config, entry), {}, record

@@ -60,6 +60,7 @@ Output layout::
     <output_dir>/checkpoint-<step>/pytorch_lora_weights.safetensors  float32 adapter
                                    optimizer.safetensors     float64 master params + AdamW moments
                                    random_states.json        sampler/noise PCG64 states, epoch permutation
+                                   sample.png                 the adapter at work on fixed probes (see .samples)
                                    trainer_state.json        step, loss_history, config facts (written last)
     <output_dir>/pytorch_lora_weights.safetensors   keys adapter.lora_A.weight (r x D),
                                                     adapter.lora_B.weight (D x r); metadata format=pt,

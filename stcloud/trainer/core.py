@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import _cancel
+from . import _cancel, samples
 from .protocol import format_checkpoint, format_progress, format_resumed, format_stage
 
 TRAINER_FORMAT = "stcloud-reference-trainer/1"
@@ -709,8 +709,9 @@ class TrainState:
     num_images: int
 
 
-def save_checkpoint(output_dir: Path, state: TrainState, cfg: TrainConfig) -> Path:
-    """Write checkpoint-<step>/ atomically: build in a temp dir, fsync, rename."""
+def save_checkpoint(output_dir: Path, state: TrainState, cfg: TrainConfig, sample: bytes | None = None) -> Path:
+    """Write checkpoint-<step>/ atomically: build in a temp dir, fsync, rename. ``sample``:
+    the PNG bytes of the checkpoint's sample image (:mod:`.samples`)."""
     from safetensors.numpy import save_file
 
     step = state.step
@@ -731,6 +732,8 @@ def save_checkpoint(output_dir: Path, state: TrainState, cfg: TrainConfig) -> Pa
         "noise": state.noise_rng.bit_generator.state,
     }
     (tmp / RANDOM_STATES_NAME).write_text(json.dumps(rng_state), encoding="utf-8")
+    if sample is not None:
+        (tmp / samples.SAMPLE_NAME).write_bytes(sample)
     trainer_state = {
         "format": TRAINER_FORMAT,
         "global_step": step,
@@ -925,6 +928,11 @@ def train(cfg: TrainConfig, dataloader_path: Path, output_dir: Path, rep: Report
 
     rep.line(format_stage("training"))
     scale = cfg.alpha / cfg.lora_rank
+
+    def render_sample(params: dict[str, np.ndarray]) -> bytes:
+        return samples.render(params, w0_t, data, scale=scale, noise_std=cfg.noise_std, seed=cfg.seed,
+                              resolution=cfg.work_resolution, channels=cfg.image_channels)
+
     total = cfg.max_train_steps
     first_step = state.step + 1
     seg_start = time.monotonic()
@@ -951,7 +959,7 @@ def train(cfg: TrainConfig, dataloader_path: Path, output_dir: Path, rep: Report
             if _should_log(cfg, step, first_step):
                 rep.line(format_progress(step, total, loss, lr))
             if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
-                path = save_checkpoint(output_dir, state, cfg)
+                path = save_checkpoint(output_dir, state, cfg, sample=render_sample(state.params))
                 rep.line(format_checkpoint(str(path)))
                 prune_checkpoints(output_dir, cfg.checkpoints_total_limit)
                 last_saved = step
@@ -960,7 +968,7 @@ def train(cfg: TrainConfig, dataloader_path: Path, output_dir: Path, rep: Report
     except Cancelled:
         # Stopping between steps: the state is consistent, so it can be saved exactly.
         if cfg.checkpoint_on_cancel and state.step > last_saved:
-            path = save_checkpoint(output_dir, state, cfg)
+            path = save_checkpoint(output_dir, state, cfg, sample=render_sample(state.params))
             rep.line(format_checkpoint(str(path)))
             prune_checkpoints(output_dir, cfg.checkpoints_total_limit)
         raise

@@ -666,9 +666,7 @@ class Agent:
                 upload_error = f"uploading outputs failed: {exc.__class__.__name__}: {exc}"
                 say(f"error: {upload_error}")
         if code == 0 and upload_error is None:
-            # Done: the checkpoint kept for a resume is no longer needed among the outputs.
-            if storage is not None:
-                self._delete_keys(storage, self._checkpoint_keys)
+            # The uploaded checkpoints stay: each is downloadable and can be continued from.
             body = {"status": "completed", "exit_code": 0, "last_lines": last_lines[-5:], "outputs": outputs}
         else:
             body = {"status": "failed", "exit_code": code, "last_lines": last_lines,
@@ -786,7 +784,8 @@ class Agent:
         last = deque(maxlen=LAST_LINES)
         uploads: queue.Queue = queue.Queue()
         self._checkpoint_keys = list((job.get("checkpoint") or {}).get("files") or [])
-        uploader = threading.Thread(target=self._checkpoint_uploader, args=(job["id"], storage, uploads, say),
+        uploader = threading.Thread(target=self._checkpoint_uploader, args=(job["id"], storage, uploads, say,
+                                                                            _total_limit(job.get("config"))),
                                     name="checkpoints", daemon=True)
         uploader.start()
         staging = wd / ".checkpoints"
@@ -860,16 +859,21 @@ class Agent:
             return None
         return step, dest
 
-    def _checkpoint_uploader(self, job_id: str, storage: Storage | None, uploads: queue.Queue, say) -> None:
-        """Upload each staged checkpoint, report it, then delete the one before it from the
-        endpoint: resuming only ever needs the newest (``self._checkpoint_keys``)."""
+    def _checkpoint_uploader(self, job_id: str, storage: Storage | None, uploads: queue.Queue, say,
+                             keep: int | None = None) -> None:
+        """Upload each staged checkpoint and report it. Every uploaded checkpoint is kept (the
+        job page offers each for download and to continue from), except beyond the config's
+        ``checkpoints_total_limit`` (``keep``): then the oldest uploaded ones are deleted."""
+        kept: list[list[str]] = []
         while True:
             item = uploads.get()
             if item is None:
                 return
             if storage is None:
                 continue
-            while not uploads.empty():  # uploads fell behind: only the newest matters
+            # Each checkpoint is uploaded (the job page offers every one); only when the agent
+            # is stopping and uploads fell behind does the newest alone matter (a resume).
+            while self.stop.is_set() and not uploads.empty():
                 nxt = uploads.get()
                 if nxt is None:
                     uploads.put(None)
@@ -890,7 +894,9 @@ class Agent:
                               json_body={"key": key, "step": step, "files": keys, "bucket": storage.bucket},
                               stop=self.stop, attempts=20)
                 say(f"checkpoint at step {step} uploaded ({len(keys)} file(s))")
-                self._delete_keys(storage, [k for k in self._checkpoint_keys if k not in keys])
+                kept.append(keys)
+                while keep and len(kept) > keep:
+                    self._delete_keys(storage, [k for k in kept.pop(0) if k not in keys])
                 self._checkpoint_keys = keys
             except (NotHeld, TokenRefused):
                 return
@@ -920,6 +926,21 @@ class Agent:
                             "destination": "built-in S3"})
         say(f"uploaded {len(outputs)} output file(s) to s3://{storage.bucket}/{storage.prefix}")
         return outputs
+
+
+def _total_limit(config) -> int | None:
+    """``checkpoints_total_limit`` of a job config (plain or ``--flag`` key), None = keep all."""
+    if not isinstance(config, dict):
+        return None
+    for key in ("checkpoints_total_limit", "--checkpoints_total_limit"):
+        value = config.get(key)
+        try:
+            n = int(value) if value is not None and not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            n = None
+        if n and n > 0:
+            return n
+    return None
 
 
 # ---- CLI -------------------------------------------------------------------------------

@@ -64,6 +64,14 @@ What replicate-python 1.0.7 does (read from site-packages/replicate, release 1.0
   -> ``{"key": "whsec_..."}``. ``replicate.webhooks.validate`` (``Webhooks.validate``)
   checks the same HMAC as ``standardwebhooks``.
 
+The trainer inside a prediction
+------------------------------
+The fake runs no trainer: tests drive the lifecycle. What the trainer does to the outside
+world is reproduced where stcloud depends on it: :meth:`FakeReplicate.push_checkpoint` (and
+``fail(..., checkpoint_dir=...)``) uploads a checkpoint folder the way SimpleTuner's publishing
+does, with boto3, to every ``s3`` entry of the ``config_json`` input's ``publishing_config``
+that has ``publish_checkpoints: true`` (``<base_path><folder name>/<file>``).
+
 Where the fake simplifies (on purpose)
 --------------------------------------
 * ``Prefer: wait`` is ignored and create answers at once (still 201, status ``starting``).
@@ -1194,9 +1202,51 @@ class FakeReplicate:
 
     def fail(
         self, pred_id: str, error: str = "Prediction failed", *, logs: str | None = None,
-        predict_time: float | None = None,
+        predict_time: float | None = None, checkpoint_dir: str | os.PathLike | None = None,
     ) -> dict:
+        """Fail the prediction; with ``checkpoint_dir``, the trainer first pushed that
+        checkpoint (:meth:`push_checkpoint`), as a run that saved one before it died does."""
+        if checkpoint_dir is not None:
+            self.push_checkpoint(pred_id, checkpoint_dir)
         return self.set_status(pred_id, "failed", error=error, logs_append=logs, predict_time=predict_time)
+
+    def push_checkpoint(self, pred_id: str, checkpoint_dir: str | os.PathLike) -> list[str]:
+        """What the trainer inside the prediction does when it saves a checkpoint with
+        checkpoint pushes on: SimpleTuner's publishing uploads the folder under its base name
+        (``<base_path><folder>/<file>``, e.g. ``job_x/checkpoint-20/optimizer.safetensors``) to
+        every ``s3`` entry of ``publishing_config`` in the ``config_json`` input that has
+        ``publish_checkpoints: true``, with boto3 and that entry's endpoint, bucket and keys.
+        Logs a ``checkpoint saved`` line like the trainer. Returns the object keys written."""
+        import boto3
+        from botocore.config import Config
+
+        with self._lock:
+            pred = copy.deepcopy(self.predictions[pred_id])
+        raw = (pred.get("input") or {}).get("config_json") or "{}"
+        config = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        entries = config.get("publishing_config") or []
+        entries = [entries] if isinstance(entries, dict) else entries
+        folder = os.path.abspath(os.fspath(checkpoint_dir))
+        name = os.path.basename(folder.rstrip(os.sep))
+        files = sorted(os.path.relpath(os.path.join(d, f), folder)
+                       for d, _dirs, fs in os.walk(folder) for f in fs)
+        written: list[str] = []
+        for entry in entries:
+            if not (isinstance(entry, dict) and entry.get("provider") in ("s3", "s3-compatible")
+                    and entry.get("publish_checkpoints")):
+                continue
+            client = boto3.client(
+                "s3", endpoint_url=entry.get("endpoint_url"), region_name=entry.get("region") or "us-east-1",
+                aws_access_key_id=entry["access_key"], aws_secret_access_key=entry["secret_key"],
+                config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+            base = (entry.get("base_path") or "").strip("/")
+            for rel in files:
+                key = "/".join(p for p in (base, name, rel.replace(os.sep, "/")) if p)
+                client.upload_file(os.path.join(folder, rel), entry["bucket"], key)
+                written.append(key)
+        if written:
+            self.append_logs(pred_id, f"checkpoint saved: /src/output/{name}\n")
+        return written
 
     def cancel(self, pred_id: str) -> dict:
         return self.set_status(pred_id, "canceled")

@@ -60,7 +60,8 @@ def test_builtin_for_replicate(make_app):
     entry = entries[1]
     assert entry == {"provider": "s3", "stcloud_builtin": True, "bucket": "outputs", "region": "us-east-1",
                      "access_key": key["access_key_id"], "secret_key": key["secret_access_key"],
-                     "base_path": "job_abc/", "endpoint_url": "https://tunnel.example.com/api/cloud/storage"}
+                     "base_path": "job_abc/", "endpoint_url": "https://tunnel.example.com/api/cloud/storage",
+                     "publish_checkpoints": True}
     assert extra == {}
     assert record["type"] == "builtin" and record["access_key_id"] == key["access_key_id"]
     assert key["secret_access_key"] not in json.dumps(record)

@@ -35,6 +35,7 @@ CKPT_FILES = {
     "pytorch_lora_weights.safetensors",
     "optimizer.safetensors",
     "random_states.json",
+    "sample.png",
     "trainer_state.json",
 }
 
