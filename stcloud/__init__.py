@@ -34,6 +34,7 @@ BLUEPRINT_MODULES = (
     "stcloud.jobs.compare_routes",
     "stcloud.notify.routes",
     "stcloud.accounts.extroutes",
+    "stcloud.pipelines.routes",
 )
 
 

@@ -24,6 +24,7 @@ EXTRA_COMMANDS = [
     (None, "stcloud.cli_completion:completion_command"),
     (None, "stcloud.ops.cli:backup_command"),
     (None, "stcloud.ops.cli:restore_command"),
+    (None, "stcloud.pipelines.cli:pipelines_group"),
 ]
 
 

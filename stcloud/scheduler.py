@@ -25,6 +25,7 @@ PERIODIC = [
     ("purge_storage", "stcloud.storage.credentials:purge_expired", 300),
     ("deliver_outputs", "stcloud.publishing.service:deliver_pending", 10),
     ("send_notifications", "stcloud.notify.sender:send_due", 5),
+    ("release_waiting_jobs", "stcloud.pipelines.service:tick", 3),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

@@ -27,6 +27,9 @@ MEMBER_WRITES = frozenset({
     "jobs_pages.delete_page",
     "rerun_api.api_rerun",
     "rerun_pages.rerun_page",
+    "pipelines_api.submit_pipeline",
+    "pipelines_api.cancel_pipeline",
+    "pipelines_pages.cancel_page",
 })
 
 SELF_WRITES = frozenset({

@@ -19,6 +19,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     CANCELLED: frozenset(),
 }
 
+# ``waiting`` (SPEC §13): dependencies not finished, or held until a budget period rolls over.
+# Cancellable, billed nothing, holds no reservation — so it is not in ACTIVE (which is what
+# the spend limits and the per-user limits count). Moves and who makes them: stcloud.pipelines.
+WAITING = "waiting"
+STATUSES = (*STATUSES, WAITING)
+ALLOWED[WAITING] = frozenset({PENDING, CANCELLED, FAILED})
+
 def is_terminal(status: str) -> bool:
     return status in TERMINAL
 

@@ -46,7 +46,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import consent, idempotency, poller, states
+from stcloud.jobs import consent, idempotency, poller, states, waiting
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -169,7 +169,7 @@ def _build_archive(job_id: str, req: SubmitRequest, service: CloudTrainerService
 
 # ---- the pipeline ---------------------------------------------------------------------------
 
-def submit(body: dict, *, source: str = "api") -> SubmitResult:
+def submit(body: dict, *, source: str = "api", job_id: str | None = None) -> SubmitResult:
     """Submit a job. Returns ``SubmitResult`` (201, or 200 for an idempotent replay).
 
     Raises (all ``StcloudError``): BadRequest / NotConfigured (400: bad body, unknown or
@@ -180,6 +180,8 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     (413), RateLimited (429), ProviderError (502). Errors raised after the job row exists
     carry ``job`` in ``extra``; the job is then ``failed`` with the reason.
     """
+    if job_id is None and (held := waiting.intercept(body, source)) is not None:
+        return held  # depends_on / hold / provider "auto": stcloud.pipelines (job_id: its release)
     req = parse_body(body)
     if req.idempotency_key:
         first = idempotency.first_job(req.idempotency_key, req.fingerprint())
@@ -204,7 +206,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
                 f"run it on a worker.", extra={"size_bytes": summary.min_archive_bytes, "limit_bytes": limit,
                                                "summary": summary.to_dict()})
 
-    job_id = new_id("job")
+    job_id = job_id or new_id("job")
     prebuilt = None
     if req.expected_dataset_sha256 and has_local:
         # Exact re-run: compare the data first, so a changed dataset is refused before any
@@ -275,7 +277,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
                 provider_data={"submit_fingerprint": req.fingerprint(),
                                **({"options": req.options} if req.options else {})},
             )
-            s.add(job)
+            job = waiting.adopt(s, job, source=source)  # s.add, or a released waiting row
             s.flush()
             jobs_service.transition(s, job, states.UPLOADING, source=source, detail=f"submitted ({source})")
             if check.warnings:  # queued with the job row; sent after the commit

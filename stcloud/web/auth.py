@@ -285,6 +285,8 @@ ACTIONS = {
     "workers_admin_api.resume": "worker.resume", "workers_pages.resume_page": "worker.resume",
     "workers_admin_api.delete": "worker.delete", "workers_pages.delete_page": "worker.delete",
     "external_auth_settings.save_section": "settings.external_sign_in",
+    "pipelines_api.submit_pipeline": "pipeline.submit",
+    "pipelines_api.cancel_pipeline": "pipeline.cancel", "pipelines_pages.cancel_page": "pipeline.cancel",
 }
 # Body fields whose values are worth keeping (never secrets); other fields are named only.
 DETAIL_VALUES = {"role", "disabled", "provider", "hardware", "enabled", "amount_usd", "period", "action",
