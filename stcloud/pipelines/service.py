@@ -199,6 +199,7 @@ def _discard(job_id: str) -> None:
             dep = s.get(JobDependency, job_id)
             if dep is not None:
                 s.delete(dep)
+                s.flush()
             s.delete(job)
     publishing.discard_for_submit(job_id)
 
