@@ -56,8 +56,8 @@ def _checked_body(body: dict, provider: str) -> dict:
     """The body to run (our keys removed) after the submit's own validation (400 naming the
     field): for ``auto``, checked against a provider it may get."""
     run = {k: v for k, v in body.items() if k not in OWN_KEYS}
-    check_as = provider if provider != placement.AUTO else next(
-        (n for n in ("worker", "local") if n in registry.names()), None)
+    pools = registry.names_where(lambda svc: bool(svc.worker_pool))  # accepts any hardware name
+    check_as = provider if provider != placement.AUTO else (pools[0] if pools else None)
     if check_as:
         req = parse_body({**run, "provider": check_as})
         run["config"], run["dataloader_config"] = req.config, req.dataloader_config
@@ -115,8 +115,9 @@ def submit_waiting(body: dict, source: str):
         if held is not None:
             job.placement = held.to_dict()
         job_id = job.id
-    if deps or held is not None:
+    if held is not None:
         return _result(job_id)
+    # dependencies that already ended (or none): start now, with the submit's own errors
     return release(job_id, strict=True) or _result(job_id)
 
 

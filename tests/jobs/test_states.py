@@ -11,6 +11,7 @@ ALLOWED = {
     ("uploading", "queued"), ("uploading", "running"), ("uploading", "cancelled"), ("uploading", "failed"),
     ("queued", "running"), ("queued", "cancelled"), ("queued", "failed"),
     ("running", "completed"), ("running", "failed"), ("running", "cancelled"), ("running", "queued"),
+    ("waiting", "pending"), ("waiting", "cancelled"), ("waiting", "failed"),
 }
 ALL_PAIRS = [(a, b) for a, b in itertools.product(states.STATUSES, repeat=2) if a != b]
 
@@ -45,3 +46,8 @@ def test_replicate_map_and_unknown():
 def test_validate_status():
     with pytest.raises(ValueError):
         states.validate_status("done")
+
+
+def test_waiting_holds_no_reservation():
+    assert "waiting" in states.STATUSES and "waiting" not in states.ACTIVE
+    assert not states.is_terminal("waiting")
