@@ -326,6 +326,7 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "rerun_of": job.rerun_of,
         "terminal": states.is_terminal(job.status),
         "metrics": metrics.compute(job),
+        "placement": job.placement,  # provider "auto": where it went and why (stcloud.pipelines)
     }
     if include_config:
         # The stored config carries what the trainer needs (publishing keys, tokens); what

@@ -10,6 +10,7 @@ import yaml
 from stcloud.cli_options import call as _call
 from stcloud.cli_options import fail, json_opt, server_opt, token_opt
 from stcloud.client import Client
+from stcloud.pipelines import spec
 
 
 def _print(p: dict) -> None:
@@ -33,7 +34,7 @@ def pipelines_group():
 def submit_cmd(server, token, file, as_json):
     """Submit a pipeline document (YAML or JSON)."""
     try:
-        doc = yaml.safe_load(file.read_text())
+        doc = spec.load_yaml(file.read_text())
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}")
     except yaml.YAMLError as exc:

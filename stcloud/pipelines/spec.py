@@ -16,6 +16,7 @@ Unknown step references and cycles are 422 (``ValidationError``).
 from __future__ import annotations
 
 import graphlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,11 +39,28 @@ class Step:
     inputs: dict = field(default_factory=dict)  # {input name: step name or job id}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) reads the key ``on:``
+    (and yes/no/off values) as booleans, which would lose ``on: any``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """Parse YAML (or JSON) text. Raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load(raw: Any) -> dict:
     """A JSON object, or YAML/JSON text. Raises BadRequest."""
     if isinstance(raw, (str, bytes)):
         try:
-            raw = yaml.safe_load(raw)
+            raw = load_yaml(raw)
         except yaml.YAMLError as exc:
             raise BadRequest(f"the pipeline document is not valid YAML/JSON: {exc}") from None
     if not isinstance(raw, dict):
