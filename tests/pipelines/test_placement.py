@@ -8,8 +8,11 @@ from stcloud import db, timeutil
 from stcloud.costs import service as costs
 from stcloud.models import Job, JobEvent, Worker, utcnow
 from stcloud.pipelines import service as pipelines
+from stcloud.providers import registry
+from stcloud.providers.base import HardwareProfile, PlacementOffer
 from stcloud.workers import service as workers
 from tests.jobs.factories import make_job
+from tests.jobs.memory_provider import MemoryProvider
 from tests.providers.fixtures import (  # noqa: F401 - fixtures
     CONFIG,
     dataset,
@@ -104,3 +107,28 @@ def test_held_job_starts_at_the_period_rollover(rapp, rclient, fake, dataset):
         assert len(fake.predictions) == 1
     finally:
         timeutil.set_clock(None)
+
+
+class _ClusterWithIdleNodes(MemoryProvider):
+    """A provider with its own capacity (what Slurm offers through the seam)."""
+
+    provider_name = "cluster"
+
+    @property
+    def uploads_data(self) -> bool:
+        return False
+
+    def hardware_profiles(self):
+        return [HardwareProfile("default", "cluster node", 0.0)]
+
+    def placement_offer(self, requirements):
+        return PlacementOffer(available=True, wait_seconds=0.0, note="partition gpu has 2 idle node(s)")
+
+
+def test_auto_takes_an_offer_through_the_seam_before_the_cloud(rapp, rclient, fake, dataset):
+    with registry.override("cluster", _ClusterWithIdleNodes):
+        r = rclient.post("/api/cloud/jobs/submit", json=submit_body(dataset, provider="auto"))
+        assert r.status_code == 201, r.get_data(as_text=True)
+        job = r.get_json()["job"]
+    assert job["provider"] == "cluster" and "2 idle node(s)" in job["placement"]["reason"]
+    assert not fake.predictions
