@@ -168,6 +168,8 @@ def _resolve_inputs(job_id: str, inputs: dict, provider: str) -> dict:
         with db.session() as s:
             parent = s.get(Job, parent_id)
             outputs = list(parent.outputs or []) if parent else []
+        # a worker's outputs are listed into the row just after it reports its end: read the store
+        outputs += storage_service.outputs_for_job(parent_id)
         weights = next((o for o in outputs if isinstance(o, dict)
                         and str(o.get("name") or o.get("key") or "").rsplit("/", 1)[-1] == WEIGHTS_NAME), None)
         if weights is None:
@@ -196,12 +198,13 @@ def _discard(job_id: str) -> None:
     """A released-at-once job whose submit was refused: nothing stays (as a plain submit)."""
     with db.transaction() as s:
         job = s.get(Job, job_id)
-        if job is not None and job.status == states.WAITING:
-            dep = s.get(JobDependency, job_id)
-            if dep is not None:
-                s.delete(dep)
-                s.flush()
-            s.delete(job)
+        if job is None or job.status != states.WAITING:
+            return  # the submit took the row: it ended failed with the reason
+        dep = s.get(JobDependency, job_id)
+        if dep is not None:
+            s.delete(dep)
+            s.flush()
+        s.delete(job)
     publishing.discard_for_submit(job_id)
 
 
@@ -254,12 +257,17 @@ def release(job_id: str, *, strict: bool = False):
             return submit_mod.submit(body, source=SOURCE, job_id=job_id)
         with scope.acting_as(_owner_actor(owner)):
             return submit_mod.submit(body, source=SOURCE, job_id=job_id)
-    except StcloudError as exc:
+    except Exception as exc:  # noqa: BLE001 - a release that cannot happen ends the job with the reason
         if strict:
             _discard(job_id)
             raise
-        log.info("job %s could not start: %s", job_id, exc.detail)
-        _fail(job_id, f"could not start: {exc.detail}")
+        if isinstance(exc, StcloudError):
+            log.info("job %s could not start: %s", job_id, exc.detail)
+            message = exc.detail
+        else:
+            log.exception("job %s could not start", job_id)
+            message = f"{type(exc).__name__}: {exc}"
+        _fail(job_id, f"could not start: {message}")
         return None
 
 
