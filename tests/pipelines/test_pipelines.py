@@ -53,6 +53,9 @@ def test_waiting_job_holds_nothing_and_failed_parent_cancels_it(app, client, hom
     assert r.status_code == 201, r.get_data(as_text=True)
     job = r.get_json()["job"]
     assert job["status"] == "waiting" and job["estimated_cost_usd"] is None
+    listed = client.get("/api/cloud/jobs?status=waiting").get_json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    assert job["id"] in client.get("/jobs").get_data(as_text=True)
     with app.app_context():
         assert pipelines.tick() == 0  # parent still running
         jobs_service.apply_update(parent, jobs_service.JobUpdate(status="failed", error="boom"), source="test")

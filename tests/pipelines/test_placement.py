@@ -94,6 +94,8 @@ def test_held_job_starts_at_the_period_rollover(rapp, rclient, fake, dataset):
             assert "held until the budget period rolls over" in row.placement["reason"]
             period_end = row.placement["hold_until"]
     assert "held until" in rclient.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    status = rclient.get("/api/cloud/cost-limit/status?provider=replicate").get_json()
+    assert status["reserved_usd"] == 0  # a waiting job holds no reservation
     tomorrow = datetime.fromisoformat(period_end.replace("Z", "+00:00")).astimezone(UTC) + timedelta(minutes=1)
     start = datetime.now(UTC)
     timeutil.set_clock(lambda: tomorrow + (datetime.now(UTC) - start))
