@@ -40,6 +40,7 @@ BLUEPRINT_MODULES = (
     "stcloud.notify.prefs_routes",
     "stcloud.jobs.config_routes",
     "stcloud.jobs.checkpoint_routes",
+    "stcloud.pipelines.routes",
 )
 
 

@@ -27,6 +27,7 @@ EXTRA_COMMANDS = [
     (None, "stcloud.ops.cli:restore_command"),
     ("jobs", "stcloud.jobs.approval_cli:approve_command"),
     ("jobs", "stcloud.jobs.approval_cli:reject_command"),
+    (None, "stcloud.pipelines.cli:pipelines_group"),
 ]
 
 

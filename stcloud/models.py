@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from ulid import ULID
 
+from stcloud import timeutil
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -34,7 +36,7 @@ NAMING_CONVENTION = {
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return timeutil.now()  # the real time unless a test moved the clock
 
 
 def new_id(prefix: str) -> str:
@@ -376,3 +378,35 @@ class UploadCleanup(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_upload_cleanups_due", "done_at", "due_at"),)
+
+# ---- pipelines and placement (stcloud/pipelines, stcloud/jobs/placement.py) -----------------
+# A job that waits (``depends_on``, a budget hold) has one ``job_dependencies`` row: what it
+# waits for and the submit body it runs when released. Pipelines group such jobs by step name.
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("pip"))
+    name: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    document: Mapped[dict] = mapped_column(JSON, default=dict)  # as submitted
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobDependency(Base):
+    __tablename__ = "job_dependencies"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    pipeline_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    step: Mapped[str | None] = mapped_column(String(200))  # the step name in its pipeline
+    depends_on: Mapped[list] = mapped_column(JSON, default=list)  # job ids
+    on: Mapped[str] = mapped_column(String(16), default="completed")  # completed | any
+    inputs: Mapped[dict] = mapped_column(JSON, default=dict)  # {"init_lora_weights": {"from": job id}}
+    body: Mapped[dict] = mapped_column(JSON, default=dict)  # the submit body run on release
+    hold: Mapped[bool] = mapped_column(Boolean, default=False)  # wait for the budget instead of 402
+    reason: Mapped[str | None] = mapped_column(Text)  # why it waits (shown on the job page)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+Job.placement = mapped_column(JSON, nullable=True)  # provider "auto": {provider, reason, candidates}

@@ -40,6 +40,7 @@ PERIODIC = [
     ("reconcile_submits", "stcloud.jobs.reconcile:run", env_seconds("STCLOUD_RECONCILE_SECONDS", 30)),
     ("delete_dataset_links", "stcloud.jobs.dataset_url:cleanup", 60),
     ("auto_resume", "stcloud.jobs.resume:auto_resume_due", 15),
+    ("release_waiting_jobs", "stcloud.pipelines.service:tick", 3),
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

@@ -1,7 +1,22 @@
 """ISO-8601 timestamps as the APIs we talk to write them (``...Z``). Pure."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+_clock: Callable[[], datetime] | None = None
+
+
+def now() -> datetime:
+    """The current UTC time: ``models.utcnow`` and the spend periods read it. Tests move it
+    with ``set_clock`` (e.g. to the next budget period); production never sets a clock."""
+    return _clock() if _clock is not None else datetime.now(UTC)
+
+
+def set_clock(clock: Callable[[], datetime] | None) -> None:
+    """Replace the clock (a function returning an aware datetime); None restores the real one."""
+    global _clock
+    _clock = clock
 
 
 def parse_iso(value) -> datetime | None:

@@ -181,6 +181,8 @@ ACTIONS = {
     "notify_prefs_api.put_mine": "user.notifications", "notify_prefs_pages.save_page": "user.notifications",
     "checkpoints_api.resume_job": "job.resume", "checkpoints_pages.resume_submit": "job.resume",
     "checkpoints_api.continue_job": "job.continue",
+    "pipelines_api.submit_pipeline": "pipeline.submit",
+    "pipelines_api.cancel_pipeline": "pipeline.cancel", "pipelines_pages.cancel_page": "pipeline.cancel",
 }
 # Body fields whose values are worth keeping (never secrets); other fields are named only.
 DETAIL_VALUES = {"role", "disabled", "provider", "hardware", "enabled", "amount_usd", "period", "action",

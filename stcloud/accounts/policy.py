@@ -31,6 +31,9 @@ MEMBER_WRITES = frozenset({
     "checkpoints_api.resume_job",
     "checkpoints_api.continue_job",
     "checkpoints_pages.resume_submit",
+    "pipelines_api.submit_pipeline",
+    "pipelines_api.cancel_pipeline",
+    "pipelines_pages.cancel_page",
 })
 
 SELF_WRITES = frozenset({

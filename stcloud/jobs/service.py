@@ -332,6 +332,7 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "terminal": states.is_terminal(job.status),
         "metrics": metrics.compute(job),
         "approval": _approval_view((job.provider_data or {}).get("approval")),
+        "placement": job.placement,  # provider "auto": where it went and why (stcloud.pipelines)
     }
     if include_config:
         # The stored config carries what the trainer needs (publishing keys, tokens); what

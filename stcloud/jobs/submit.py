@@ -48,7 +48,7 @@ from stcloud.errors import (
     StcloudError,
     TooLarge,
 )
-from stcloud.jobs import approval, consent, dataset_url, idempotency, job_secrets, poller, reconcile, resume_links
+from stcloud.jobs import approval, consent, dataset_url, idempotency, job_secrets, poller, reconcile, resume_links, waiting
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import (
     SubmitRequest,
@@ -188,7 +188,7 @@ def _build_archive(job_id: str, req: SubmitRequest, service: CloudTrainerService
 
 # ---- the pipeline ---------------------------------------------------------------------------
 
-def submit(body: dict, *, source: str = "api") -> SubmitResult:
+def submit(body: dict, *, source: str = "api", job_id: str | None = None) -> SubmitResult:
     """Submit a job. Returns ``SubmitResult`` (201, or 200 for an idempotent replay).
 
     Raises (all ``StcloudError``): BadRequest / NotConfigured (400: bad body, unknown or
@@ -199,6 +199,8 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
     (413), RateLimited (429), ProviderError (502). Errors raised after the job row exists
     carry ``job`` in ``extra``; the job is then ``failed`` with the reason.
     """
+    if job_id is None and (held := waiting.intercept(body, source)) is not None:
+        return held  # depends_on / hold / provider "auto": stcloud.pipelines (job_id: its release)
     req = parse_body(body)
     if req.idempotency_key:
         first = idempotency.first_job(req.idempotency_key, req.fingerprint())
@@ -225,7 +227,7 @@ def submit(body: dict, *, source: str = "api") -> SubmitResult:
                 f"run it on a worker.{dataset_url.too_large_hint(service)}",
                 extra={"size_bytes": summary.min_archive_bytes, "limit_bytes": limit, "summary": summary.to_dict()})
 
-    job_id = new_id("job")
+    job_id = job_id or new_id("job")
     prebuilt = None
     if req.expected_dataset_sha256 and has_local:
         # Exact re-run: compare the data first, so a changed dataset is refused before any
@@ -304,7 +306,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
                 provider_data={"submit_fingerprint": req.fingerprint(), "submit_owner": reconcile.submit_owner(),
                                **({"options": req.options} if req.options else {})},
             )
-            s.add(job)
+            job = waiting.adopt(s, job, source=source)  # s.add, or a released waiting row
             s.flush()
             jobs_service.transition(s, job, approval.first_status(s, job), source=source, detail=f"submitted ({source})")
             if check.warnings:  # queued with the job row; sent after the commit

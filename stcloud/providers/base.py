@@ -199,6 +199,15 @@ class SettingField:
                 "minimum": self.minimum, "maximum": self.maximum}
 
 
+@dataclass(frozen=True)
+class PlacementOffer:
+    """What ``placement_offer`` answers: free capacity now or within ``wait_seconds``."""
+
+    available: bool
+    wait_seconds: float = 0.0
+    note: str = ""
+
+
 class CloudTrainerService(abc.ABC):
     # ---- the seeds' nine members ---------------------------------------------------------
 
@@ -377,6 +386,12 @@ class CloudTrainerService(abc.ABC):
         """Delete one uploaded file from the provider; False when it was already gone.
         Raises ProviderFailure. Default: nothing to delete."""
         return False
+
+    def placement_offer(self, requirements: dict | None) -> PlacementOffer | None:
+        """For ``provider: "auto"``: whether this provider has idle capacity of its own for a
+        job with ``requirements`` (e.g. a Slurm partition with idle nodes), and how soon.
+        None (the default): no such capacity; a cloud provider is placed by its estimate."""
+        return None
 
     def capabilities(self) -> dict:
         """The public description of this provider (``GET /api/cloud/providers``)."""

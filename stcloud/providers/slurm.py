@@ -29,6 +29,7 @@ from stcloud.providers.base import (
     CloudJobStatus,
     CloudTrainerService,
     HardwareProfile,
+    PlacementOffer,
     ProviderFailure,
     RunRequest,
     SettingField,
@@ -242,6 +243,20 @@ class SlurmService(CloudTrainerService):
         return int(self.resources(request.options)["gpus_per_job"] or 0)
 
     # ---- CloudTrainerService ----------------------------------------------------------
+
+    def placement_offer(self, requirements: dict | None) -> PlacementOffer | None:
+        """Idle nodes in the configured partition (CLI transport: ``sinfo``); None when the
+        transport cannot tell or Slurm does not answer."""
+        idle_nodes = getattr(self.transport, "idle_nodes", None)
+        if idle_nodes is None or self.not_ready_reason():
+            return None
+        try:
+            n = idle_nodes(self.config.partition or None)
+        except SlurmError:
+            return None
+        where = f"partition {self.config.partition}" if self.config.partition else "the cluster"
+        return PlacementOffer(available=n > 0, wait_seconds=0.0 if n else float("inf"),
+                              note=f"{where} has {n} idle node(s)")
 
     def validate_credentials(self) -> dict[str, Any]:
         try:

@@ -191,6 +191,12 @@ class CliTransport:
         args = [f"--signal={signal}", "--batch"] if signal else []
         self.run("scancel", *args, check_job_id(job_id), ok_unknown=True)
 
+    def idle_nodes(self, partition: str | None) -> int:
+        """How many nodes of ``partition`` (or of every partition) are idle (``sinfo -t idle``)."""
+        proc = self.run("sinfo", "--noheader", "--states=idle", "--format=%D",
+                        *([f"--partition={partition}"] if partition else []))
+        return sum(int(line) for line in proc.stdout.split() if line.strip().isdigit())
+
     def ping(self) -> dict:
         proc = self.run("scontrol", "ping")
         version = self.run("sinfo", "--version").stdout.strip()

@@ -103,6 +103,7 @@ class TrainConfig:
     train_batch_size: int = 4
     output_dir: str = "output"
     resume_from_checkpoint: str | None = None
+    init_lora_weights: str | None = None  # a LoRA file to start from (step 0), e.g. a pipeline parent's
     checkpoints_total_limit: int | None = None
     step_delay_seconds: float = 0.0
     # SIGTERM saves a checkpoint at the current step before stopping (the worker agent turns
@@ -252,6 +253,8 @@ def parse_config(raw: dict[str, Any], *, env: dict[str, str] | None = None) -> T
         cfg.output_dir = v or "output"
     if has("resume_from_checkpoint"):
         cfg.resume_from_checkpoint = _to_str("resume_from_checkpoint", data["resume_from_checkpoint"])
+    if has("init_lora_weights"):
+        cfg.init_lora_weights = _to_str("init_lora_weights", data["init_lora_weights"])
     if has("checkpoints_total_limit"):
         cfg.checkpoints_total_limit = _to_int(
             "checkpoints_total_limit", data["checkpoints_total_limit"], minimum=1, allow_none=True
@@ -796,6 +799,22 @@ def resolve_resume_path(cfg: TrainConfig, output_dir: Path) -> Path | None:
     raise TrainerError(f"resume_from_checkpoint not found: {value}")
 
 
+def load_initial_weights(path: Path, params: dict[str, np.ndarray]) -> None:
+    """Start from a LoRA file ``save_adapter`` wrote (same rank and size), at step 0."""
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types
+        raise TrainerError(f"init_lora_weights {path}: cannot read it: {exc}") from None
+    for name in ("lora_A", "lora_B"):
+        arr = tensors.get(f"adapter.{name}.weight")
+        if arr is None or arr.shape != params[name].shape:
+            raise TrainerError(f"init_lora_weights {path}: adapter.{name}.weight missing or of shape "
+                               f"{None if arr is None else arr.shape}, expected {params[name].shape}")
+        params[name] = np.array(arr, dtype=np.float64, copy=True)
+
+
 def load_checkpoint(path: Path, state: TrainState, cfg: TrainConfig, warn: Callable[[str], None]) -> None:
     from safetensors.numpy import load_file
 
@@ -924,6 +943,9 @@ def train(cfg: TrainConfig, dataloader_path: Path, output_dir: Path, rep: Report
     if resume_path is not None:
         load_checkpoint(resume_path, state, cfg, rep.warn)
         rep.line(format_resumed(str(resume_path), state.step))
+    elif cfg.init_lora_weights:
+        load_initial_weights(Path(cfg.init_lora_weights), state.params)
+        rep.line(f"note: initial LoRA weights from {cfg.init_lora_weights}")
     _check_cancel()
 
     rep.line(format_stage("training"))

@@ -323,6 +323,24 @@ class Storage:
         return keys
 
 
+INPUT_MARK = "stcloud_input"  # {"stcloud_input": "<key under the job's prefix>"}: a file the server put there
+
+
+def _fetch_inputs(config: dict, storage: Storage | None, wd: Path, say) -> None:
+    """Config values the server pointed at a file in the job's own storage prefix (a
+    pipeline parent's weights, ``docs/pipelines.md``) are downloaded and replaced by paths."""
+    for name, value in list(config.items()):
+        if not (isinstance(value, dict) and isinstance(value.get(INPUT_MARK), str)):
+            continue
+        rel = value[INPUT_MARK]
+        if storage is None or ".." in Path(rel).parts or rel.startswith("/"):
+            raise JobFailed(f"{name}: the input {rel} cannot be fetched (no storage credentials)")
+        dest = wd / "inputs" / Path(rel).name
+        storage.download(storage.prefix + rel, dest)
+        config[name] = str(dest)
+        say(f"{name}: fetched {rel}")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -740,6 +758,7 @@ class Agent:
             say(f"resuming from the checkpoint at step {step} ({prefix})")
         elif ckpt:
             say("a checkpoint exists but there are no storage credentials: starting from step 0")
+        _fetch_inputs(config, storage, wd, say)
         (wd / "config.json").write_text(json.dumps(config, indent=2))
         dataloader_path.write_text(json.dumps(job.get("dataloader_config") or [], indent=2))
         return {"config": str(wd / "config.json"), "dataloader": str(dataloader_path),

@@ -19,7 +19,8 @@ PLACEHOLDERS = {"job_id": "job_missing", "username": "nobody", "key_id": "key_mi
                 "worker_id": "wrk_missing", "access_key_id": "STCMISSING", "provider": "replicate",
                 "name": "missing-config", "commit": "0" * 40, "token": "not-a-link",
                 "filename": "app.css", "bucket": "missing-bucket",
-                "rest": "outputs/job_missing/weights.safetensors", "step": "10"}
+                "rest": "outputs/job_missing/weights.safetensors", "step": "10",
+                "pipeline_id": "pip_missing"}
 CALLERS = ("admin", "member", "viewer", "anonymous", "expired", "revoked")
 
 

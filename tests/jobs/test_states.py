@@ -13,6 +13,7 @@ ALLOWED = {
     ("running", "completed"), ("running", "failed"), ("running", "cancelled"), ("running", "queued"),
     ("pending", "pending_approval"),
     ("pending_approval", "uploading"), ("pending_approval", "cancelled"), ("pending_approval", "failed"),
+    ("waiting", "pending"), ("waiting", "cancelled"), ("waiting", "failed"),
 }
 ALL_PAIRS = [(a, b) for a, b in itertools.product(states.STATUSES, repeat=2) if a != b]
 
@@ -47,3 +48,8 @@ def test_replicate_map_and_unknown():
 def test_validate_status():
     with pytest.raises(ValueError):
         states.validate_status("done")
+
+
+def test_waiting_holds_no_reservation():
+    assert "waiting" in states.STATUSES and "waiting" not in states.ACTIVE
+    assert not states.is_terminal("waiting")

@@ -187,3 +187,22 @@ def test_rest_transport_refuses_an_option_it_cannot_send(slurm_cluster, tmp_path
     svc = make_service(slurm_cluster, tmp_path, transport="rest", extra_sbatch=("--nodelist=node1",))
     with pytest.raises(ProviderFailure, match="--nodelist has no slurmrestd"):
         svc.run_job(request("job_restbadopt"))
+
+def test_placement_offer_counts_idle_nodes(slurm_cluster, tmp_path):
+    """provider "auto" asks the seam: an idle partition is offered; once a job holds the
+    node it is not idle any more. The REST transport makes no offer."""
+    svc = make_service(slurm_cluster, tmp_path, transport="cli")
+    deadline = time.monotonic() + 60
+    offer = svc.placement_offer(None)
+    while not offer.available and time.monotonic() < deadline:  # earlier tests' jobs ending
+        time.sleep(0.5)
+        offer = svc.placement_offer(None)
+    assert offer.available and offer.wait_seconds == 0 and "1 idle node" in offer.note
+    slurm_id = svc.run_job(request("job_placed")).provider_job_id
+    try:
+        wait_for(svc, slurm_id, lambda i: i.raw_status == "RUNNING")
+        busy = svc.placement_offer(None)
+        assert not busy.available and "0 idle node" in busy.note
+    finally:
+        svc.cancel_job(slurm_id)
+    assert make_service(slurm_cluster, tmp_path, transport="rest").placement_offer(None) is None
