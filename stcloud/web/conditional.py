@@ -13,10 +13,9 @@ from __future__ import annotations
 import hashlib
 import time
 
-from flask import Response, make_response, request
+from flask import Response, g, make_response, request
 
 from stcloud import __version__
-from stcloud.accounts import scope
 from stcloud.web.auth import csrf_token
 
 TICK_SECONDS = 30  # a running job's fragment is re-rendered at least this often (durations, ETA)
@@ -24,7 +23,7 @@ TICK_SECONDS = 30  # a running job's fragment is re-rendered at least this often
 
 def etag_for(*parts: object, ticking: bool = False) -> str:
     """An opaque tag over ``parts``, the viewer and (``ticking``) the current clock bucket."""
-    actor = scope.current()
+    actor = g.get("actor")  # who the request guard (accounts.guard) let in
     viewer = (actor.name, actor.role) if actor else ("", "")
     h = hashlib.blake2b(digest_size=12)
     for part in (__version__, *viewer, csrf_token(), *parts,
