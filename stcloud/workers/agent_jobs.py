@@ -56,6 +56,12 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
+def system_name(service: CloudTrainerService) -> str:
+    """How messages name the batch system: "Slurm job 123" (the provider's name, not its
+    longer label)."""
+    return service.provider_name.replace("_", " ").title()
+
+
 def providers() -> tuple[str, ...]:
     """The registered providers whose batch system starts the agent."""
     return registry.names_where(lambda svc: svc.runs_own_agent)
@@ -102,10 +108,10 @@ def sync_job(job_id: str, service: CloudTrainerService, *, remote_id: str | None
     try:
         info = service.get_job_status(remote_id)
     except ProviderFailure as exc:
-        log.warning("%s: reading job %s (%s job %s) failed: %s", service.provider_name, job_id, service.label,
+        log.warning("%s: reading job %s (%s job %s) failed: %s", service.provider_name, job_id, system_name(service),
                     remote_id, exc.message)
         return None
-    status, resubmit = reconcile(job_id, info, service.label)
+    status, resubmit = reconcile(job_id, info, system_name(service))
     if resubmit:
         status = _resubmit(job_id, service, info)
     return status
@@ -198,7 +204,7 @@ def _resubmit(job_id: str, service: CloudTrainerService, info: CloudJobInfo) -> 
     """Ended by the infrastructure (``retryable``: Slurm's NODE_FAIL / PREEMPTED / BOOT_FAIL): a
     new batch job (next submission number, so the old credential stops working) resumes the
     job from its last uploaded checkpoint."""
-    label = service.label
+    label = system_name(service)
     with db.transaction() as s:
         job = s.get(Job, job_id)
         if job is None or states.is_terminal(job.status) or job.provider_job_id != info.provider_job_id:
