@@ -15,6 +15,7 @@ def rows(monkeypatch, tmp_path):
     return fresh
 
 
+@pytest.mark.slow
 def test_joblist_quick_prints_the_table(rows, tmp_path, capsys):
     md = tmp_path / "table.md"
     rc = bench_main.main(["--quick", "--markdown", str(md), "joblist", "--", "--jobs", "3000", "--log-lines", "2000",
@@ -31,6 +32,7 @@ def test_joblist_quick_prints_the_table(rows, tmp_path, capsys):
     assert md.read_text().count("\n") == len(rows) + 2
 
 
+@pytest.mark.slow
 def test_dashboard_quick_runs(rows, capsys):
     rc = bench_main.main(["dashboard", "--", "--phase-seconds", "0.5", "--phases", "2"])
     assert rc == 0, capsys.readouterr()
