@@ -190,7 +190,7 @@ def wrk(port: int, folder: Path, duration: float) -> WrkRun:
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     return WrkRun(rate, total, int(non2xx.group(1)) if non2xx else 0,
                   sum(int(x) for x in errs.groups()) if errs else 0, _ms(lat["50"]), _ms(lat["99"]))
 

@@ -87,17 +87,30 @@ def available(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def _cache(engine: Engine) -> dict:
+    with _lock:
+        return _caches.setdefault(id(engine.dialect), {})
+
+
+def scalar(engine: Engine, statement, params: dict):
+    """The first column of the first row of a read (no transaction needed)."""
+    pooled = engine.raw_connection()
+    try:
+        row = _Connection(pooled.driver_connection, engine.dialect, _cache(engine)).execute(statement, params).first()
+    finally:
+        pooled.close()
+    return row[0] if row is not None else None
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[_Tx]:
     """``BEGIN IMMEDIATE`` on a pooled connection; COMMIT on a clean exit, else ROLLBACK."""
-    with _lock:
-        cache = _caches.setdefault(id(engine.dialect), {})
     pooled = engine.raw_connection()
     try:
         conn = pooled.driver_connection
         db.begin_immediate(conn)
         try:
-            yield _Tx(_Connection(conn, engine.dialect, cache))
+            yield _Tx(_Connection(conn, engine.dialect, _cache(engine)))
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -105,8 +105,12 @@ def receiver_config() -> dict:
     that loads and merges the settings: a change made on the Providers page (allowlist,
     signature requirement) applies to the next delivery, in every server process.
     """
-    with db.get_db().engine.connect() as conn:
-        version = conn.execute(_CONFIG_VERSION, {"provider": PROVIDER}).scalar()
+    engine = db.get_db().engine
+    if fastpath.available(engine):
+        version = fastpath.scalar(engine, _CONFIG_VERSION, {"provider": PROVIDER})
+    else:
+        with engine.connect() as conn:
+            version = conn.execute(_CONFIG_VERSION, {"provider": PROVIDER}).scalar()
     cached = current_app.extensions.get("stcloud.webhook_config")
     if cached is not None and cached[0] == version:
         return cached[1]

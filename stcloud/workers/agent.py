@@ -55,6 +55,7 @@ LAST_LINES = 40
 MAX_BUFFERED_LINES = 200_000
 BATCH_LINES = 500
 BATCH_BYTES = 256 * 1024
+QUICK_FLUSH = 0.05  # seconds of quiet after which the first lines after a pause are shipped
 CHUNK = 1024 * 1024
 EXIT_TOKEN_REFUSED = 3
 EXIT_JOB_NOT_COMPLETED = 1  # one-job mode: the job failed, was cancelled or stopped
@@ -175,7 +176,13 @@ class Api:
 
 class LogShipper(threading.Thread):
     """Ships trainer output in numbered batches. A batch gets its number once and keeps it
-    across retries; the server ignores numbers it already stored."""
+    across retries; the server ignores numbers it already stored.
+
+    When: a full batch at once; otherwise lines gather for ``interval`` seconds from the
+    first one buffered — except after a quiet spell (nothing sent for ``interval``), when
+    the lines go as soon as the output pauses for ``QUICK_FLUSH`` seconds: the first step
+    of a job shows without waiting out the interval, and a steady stream still makes at
+    most one request per interval."""
 
     def __init__(self, api: Api, job_id: str, first_seq: int, interval: float = 0.5):
         super().__init__(name=f"logs-{job_id}", daemon=True)
@@ -186,15 +193,32 @@ class LogShipper(threading.Thread):
         self._closing = False
         self.lost = False  # the server says we no longer hold the job
         self.dropped = 0
+        self._sent_at = float("-inf")  # when the last batch went out
+        self._first_at = self._last_at = 0.0  # when the oldest / newest buffered line came
 
     def add(self, line: str) -> None:
         with self._cond:
             if len(self._buf) >= MAX_BUFFERED_LINES:  # a very long outage: keep the newest
                 self._buf.popleft()
                 self.dropped += 1
+            now = time.monotonic()
+            if not self._buf:
+                self._first_at = now
+            self._last_at = now
             self._buf.append(line.rstrip("\r\n"))
-            if len(self._buf) >= BATCH_LINES:
-                self._cond.notify_all()
+            if len(self._buf) == 1 or len(self._buf) >= BATCH_LINES:
+                self._cond.notify_all()  # the run loop works out when they go
+
+    def _due(self) -> float:
+        """Seconds until the buffered lines go (0: now). Call under ``_cond``."""
+        if self._pending or self._closing or len(self._buf) >= BATCH_LINES:
+            return 0.0
+        if not self._buf:
+            return self.interval
+        at = self._first_at + self.interval
+        if self._first_at - self._sent_at >= self.interval:  # after a quiet spell
+            at = min(at, self._last_at + QUICK_FLUSH)
+        return max(0.0, at - time.monotonic())
 
     def _next_batch(self) -> tuple[int, list[str]] | None:
         with self._cond:
@@ -222,6 +246,11 @@ class LogShipper(threading.Thread):
     def run(self) -> None:
         delays = None
         while True:
+            with self._cond:
+                due = self.interval if self.lost else self._due()
+                if due > 0 and self._buf and not self.lost:
+                    self._cond.wait(due)  # more lines may join the batch
+                    continue
             batch = None if self.lost else self._next_batch()
             if batch is None:
                 with self._cond:
@@ -230,6 +259,7 @@ class LogShipper(threading.Thread):
                     self._cond.wait(self.interval)
                 continue
             seq, lines = batch
+            self._sent_at = time.monotonic()
             try:
                 self.api.request("POST", f"/api/workers/jobs/{self.job_id}/logs",
                                  json_body={"seq": seq, "lines": lines}, timeout=30)

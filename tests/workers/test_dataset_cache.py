@@ -1,10 +1,12 @@
-"""The agent's cache of extracted datasets (stcloud/workers/dataset_cache.py): the second job
-on the same data neither downloads nor extracts it; a job's writes stay in its own tree."""
+"""The agent's start of a job: the cache of extracted datasets (stcloud/workers/dataset_cache.py)
+— the second job on the same data neither downloads nor extracts it, a job's writes stay in
+its own tree — and the log shipper's pacing (the first step is shipped without delay)."""
 import hashlib
+import time
 import zipfile
 
 from stcloud.workers import dataset_cache
-from stcloud.workers.agent import Agent, safe_extract
+from stcloud.workers.agent import Agent, LogShipper, safe_extract
 
 
 def _zip(path, files):
@@ -58,3 +60,38 @@ def test_second_job_on_the_same_data_is_not_downloaded(tmp_path, monkeypatch):
         assert (tmp_path / "work" / job_id / "datasets/d/x.png").read_bytes() == b"one"
     assert downloads == ["j1"]
     assert any("from this worker's cache" in m for m in said)
+
+
+class _RecordingApi:
+    def __init__(self):
+        self.sent = []
+
+    def request(self, method, path, *, json_body=None, timeout=None, stream=False):
+        self.sent.append((time.monotonic(), list(json_body["lines"])))
+
+
+def test_log_shipper_sends_a_burst_after_a_pause_at_once_and_paces_a_stream():
+    """The first step shows without waiting out the interval; a steady stream still makes
+    at most about one request per interval."""
+    api = _RecordingApi()
+    shipper = LogShipper(api, "j", 1, interval=0.5)
+    shipper.start()
+    try:
+        started = time.monotonic()
+        for line in ("stage: training", "step 1/100 loss=0.1"):
+            shipper.add(line)
+        deadline = time.monotonic() + 5
+        while not api.sent and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert api.sent and api.sent[0][1] == ["stage: training", "step 1/100 loss=0.1"]
+        assert api.sent[0][0] - started < 0.3  # not the 0.5 s interval
+        n = len(api.sent)
+        stream_started = time.monotonic()
+        while time.monotonic() - stream_started < 2.0:  # a line every 20 ms for 2 s
+            shipper.add("step")
+            time.sleep(0.02)
+        assert len(api.sent) - n <= 6  # ~1 per 0.5 s, not one per line
+        shipper.flush(5)
+        assert sum(len(lines) for _, lines in api.sent) == 2 + sum(1 for _, lines in api.sent for x in lines if x == "step")
+    finally:
+        shipper.close(5)

@@ -1,0 +1,52 @@
+"""``POST /api/webhooks/replicate`` straight from WSGI, around the page machinery.
+
+A delivery authenticates by its signature (``service.receive``); it has no use for what
+every other request goes through — the session cookie, the sign-in guard, CSRF, the rate
+limiter, the audit hook — and that machinery cost as much as the delivery itself. This
+middleware answers the route before Flask dispatches: an app context, the same body
+reader and service call as the view in ``routes.py``, the same problem+json for errors,
+the same security headers. Any other request passes through untouched.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.wrappers import Request
+
+from stcloud import errors
+from stcloud.web import security
+from stcloud.webhooks import service
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/webhooks/replicate"
+
+
+class SignedDeliveries:
+    def __init__(self, app: Flask, wsgi_app, read_body):
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.read_body = read_body  # routes._read_body(req, limit)
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
+            return self.wsgi_app(environ, start_response)
+        req = Request(environ)
+        with self.app.app_context():
+            try:
+                receipt = service.receive(
+                    headers=req.headers,
+                    peer=req.remote_addr,  # the socket peer: no ProxyFix, see netfilter.py
+                    forwarded_for=req.headers.getlist("X-Forwarded-For"),
+                    read_body=lambda limit: self.read_body(req, limit))
+                resp = jsonify(receipt.to_dict())
+            except errors.StcloudError as err:
+                body = err.to_problem()
+                extra = {k: v for k, v in body.items() if k not in ("type", "title", "status", "detail")}
+                resp = errors.problem(err.status, err.title, err.detail, err.headers, **extra)
+            except Exception:  # noqa: BLE001 - answered like the app's own handler
+                log.exception("unhandled error on POST %s", PATH)
+                resp = errors.problem(500, "Internal server error", "An unexpected error occurred; see the server log.")
+            security.security_headers(resp)
+        return resp(environ, start_response)
