@@ -64,11 +64,14 @@ class Crash:
     def api(self, method: str, path: str, **kw) -> requests.Response:
         return requests.request(method, self.server.url + path, timeout=30, **kw)
 
+    def body(self) -> dict:
+        return {"provider": "replicate", "name": "crash", "config": dict(CONFIG),
+                "dataloader_config": dataloader_for(self.dataset), "idempotency_key": "crash-once"}
+
     def submit_in_background(self) -> None:
         r = self.api("PUT", "/api/cloud/settings/consent", json={"consent": "allow"})
         assert r.status_code == 200, r.text
-        body = {"provider": "replicate", "name": "crash", "config": dict(CONFIG),
-                "dataloader_config": dataloader_for(self.dataset)}
+        body = self.body()
 
         def post():
             try:
@@ -155,6 +158,10 @@ def _adopted_job_runs_is_billed_once_and_loses_its_upload(crash: Crash, job_id: 
     assert any(e["source"] == "reconciler" and "adopted Replicate job" in (e["detail"] or "")
                for e in crash.events(job_id))
     assert fake.predictions_created == 1 and fake.create_calls == 1  # no second create after the restart
+    # the client, which never got its answer, submits again with its idempotency key: the same job
+    r = crash.api("POST", "/api/cloud/jobs/submit", json=crash.body())
+    assert r.status_code == 200 and r.json()["idempotent"] is True and r.json()["job"]["id"] == job_id, r.text
+    assert fake.predictions_created == 1
     crash.assert_no_untracked_remote_job()
     assert len(fake.files) == 1  # the running prediction reads it
     fake.start(pred_id, logs="step 10/200\n")

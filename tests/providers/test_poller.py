@@ -100,7 +100,12 @@ def test_late_provider_status_never_moves_a_cancelled_job(rapp, rclient, fake, s
     assert job_of(rclient, submitted["id"])["status"] == "cancelled"
 
 
-def test_interrupted_submit_is_failed_and_reconciled(rapp, fake):
+def test_interrupted_submit_is_reconciled_after_silence_when_its_owner_is_unknown(rapp, fake):
+    """The poller leaves submits alone; the reconciler (``jobs.reconcile``) settles one whose
+    process it cannot check once it has been silent long enough (the kill -9 cases with a
+    known owner are in tests/jobs/test_crash_submit.py)."""
+    from stcloud import settings
+    from stcloud.jobs import reconcile
     from stcloud.providers.replicate import ReplicateService
 
     # a submit died after creating the prediction but before recording it
@@ -112,10 +117,11 @@ def test_interrupted_submit_is_failed_and_reconciled(rapp, fake):
     svc = ReplicateService("r8_test_token", base_url=fake.base_url)
     pid = svc.create_prediction(job_id=job_id, input={}).prediction["id"]
     with rapp.app_context():
-        assert poller.poll_due(now=utcnow() + timedelta(minutes=5)) == 0
-        assert row(rapp, job_id).status == "uploading"  # still within the grace period
-        poller.poll_due(now=utcnow() + timedelta(minutes=20))
+        settings.put("orphan_policy", "cancel")
+        assert poller.poll_due(now=utcnow() + timedelta(minutes=20)) == 0
+        assert reconcile.run(now=utcnow() + timedelta(minutes=5))["reconciled"] == 0
+        assert row(rapp, job_id).status == "uploading"  # may still be running somewhere
+        assert reconcile.run(now=utcnow() + timedelta(minutes=20))["reconciled"] == 1
     job = row(rapp, job_id)
-    assert job.status == "failed" and "interrupted" in job.error
-    assert job.provider_job_id == pid
+    assert job.status == "cancelled" and job.provider_job_id == pid
     assert fake.get_prediction(pid)["status"] == "canceled"
