@@ -38,7 +38,7 @@ def json_text(value: Any) -> Any:
         try:
             return json.loads(value)
         except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+            raise ValueError(f"is not valid JSON: {exc}") from None
     return value
 
 
