@@ -9,13 +9,12 @@ import json
 from typing import Annotated, Any
 
 import annotated_types
-from pydantic import AfterValidator, AllowInfNan, BeforeValidator
+from pydantic import AllowInfNan, BeforeValidator
 
 MAX_USD = 1_000_000.0  # a cost or cap above a million dollars is a typo, not a budget
 MAX_STEPS = 1_000_000
 MAX_GPUS = 64
 MAX_VRAM_GB = 10_000.0
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 
 def no_bool(value: Any) -> Any:
@@ -90,17 +89,6 @@ def Num(lo: float | None = None, hi: float | None = None, *, gt: float | None = 
 def Str(max_length: int, min_length: int = 0, description: str | None = None) -> Any:  # noqa: N802
     lengths = [annotated_types.MaxLen(max_length)] + ([annotated_types.MinLen(min_length)] if min_length else [])
     return Annotated[str, *lengths, BeforeValidator(_strip), *_doc(description)]
-
-
-def _not_blank(value: str) -> str:
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
-def Name(max_length: int = 200) -> Any:  # noqa: N802
-    """A required, trimmed, non-empty string."""
-    return Annotated[str, BeforeValidator(_strip), annotated_types.MaxLen(max_length), AfterValidator(_not_blank)]
 
 
 Usd = Num(gt=0, hi=MAX_USD, description="US dollars, > 0 and at most 1,000,000")
