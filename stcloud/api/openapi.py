@@ -101,10 +101,8 @@ def _operation(method: str, endpoint: str, op: spec.Operation | None, kind: str,
     if parameters:
         doc["parameters"] = parameters
     if op.body is not None and method in ("post", "put", "patch", "delete"):
-        content = {"application/json": {"schema": schemas.ref(op.body)}}
-        if op.form:
-            content["application/x-www-form-urlencoded"] = {"schema": schemas.ref(op.body)}
-        doc["requestBody"] = {"required": op.body_required, "content": content}
+        doc["requestBody"] = {"required": op.body_required,
+                              "content": {"application/json": {"schema": schemas.ref(op.body)}}}
     responses = {str(code): _response(value, schemas) for code, value in sorted(op.responses.items())}
     if not op.responses:
         responses["200"] = {"description": "OK (undocumented shape)",

@@ -32,7 +32,6 @@ class Operation:
     description: str | None = None
     body: type[pydantic.BaseModel] | None = None
     body_required: bool = True
-    form: bool = False  # the body may also come form-encoded (htmx forms)
     query: type[pydantic.BaseModel] | None = None
     responses: dict[int, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field
+import annotated_types
+from pydantic import AllowInfNan, BeforeValidator
 
 MAX_USD = 1_000_000.0  # a cost or cap above a million dollars is a typo, not a budget
 MAX_STEPS = 1_000_000
 MAX_GPUS = 64
 MAX_VRAM_GB = 10_000.0
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 
 def no_bool(value: Any) -> Any:
@@ -37,7 +37,7 @@ def json_text(value: Any) -> Any:
         try:
             return json.loads(value)
         except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+            raise ValueError(f"is not valid JSON: {exc}") from None
     return value
 
 
@@ -45,28 +45,50 @@ def _strip(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-def Int(lo: int | None = None, hi: int | None = None, **kw) -> Any:  # noqa: N802 - a type factory
-    return Annotated[int, BeforeValidator(no_bool), Field(ge=lo, le=hi, **kw)]
+def _bounds(lo: float | None, hi: float | None, gt: float | None = None) -> list:
+    out: list = []
+    if lo is not None:
+        out.append(annotated_types.Ge(lo))
+    if gt is not None:
+        out.append(annotated_types.Gt(gt))
+    if hi is not None:
+        out.append(annotated_types.Le(hi))
+    return out
 
 
-def Num(lo: float | None = None, hi: float | None = None, *, gt: float | None = None, **kw) -> Any:  # noqa: N802
-    return Annotated[float, BeforeValidator(no_bool),
-                     Field(ge=lo, gt=gt, le=hi, allow_inf_nan=False, **kw)]
+def _doc(description: str | None) -> list:
+    # A title-less ``description`` annotation; ``Field(description=)`` inside ``X | None`` would
+    # turn the constraints above into non-standard keywords (ge/le).
+    return [WithJsonSchemaExtra(description)] if description else []
 
 
-def Str(max_length: int, min_length: int = 0, **kw) -> Any:  # noqa: N802
-    return Annotated[str, BeforeValidator(_strip), Field(min_length=min_length, max_length=max_length, **kw)]
+class WithJsonSchemaExtra:
+    """Adds a description to the generated schema of an annotated type."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        schema["description"] = self.description
+        return schema
 
 
-def _not_blank(value: str) -> str:
-    if not value:
-        raise ValueError("must not be empty")
-    return value
+# Constraints are annotated_types markers placed before the pre-validator: so they stay JSON
+# Schema keywords (minimum, maxLength...), also inside ``X | None`` (after a BeforeValidator,
+# pydantic would emit non-standard ``ge``/``le``).
+def Int(lo: int | None = None, hi: int | None = None, description: str | None = None) -> Any:  # noqa: N802
+    return Annotated[int, *_bounds(lo, hi), BeforeValidator(no_bool), *_doc(description)]
 
 
-def Name(max_length: int = 200, **kw) -> Any:  # noqa: N802
-    """A required, trimmed, non-empty string."""
-    return Annotated[str, BeforeValidator(_strip), Field(max_length=max_length, **kw), AfterValidator(_not_blank)]
+def Num(lo: float | None = None, hi: float | None = None, *, gt: float | None = None,  # noqa: N802
+        description: str | None = None) -> Any:
+    return Annotated[float, AllowInfNan(False), *_bounds(lo, hi, gt), BeforeValidator(no_bool), *_doc(description)]
+
+
+def Str(max_length: int, min_length: int = 0, description: str | None = None) -> Any:  # noqa: N802
+    lengths = [annotated_types.MaxLen(max_length)] + ([annotated_types.MinLen(min_length)] if min_length else [])
+    return Annotated[str, *lengths, BeforeValidator(_strip), *_doc(description)]
 
 
 Usd = Num(gt=0, hi=MAX_USD, description="US dollars, > 0 and at most 1,000,000")

@@ -52,10 +52,18 @@ def errors_of(exc: pydantic.ValidationError, prefix: str = "") -> list[dict]:
     return out
 
 
+def _sentence(error: dict) -> str:
+    """``config is not valid JSON`` for our own messages, ``field: Input should be ...`` for pydantic's."""
+    message = error["message"]
+    if message.startswith(("is ", "must ")):
+        return f"{error['field']} {message}"
+    return f"{error['field']}: {message}"
+
+
 def problem_of(exc: pydantic.ValidationError, prefix: str = "", status: int = 400) -> StcloudError:
     errors = errors_of(exc, prefix)
     first = errors[0] if errors else {"field": prefix or "body", "message": "invalid value"}
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    detail = "; ".join(_sentence(e) for e in errors[:5])
     if len(errors) > 5:
         detail += f" (and {len(errors) - 5} more)"
     return BadRequest(detail, status=status, title="Invalid input" if status == 400 else "Validation failed",

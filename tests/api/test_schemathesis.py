@@ -11,6 +11,7 @@ token, no worker, no Slurm cluster).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ def test_api_conforms_to_its_document(serve_process, tmp_path):
                           env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
     out = proc.stdout + proc.stderr
     assert "Tested: " in out, out[-5000:]
+    summary = [line.strip() for line in out.splitlines()
+               if re.match(r"\s*(Selected|Tested|Skipped):|\s*\d+ generated", line)]
+    print("schemathesis:", "; ".join(summary))
     assert proc.returncode == 0, f"schemathesis found problems (seed 20261206):\n{out[-15000:]}"
     server_log = server.log_path.read_text(errors="replace")
     assert "unhandled error" not in server_log, server_log[-5000:]

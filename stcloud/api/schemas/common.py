@@ -25,9 +25,3 @@ class Open(BaseModel):
     """A JSON object whose members are documented in prose (kept open for forward compatibility)."""
 
     model_config = ConfigDict(extra="allow")
-
-
-class Empty(BaseModel):
-    """A body with no members (``{}``), or none at all."""
-
-    model_config = ConfigDict(extra="allow")
