@@ -7,12 +7,16 @@
   is opened, then deleted.
 
 Values are never logged and never returned by a route; callers ask for one key at a time
-(``get``/``put``/``delete``/``get_or_create``). Writers in several processes (server, workers,
-scheduler) take an exclusive ``flock`` on ``secrets.lock`` for the read-modify-write.
+(``get``/``put``/``delete``/``get_or_create``). Secrets that come one per job live in their own
+small files, ``STCLOUD_HOME/secrets.d/<sha256 of the name>.enc`` (``put_item``/``get_item``/
+``delete_item``), encrypted with the same key, so a submit never rewrites the whole store.
+Writers of the store in several processes (server, workers, scheduler) take an exclusive
+``flock`` on ``secrets.lock`` for the read-modify-write.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets as _secrets
@@ -24,6 +28,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 STORE = "secrets.enc"
+ITEMS_DIR = "secrets.d"
 KEY_FILE = "secret.key"
 LEGACY = "secrets.json"
 
@@ -182,3 +187,38 @@ def get_or_create(home, key: str, nbytes: int = 32) -> str:
             data[key] = _secrets.token_urlsafe(nbytes)
             _write(Path(home), data)
         return data[key]
+
+
+# ---- one file per item (per-job secrets) ---------------------------------------------------
+
+def _item_path(home: Path, name: str) -> Path:
+    return home / ITEMS_DIR / (hashlib.sha256(name.encode()).hexdigest()[:40] + ".enc")
+
+
+def put_item(home, name: str, value: str) -> None:
+    home = Path(home)
+    (home / ITEMS_DIR).mkdir(mode=0o700, exist_ok=True)
+    path = _item_path(home, name)
+    tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
+    _create_0600(tmp, _fernet(home).encrypt(value.encode()))
+    os.replace(tmp, path)
+
+
+def get_item(home, name: str) -> str | None:
+    home = Path(home)
+    try:
+        token = _item_path(home, name).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return _fernet(home).decrypt(token).decode()
+    except InvalidToken:
+        raise SecretStoreError(f"{_item_path(home, name)} cannot be decrypted with {home / KEY_FILE}") from None
+
+
+def delete_item(home, name: str) -> bool:
+    try:
+        _item_path(Path(home), name).unlink()
+        return True
+    except FileNotFoundError:
+        return False

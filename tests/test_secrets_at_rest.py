@@ -208,6 +208,11 @@ def test_no_secret_is_readable_at_rest(make_app, fake, monkeypatch, tmp_path, ca
         if f.is_file():
             places[str(f)] = f.read_bytes()
     places["secret store file"] = (home / "secrets.enc").read_bytes()
+    items = list((home / "secrets.d").glob("*.enc"))
+    assert items  # the jobs' secrets, one file per job and part
+    for f in items:
+        places[str(f)] = f.read_bytes()
+        assert mode(f) == 0o600
     found = [(what, where) for what, value in values.items() for where, data in places.items()
              if value.encode() in data]
     assert found == []
@@ -221,4 +226,4 @@ def test_no_secret_is_readable_at_rest(make_app, fake, monkeypatch, tmp_path, ca
     for p in db_files + [home / "secrets.enc", home / "secret.key"]:
         if p.exists():
             assert mode(p) == 0o600, p
-    assert mode(home) == 0o700
+    assert mode(home) == 0o700 and mode(home / "secrets.d") == 0o700

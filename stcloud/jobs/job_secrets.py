@@ -3,7 +3,7 @@
 The job row keeps ``redact(config)`` (``[redacted]`` where a secret was: per-job S3 keys in
 ``publishing_config``, ``hub_token``, webhook tokens, anything ``stcloud.redact`` calls a
 secret; the dataloader's remote-dataset keys likewise); the values go to the secret store
-under ``job:<job_id>:<part>`` with their places.
+(one small encrypted file per job and part, ``secrets.d/``) with their places.
 They are put back only where something needs them: the provider launch (Replicate's input,
 a worker's claim, a Slurm requeue) and an exact re-run::
 
@@ -50,8 +50,8 @@ def unseal(job_id: str, value, part: str = "config"):
 
 
 def forget(job_id: str) -> None:
-    prefix = _prefix(job_id)
-    secrets.delete_where(_home(), lambda k: k.startswith(prefix))
+    for part in PARTS:
+        secrets.delete_item(_home(), _key(job_id, part))
 
 
 # ---- the same, given STCLOUD_HOME (no app context: the 0011 migration's hooks) -------------
@@ -63,13 +63,13 @@ def _empty(value, part: str):
 def seal_in(home, job_id: str, value, part: str = "config"):
     shown, found = split_secrets(value if value is not None else _empty(value, part))
     if found:
-        secrets.put(home, _key(job_id, part), json.dumps(found))
+        secrets.put_item(home, _key(job_id, part), json.dumps(found))
     return shown
 
 
 def unseal_in(home, job_id: str, value, part: str = "config"):
     value = value if value is not None else _empty(value, part)
-    stored = secrets.get(home, _key(job_id, part))
+    stored = secrets.get_item(home, _key(job_id, part))
     if not stored:
         return type(value)(value)
     return join_secrets(value, json.loads(stored))

@@ -103,6 +103,7 @@ def _dataset(tmp_path):
     d.mkdir(exist_ok=True)
     for i in range(3):
         (d / f"img{i}.txt").write_text(f"caption {i}\n")
+        (d / f"img{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes([i]))  # a dataset needs images
     return str(d)
 
 
