@@ -14,7 +14,7 @@ from pathlib import Path
 from stcloud import db, states
 from stcloud.accounts import scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured
-from stcloud.jobs import consent, submit
+from stcloud.jobs import consent, job_secrets, submit
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import SubmitRequest
 from stcloud.jobs.submit_progress import SubmitProgress
@@ -49,8 +49,10 @@ def _request_of(job: Job) -> SubmitRequest:
     """What the launch steps need, from the row the submit wrote."""
     approval = (job.provider_data or {}).get("approval") or {}
     return SubmitRequest(
-        provider=job.provider, name=job.name, config=dict(job.config or {}),
-        dataloader_config=list(job.dataloader_config or []), hardware=job.hardware, data_consent=True,
+        # the row keeps secrets redacted (jobs/job_secrets.py): the launch needs them back
+        provider=job.provider, name=job.name, config=job_secrets.unseal(job.id, job.config),
+        dataloader_config=job_secrets.unseal(job.id, job.dataloader_config, "dataloader"), hardware=job.hardware,
+        data_consent=True,
         max_cost_usd=job.max_cost_usd, idempotency_key=None, snapshot_message=None, config_name=job.config_name,
         delivery=job.delivery, requirements=job.requirements,
         expected_dataset_sha256=approval.get("expected_dataset_sha256"), rerun_of=job.rerun_of,

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from stcloud import db, states
 from stcloud.accounts import scope
 from stcloud.errors import NotFound, StcloudError, ValidationError
+from stcloud.jobs import job_secrets
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs import submit as submit_mod
 from stcloud.jobs.request import parse_body
@@ -68,8 +69,14 @@ def _add_waiting(s, run_body: dict, *, policy_body: dict, deps: list[str], on: s
                  source: str = "api") -> Job:
     name = str(run_body.get("name") or (run_body.get("config") or {}).get("tracker_run_name")
                or step or f"{run_body.get('provider')}-{utcnow().strftime('%Y%m%d-%H%M%S')}")[:200]
-    job = Job(id=new_id("job"), name=name, provider=str(run_body.get("provider"))[:32], status=states.WAITING,
-              config=run_body.get("config") or {}, dataloader_config=run_body.get("dataloader_config") or [],
+    job_id = new_id("job")
+    # secrets (hub tokens, S3 keys...) go to the encrypted store, as for every job row; the
+    # stored body keeps the redacted values too, and the release puts them back
+    config = job_secrets.seal(job_id, run_body.get("config") or {})
+    dataloader = job_secrets.seal(job_id, run_body.get("dataloader_config") or [], "dataloader")
+    run_body = {**run_body, "config": config, "dataloader_config": dataloader}
+    job = Job(id=job_id, name=name, provider=str(run_body.get("provider"))[:32], status=states.WAITING,
+              config=config, dataloader_config=dataloader,
               hardware=run_body.get("hardware"), config_name=run_body.get("config_name") or name,
               progress={"stage": "waiting"})
     s.add(job)
@@ -223,6 +230,8 @@ def release(job_id: str, *, strict: bool = False):
             job.error = f"not started: {refusal}"
             return None
         body, inputs, owner, hold = dict(dep.body), dict(dep.inputs or {}), job.owner_id, dep.hold
+    body["config"] = job_secrets.unseal(job_id, body.get("config") or {})
+    body["dataloader_config"] = job_secrets.unseal(job_id, body.get("dataloader_config") or [], "dataloader")
     try:
         policy = placement.parse_policy({"hold": hold, "placement": body.pop("placement", None) or {}})
         decision = None

@@ -67,6 +67,35 @@ def test_waiting_job_holds_nothing_and_failed_parent_cancels_it(app, client, hom
     assert parent in page  # the dependency is linked from the job page
 
 
+def test_a_waiting_job_keeps_its_secrets_in_the_store_not_in_its_rows(app, client, home):
+    parent = make_job(app, "running", name="parent", provider="local")
+    token = "hf_" + "W" * 24
+    body = {"provider": "local", "config": {**STEP, "hub_token": token}, "dataloader_config": _dataloader(home),
+            "depends_on": [parent]}
+    r = client.post("/api/cloud/jobs/submit", json=body)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    job_id = r.get_json()["job"]["id"]
+    with app.app_context(), db.session() as s:
+        dep = s.get(JobDependency, job_id)
+        row = jobs_service.get_job(s, job_id)
+        assert token not in json.dumps(dep.body) and token not in json.dumps(row.config)
+        # the release puts it back for the submit it runs
+        released = {}
+        real_submit = pipelines.submit_mod.submit
+
+        def capture(b, **kw):
+            released.update(b)
+            return real_submit(b, **kw)
+
+        pipelines.submit_mod.submit = capture
+        try:
+            jobs_service.apply_update(parent, jobs_service.JobUpdate(status="completed"), source="test")
+            pipelines.tick()
+        finally:
+            pipelines.submit_mod.submit = real_submit
+    assert released["config"]["hub_token"] == token
+
+
 def _wait(url, job_id, pred, app, timeout=90):
     deadline = time.time() + timeout
     job = None
