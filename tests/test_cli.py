@@ -240,8 +240,8 @@ def complete(words: str, env=None) -> list[str]:
 
 
 def test_completion_of_commands_and_job_ids(app, live_server):
-    assert complete("stcloud jobs ") == ["cancel", "checkpoints", "download", "list", "logs", "resume", "show",
-                                         "submit", "wait"]
+    assert complete("stcloud jobs ") == ["approve", "cancel", "checkpoints", "download", "list", "logs", "reject",
+                                         "resume", "show", "submit", "wait"]
     assert complete("stcloud comp") == ["completion"]
     a = make_job(app, "running", name="a", provider="worker")
     b = make_job(app, "completed", name="b", provider="local")

@@ -145,12 +145,13 @@ def test_follow_show_wait_list_and_download_a_completed_job(server, tmp_path):
 
 
 def test_a_failed_job_says_why_and_exits_1(server, tmp_path):
-    jid = submit(server, tmp_path, "cli-bad", learning_rate=-1)
+    # a value the submit API's field schema does not check (it refuses learning_rate=-1 at submit)
+    jid = submit(server, tmp_path, "cli-bad", image_channels=2)
     r = cli(server, "jobs", "logs", "-f", "--interval", "0.2", jid)
     assert r.exit_code == 1, r.output
-    assert "error: invalid config value learning_rate=-1" in r.stdout
-    assert re.fullmatch(r"failed: trainer exited with code 2 — error: invalid config value learning_rate=-1: "
-                        r"expected a number > 0\.0 \(after \d+s, \$0\.00\)\n", r.stderr)
+    assert "error: invalid config value image_channels=2" in r.stdout
+    assert re.fullmatch(r"failed: trainer exited with code 2 — error: invalid config value image_channels=2: "
+                        r"expected 1 \(grayscale\) or 3 \(RGB\) \(after \d+s, \$0\.00\)\n", r.stderr)
     r = cli(server, "jobs", "wait", jid)
     assert r.exit_code == 1 and r.stdout.startswith("failed: trainer exited with code 2")
     r = cli(server, "jobs", "show", jid)

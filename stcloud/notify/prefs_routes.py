@@ -31,8 +31,8 @@ def _page(status: int = 200, **ctx):
 def prefs_page():
     try:
         view = prefs.get_mine()
-    except StcloudError as err:
-        return _page(404, view=None, error=err.detail)
+    except StcloudError as err:  # the admin token or auth off: no account; the page says so
+        return _page(view=None, notice=err.detail)
     return _page(view=view)
 
 

@@ -60,12 +60,20 @@ def test_preferences_api_per_role(secure, crew):
     assert r.json["events"] == ["job.completed", "job.failed"] and r.json["email"] == "mia@example.com"
     again = c.put(ME, json=r.json, headers=member.headers)  # a GET answer can be PUT back
     assert again.status_code == 200 and again.json == r.json
-    # every signed-in user keeps their own: a viewer too; the admin token has no account
+    # every signed-in user keeps their own: a viewer too
     assert c.put(ME, json={"events": ["job.failed"]}, headers=viewer.headers).status_code == 200
     assert c.get(ME, headers=admin.headers).json["events"] == []
     assert c.get(ME).status_code == 401
     audit = c.get("/api/cloud/audit?action=user.notifications", headers=admin.headers).json["records"]
     assert {a["actor"] for a in audit if a["outcome"] == "ok"} == {"mia", "vic"}
+
+
+def test_without_an_account_the_api_is_404_and_the_page_says_why(client):
+    r = client.get(ME)  # auth off (or the admin token): no account to keep preferences on
+    assert r.status_code == 404 and "user account" in r.json["detail"]
+    assert client.put(ME, json={"events": []}).status_code == 404
+    page = client.get("/account/notifications")
+    assert page.status_code == 200 and 'id="prefs-no-account"' in page.get_data(as_text=True)
 
 
 def test_each_user_gets_only_their_events_by_email(secure, crew, smtp, tmp_path):  # noqa: F811
