@@ -5,24 +5,30 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from stcloud.api import validation
+from stcloud.api.schemas import flows as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.jobs import approval, approval_service
 from stcloud.jobs.routes import job_page
 from stcloud.web.htmx import render
-from stcloud.web.params import json_body
 
 api = Blueprint("approval_api", __name__, url_prefix="/api/cloud")
 pages = Blueprint("approval_pages", __name__)
 
 
 @api.post("/jobs/<job_id>/approve")
+@operation(summary="Approve a job waiting for approval and launch it (admin)", tags=["jobs"], responses={200: Open})
 def approve_job(job_id):
     return jsonify({"job": approval_service.approve(job_id, source="api")})
 
 
 @api.post("/jobs/<job_id>/reject")
+@operation(body=schemas.RejectBody, summary="Reject a job waiting for approval (admin): it ends cancelled",
+           tags=["jobs"], responses={200: Open})
 def reject_job(job_id):
-    reason = approval_service.parse_reason(json_body(required=False))
+    reason = approval_service.parse_reason(validation.checked(schemas.RejectBody, required=False))
     return jsonify({"job": approval_service.reject(job_id, reason, source="api")})
 
 
@@ -32,8 +38,10 @@ def get_settings():
 
 
 @api.put("/settings/approval")
+@operation(body=schemas.ApprovalSettingsBody, summary="Set the approval threshold (admin)", tags=["settings"],
+           responses={200: Open})
 def put_settings():
-    return jsonify(approval.put_settings(json_body()))
+    return jsonify(approval.put_settings(validation.checked(schemas.ApprovalSettingsBody)))
 
 
 # ---- pages -----------------------------------------------------------------------------

@@ -17,6 +17,10 @@ from flask import Blueprint, Response, jsonify, redirect, request, send_file, ur
 from werkzeug.http import http_date
 
 from stcloud import db, states
+from stcloud.api import validation
+from stcloud.api.schemas import flows as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.jobs import checkpoints, resume
 from stcloud.jobs import service as jobs_service
@@ -24,7 +28,7 @@ from stcloud.providers import registry
 from stcloud.providers.base import AVAILABLE
 from stcloud.storage import s3response
 from stcloud.web.htmx import is_fragment_request, render
-from stcloud.web.params import bool_value, int_arg, json_body
+from stcloud.web.params import bool_value, int_arg
 
 api = Blueprint("checkpoints_api", __name__, url_prefix="/api/cloud/jobs")
 pages = Blueprint("checkpoints_pages", __name__)
@@ -115,8 +119,10 @@ def _created(result, p):
 
 
 @api.post("/<job_id>/resume")
+@operation(body=schemas.ResumeBody, summary="Resume a failed or cancelled job from a checkpoint, here or on "
+           "another provider", tags=["jobs"], responses={201: Open})
 def resume_job(job_id):
-    body = json_body(required=False)
+    body = validation.checked(schemas.ResumeBody, required=False)
     unknown = set(body) - {"provider", "checkpoint", "data_consent"}
     if unknown:
         raise BadRequest(f"unknown field {sorted(unknown)[0]!r}", extra={"field": sorted(unknown)[0]})
@@ -126,8 +132,10 @@ def resume_job(job_id):
 
 
 @api.post("/<job_id>/checkpoints/<int:step>/continue")
+@operation(body=schemas.ContinueBody, summary="Start a new job from this checkpoint", tags=["jobs"],
+           responses={201: Open})
 def continue_job(job_id, step):
-    body = json_body(required=False)
+    body = validation.checked(schemas.ContinueBody, required=False)
     unknown = set(body) - {"provider", "data_consent"}
     if unknown:
         raise BadRequest(f"unknown field {sorted(unknown)[0]!r}", extra={"field": sorted(unknown)[0]})

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from stcloud.api import validation
+from stcloud.api.schemas import flows as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
 from stcloud.jobs import config_fields
-from stcloud.web.params import json_body
 
 api = Blueprint("config_api", __name__, url_prefix="/api/cloud/config")
 
@@ -19,8 +22,10 @@ def config_schema():
 
 
 @api.post("/validate")
+@operation(body=schemas.ConfigValidateBody, summary="Check a training config against the form's field schema",
+           tags=["jobs"], responses={200: Open})
 def validate_config():
-    body = json_body()
+    body = validation.checked(schemas.ConfigValidateBody)
     if "config" not in body:
         raise BadRequest("config is required (the training config, a JSON object)", extra={"field": "config"})
     if not isinstance(body["config"], dict):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, make_response, render_template, request
 
+from stcloud.api import validation
+from stcloud.api.schemas import flows as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.jobs import reconcile
-from stcloud.web.params import json_body
 
 api = Blueprint("recovery_api", __name__, url_prefix="/api/cloud/settings")
 pages = Blueprint("recovery_pages", __name__)
@@ -19,8 +22,10 @@ def get_recovery():
 
 
 @api.put("/recovery")
+@operation(body=schemas.RecoveryBody, summary="Interrupted submits and uploaded data: the recovery settings (admin)",
+           tags=["settings"], responses={200: Open})
 def put_recovery():
-    return jsonify(reconcile.save(json_body()))
+    return jsonify(reconcile.save(validation.checked(schemas.RecoveryBody)))
 
 
 def _section(http_status: int = 200, **ctx):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from stcloud.api import validation
+from stcloud.api.schemas import flows as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.notify import prefs
 from stcloud.web.htmx import render
-from stcloud.web.params import json_body
 
 api = Blueprint("notify_prefs_api", __name__, url_prefix="/api/cloud/me")
 pages = Blueprint("notify_prefs_pages", __name__)
@@ -19,8 +22,10 @@ def get_mine():
 
 
 @api.put("/notifications")
+@operation(body=schemas.NotificationPrefsBody, summary="My notification preferences (events, e-mail)",
+           tags=["notifications"], responses={200: Open})
 def put_mine():
-    return jsonify(prefs.put_mine(json_body()))
+    return jsonify(prefs.put_mine(validation.checked(schemas.NotificationPrefsBody)))
 
 
 def _page(status: int = 200, **ctx):

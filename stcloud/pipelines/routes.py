@@ -5,10 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
 from markupsafe import Markup
 
+from stcloud.api import validation
+from stcloud.api.schemas import flows as schemas
+from stcloud.api.schemas.common import Open
+from stcloud.api.spec import operation
 from stcloud.jobs import waiting
 from stcloud.pipelines import graph, service
 from stcloud.web.htmx import render
-from stcloud.web.params import int_arg, json_body
+from stcloud.web.params import int_arg
 
 api = Blueprint("pipelines_api", __name__, url_prefix="/api/cloud/pipelines")
 pages = Blueprint("pipelines_pages", __name__)
@@ -18,11 +22,13 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 
 def _document():
     if request.mimetype in YAML_TYPES:
-        return request.get_data(as_text=True)
-    return json_body()
+        return request.get_data(as_text=True)  # checked by the pipeline parser (pipelines/spec.py)
+    return validation.checked(schemas.PipelineBody)
 
 
 @api.post("")
+@operation(body=schemas.PipelineBody, summary="Submit a pipeline of jobs (JSON, or the same document as YAML)",
+           tags=["pipelines"], responses={201: Open})
 def submit_pipeline():
     return jsonify({"pipeline": service.submit_pipeline(_document())}), 201
 

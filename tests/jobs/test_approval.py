@@ -41,6 +41,7 @@ def dataset(tmp_path):
     data.mkdir()
     for i in range(3):
         (data / f"img{i}.txt").write_text(f"caption {i}\n")
+        (data / f"img{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes([i]))  # a dataset needs images
     return str(data)
 
 

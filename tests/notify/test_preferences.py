@@ -100,6 +100,7 @@ def test_each_user_gets_only_their_events_by_email(secure, crew, smtp, tmp_path)
     ds = tmp_path / "ds"
     ds.mkdir()
     (ds / "a.txt").write_text("caption\n")
+    (ds / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a dataset needs images
     r = c.post("/api/cloud/jobs/submit", headers=mia.headers,
                json={"provider": "worker", "name": "big", "config": {"max_train_steps": 500},
                      "dataloader_config": [{"id": "d", "type": "local", "instance_data_dir": str(ds)}]})
