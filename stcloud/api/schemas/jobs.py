@@ -128,6 +128,15 @@ class SubmitBody(JobFields):
     expected_dataset_sha256: Annotated[Str(64) | None, BeforeValidator(blank_none)] = Field(
         None, pattern=r"^[0-9a-fA-F]{64}$")
     rerun_of: Annotated[Str(40) | None, BeforeValidator(blank_none)] = None
+    # pipelines and placement (docs/pipelines.md); their shapes and references are checked
+    # by stcloud.pipelines (422 naming the field)
+    depends_on: list[Str(200)] | Str(200) | None = Field(
+        None, description="job ids this job waits for (it is `waiting` until they end)")
+    on: Str(16) | None = Field(None, description="completed (default) | any")
+    inputs: dict | None = Field(None, description='{"init_lora_weights": {"from": <job id or step>}}')
+    hold: bool | None = Field(None, description="over a spend limit: wait for the period to roll over instead of 402")
+    placement: dict | None = Field(None, description='with provider "auto": {"wait_minutes": n}')
+    auto_resume: dict | None = Field(None, description='{"max_attempts": n, "provider"?: name}: resume on failure')
 
 
 class DataPreviewBody(BaseModel):
