@@ -282,9 +282,9 @@ class CloudTrainerService(abc.ABC):
 
     @property
     def supports_webhooks(self) -> bool:
-        """The provider posts job events that ``parse_webhook`` reads. (The receiver route,
-        ``POST /api/webhooks/replicate`` with Standard Webhooks verification, exists for
-        Replicate; another provider's route is not there yet.)"""
+        """The provider posts job events to ``POST /api/webhooks/<provider name>``, signed with
+        Standard Webhooks (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) under
+        ``webhook_secret()``; ``parse_webhook`` reads them (``stcloud/webhooks/generic.py``)."""
         return False
 
     @property
@@ -356,6 +356,11 @@ class CloudTrainerService(abc.ABC):
     def template(self) -> str | None:
         """The provider's own Providers-page template (shown in its tab), if it ships one."""
         return None
+
+    def webhook_secret(self) -> str:
+        """The Standard Webhooks signing secret (``whsec_…``) the provider signs events with.
+        Raises SecretUnavailable (the receiver answers 503: the provider redelivers)."""
+        raise SecretUnavailable(f"{self.provider_name} has no webhook signing secret")
 
     def parse_webhook(self, payload: dict) -> CloudJobInfo:
         """An authenticated webhook body -> the job's state. Only with ``supports_webhooks``."""

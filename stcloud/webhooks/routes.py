@@ -21,7 +21,7 @@ from stcloud.errors import NotConfigured, TooLarge
 from stcloud.web import auth
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import int_arg
-from stcloud.webhooks import service, shortcut
+from stcloud.webhooks import generic, service, shortcut
 
 hook = auth.machine(Blueprint("webhooks", __name__))
 admin = Blueprint("webhooks_admin", __name__)
@@ -53,6 +53,14 @@ def replicate_webhook():
         forwarded_for=request.headers.getlist("X-Forwarded-For"),
         read_body=lambda limit: _read_body(request, limit),
     )
+    return jsonify(receipt.to_dict())
+
+
+@hook.post("/api/webhooks/<provider>")
+@operation(body=Open, security="webhook", summary="Job events of a provider that takes webhooks (signed with "
+           "Standard Webhooks under the provider's secret)", tags=["webhooks"], responses={200: Open})
+def provider_webhook(provider):
+    receipt = generic.receive(provider, headers=request.headers, read_body=lambda limit: _read_body(request, limit))
     return jsonify(receipt.to_dict())
 
 
