@@ -12,8 +12,9 @@ from stcloud.api.schemas import costs as schemas
 from stcloud.api.schemas.common import Open
 from stcloud.api.schemas.jobs import CostEstimateBody
 from stcloud.api.spec import operation
-from stcloud.costs import limits, periods, rates, service
+from stcloud.costs import limits, periods, pricing, rates, service
 from stcloud.errors import BadRequest
+from stcloud.providers import config as provider_config
 from stcloud.providers import registry
 from stcloud.web.htmx import is_fragment_request, render
 from stcloud.web.params import int_arg
@@ -257,6 +258,7 @@ def _common_timezones() -> list[str]:
 
 
 def init_app(app):
+    app.extensions[provider_config.PRICING] = pricing  # what the Providers page shows and edits
     app.register_blueprint(api)
     app.register_blueprint(pages)
     app.jinja_env.globals.setdefault("running_cost", service.running_cost)

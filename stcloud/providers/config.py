@@ -17,6 +17,10 @@ from stcloud.errors import BadRequest
 from stcloud.models import ProviderConfig
 from stcloud.providers.base import SettingField
 
+# app.extensions key: the module the Providers page prices with (``stcloud.costs.pricing``,
+# registered by costs, which itself prices through the adapters).
+PRICING = "stcloud.provider_pricing"
+
 TOKEN_SECRET_KEY = "replicate_api_token"
 
 REPLICATE_DEFAULTS: dict = {

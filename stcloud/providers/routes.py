@@ -14,14 +14,12 @@ from flask import (
     request,
 )
 
-from stcloud import db, secrets
+from stcloud import secrets
 from stcloud import settings as settings_store
 from stcloud.api import validation
 from stcloud.api.schemas import settings as schemas
 from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
-from stcloud.costs import rates as costs_rates
-from stcloud.costs import service as costs
 from stcloud.errors import (
     BadRequest,
     NotConfigured,
@@ -29,7 +27,7 @@ from stcloud.errors import (
     RateLimited,
     StcloudError,
 )
-from stcloud.models import HardwareRate, utcnow
+from stcloud.models import utcnow
 from stcloud.providers import config, registry
 from stcloud.providers import replicate_status as status_service
 from stcloud.providers.replicate import (
@@ -67,15 +65,23 @@ def _provider_error(exc: ReplicateAPIError) -> StcloudError:
     return ProviderError(f"Replicate: {exc}", extra={"kind": exc.kind, "provider_status": exc.status})
 
 
+def _pricing():
+    """Prices and spend (``stcloud.costs.pricing``, registered by costs: it prices through the
+    adapters, so this page reaches it through the app instead of importing it)."""
+    return current_app.extensions[config.PRICING]
+
+
 def replicate_view() -> dict:
     cfg = config.get_config("replicate")
     visible = {k: v for k, v in cfg.items() if "secret" not in k and "token" not in k}
     service = registry.get("replicate")
     profiles = []
-    for hw in costs.hardware_choices([("replicate", service)]):
+    pricing = _pricing()
+    catalogue = pricing.profiles("replicate")
+    for hw in pricing.hardware("replicate", service):
         rate = hw["rate"]
         profiles.append({"name": hw["name"], "label": hw["label"],
-                         "vram_gb": costs_rates.hardware_profiles("replicate").get(hw["name"], {}).get("vram_gb"),
+                         "vram_gb": catalogue.get(hw["name"], {}).get("vram_gb"),
                          "usd_per_second": rate, "usd_per_hour": round(rate * 3600, 4) if rate is not None else None,
                          "default": hw["name"] == (cfg.get("hardware") or DEFAULT_HARDWARE)})
     return {
@@ -121,7 +127,7 @@ def update_replicate(changes: dict) -> dict:
         raise BadRequest("nothing to change: send at least one setting")
     clean = config.validate_replicate(changes)
     if "hardware" in clean:
-        known = set(costs_rates.hardware_profiles("replicate")) | set(rates)
+        known = set(_pricing().profiles("replicate")) | set(rates)
         if clean["hardware"] not in known:
             raise BadRequest(f"hardware: unknown profile {clean['hardware']!r}; expected one of "
                              f"{', '.join(sorted(known))}", extra={"field": "hardware"})
@@ -130,14 +136,7 @@ def update_replicate(changes: dict) -> dict:
     if "public_url" in clean:
         settings_store.put("public_url", clean["public_url"])
     if rates:
-        now = utcnow()
-        with db.transaction() as s:
-            for hw, rate in rates.items():
-                prof = costs_rates.hardware_profiles("replicate").get(hw, {})
-                s.add(HardwareRate(provider="replicate", hardware=hw, label=prof.get("label"),
-                                   gpu_count=prof.get("gpu_count") or 1, vram_gb=prof.get("vram_gb"),
-                                   usd_per_second=rate, effective_from=now,
-                                   note="set via PUT /api/cloud/providers/replicate"))
+        _pricing().set_rates("replicate", rates, note="set via PUT /api/cloud/providers/replicate")
     return replicate_view()
 
 
@@ -200,7 +199,7 @@ def versions() -> dict:
 
 
 def billing() -> dict:
-    spent = costs.provider_spend("replicate")
+    spent = _pricing().spend("replicate")
     return {"provider": "replicate", "balance": None, "currency": "USD", "note": BILLING_NOTE,
             "billing_url": "https://replicate.com/account/billing", **spent,
             "as_of": utcnow().isoformat().replace("+00:00", "Z")}
