@@ -102,6 +102,7 @@ def test_the_submitted_job_has_the_config_the_form_built(live_server, page, tmp_
     data = tmp_path / "ds"
     data.mkdir()
     (data / "a.txt").write_text("caption\n")
+    (data / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a dataset needs images
     page.goto(f"{live_server}/submit")
     page.check("input[name=provider][value=worker]")
     page.fill("input[name=name]", "from-the-form")
