@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def receiver(provider: str) -> CloudTrainerService:
     """The adapter of ``provider`` if it takes webhooks. Raises NotFound."""
-    adapter = registry.maybe_get(provider) if provider in registry.names() else None
+    adapter = registry.maybe_get(provider)
     if adapter is None or not adapter.supports_webhooks:
         raise NotFound(f"no webhook receiver for provider {provider!r}")
     return adapter

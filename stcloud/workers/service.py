@@ -74,9 +74,14 @@ JOB_AGENT_PREFIX = "wj_"
 
 
 def runs_own_agent(provider: str | None) -> bool:
-    """Does ``provider``'s batch system start the agent of each job (per-job credentials)?"""
-    svc = registry.maybe_get(provider) if provider else None
-    return bool(svc is not None and svc.runs_own_agent)
+    """Does ``provider``'s batch system start the agent of each job (per-job credentials)?
+    A property of the adapter's class: answered once per app, not by building the adapter
+    (settings reads) on every agent request."""
+    known = current_app.extensions.setdefault("stcloud.runs_own_agent", {})
+    if provider not in known:
+        svc = registry.maybe_get(provider) if provider else None
+        known[provider] = bool(svc is not None and svc.runs_own_agent)
+    return known[provider]
 
 
 def job_agent_worker_id(job_id: str) -> str:
