@@ -9,15 +9,12 @@ its reservation is released because it is no longer an active job.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from stcloud import db, states
 from stcloud.accounts import scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured
 from stcloud.jobs import consent, job_secrets, submit
 from stcloud.jobs import service as jobs_service
 from stcloud.jobs.request import SubmitRequest
-from stcloud.jobs.submit_progress import SubmitProgress
 from stcloud.models import Job, utcnow
 from stcloud.providers import registry
 from stcloud.publishing import service as publishing
@@ -81,22 +78,7 @@ def approve(job_id: str, *, source: str = "api") -> dict:
         req = _request_of(job)
         has_local = bool((job.data_summary or {}).get("datasets"))  # the scan at submit: local datasets
         extra_inputs = publishing.launch_inputs(job.delivery)
-    progress = SubmitProgress(job_id)
-    archive_path: Path | None = None
-    try:
-        archive = None
-        if has_local:
-            archive = submit._package(job_id, req, service, progress, None)
-            archive_path = Path(archive.path)
-        return submit._launch(job_id, job.name, req, service, archive, extra_inputs, progress, source)
-    except submit._Cancelled:
-        with db.session() as s:
-            return jobs_service.to_dict(jobs_service.get_job(s, job_id))
-    except Exception as exc:  # noqa: BLE001 - every failure ends as a failed job + a clear error
-        raise submit._fail(job_id, service, exc, source) from None
-    finally:
-        if service.uploads_data and archive_path is not None:
-            archive_path.unlink(missing_ok=True)
+    return submit.launch(job_id, job.name, req, service, extra_inputs, source, has_local=has_local)
 
 
 def parse_reason(body) -> str | None:

@@ -248,27 +248,39 @@ def submit(body: dict, *, source: str = "api", job_id: str | None = None) -> Sub
         return created
     warnings, name, extra_inputs = created
 
-    progress = SubmitProgress(job_id)
-    archive_path: Path | None = None
     try:
         resume_links.record(job_id, links)
         _snapshot(job_id, req, name)
         if (held := approval.hold(job_id, req, prebuilt)) is not None:  # waits for an admin: jobs/approval.py
             return SubmitResult(held, False, [*warnings, approval.warning(held)], 201)
+    except Exception as exc:  # noqa: BLE001 - every failure ends as a failed job + a clear error
+        raise _fail(job_id, service, exc, source) from None
+    job = launch(job_id, name, req, service, extra_inputs, source, has_local=has_local, prebuilt=prebuilt)
+    return SubmitResult(job, False, warnings, 201)
+
+
+def launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerService, extra_inputs: dict,
+           source: str, *, has_local: bool, prebuilt=None) -> dict:
+    """Package (when the job has local datasets) and launch a job whose row exists and is
+    ``uploading``: the one launch path, for a submit and for an approved job. Returns the job
+    dict (also when it was cancelled meanwhile). Any failure ends the job ``failed`` with the
+    reason and raises the clear error (``StcloudError``, with the job in ``extra``)."""
+    progress = SubmitProgress(job_id)
+    archive_path: Path | None = None
+    try:
         archive = None
         if has_local:
             archive = _package(job_id, req, service, progress, prebuilt)
             archive_path = Path(archive.path)
-        job = _launch(job_id, name, req, service, archive, extra_inputs, progress, source)
+        return _launch(job_id, name, req, service, archive, extra_inputs, progress, source)
     except _Cancelled:
         with db.session() as s:
-            job = jobs_service.to_dict(jobs_service.get_job(s, job_id))
+            return jobs_service.to_dict(jobs_service.get_job(s, job_id))
     except Exception as exc:  # noqa: BLE001 - every failure ends as a failed job + a clear error
         raise _fail(job_id, service, exc, source) from None
     finally:
         if service.uploads_data and archive_path is not None:
             archive_path.unlink(missing_ok=True)  # uploaded (or failed): never kept
-    return SubmitResult(job, False, warnings, 201)
 
 
 def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, summary, source: str):
