@@ -107,9 +107,9 @@ class ProviderView(BaseModel):
     supports_cancel: bool
     supports_checkpoint_on_cancel: bool
     runs_own_agent: bool
-    worker_pool: bool
+    worker_pool: str | None = Field(description="the pool of workers that runs its jobs (null: none)")
     accepts_requirements: bool
-    poll_interval_seconds: dict[str, float]
+    poll_interval_seconds: dict[str, float | None] = Field(description="per status (null: not polled)")
     hardware_profiles: list[HardwareProfile]
     default_hardware: str | None
     settings: list[dict[str, Any]] = Field(description="the declared settings: [{name, kind, label, ...}]")
