@@ -24,7 +24,9 @@ class Problem(BaseModel):
 
 
 class Open(BaseModel):
-    """A JSON object whose members are documented in prose (kept open for forward compatibility)."""
+    """A JSON object that says nothing about its members. Not for answers (every answer has its
+    own model: tests/api/test_openapi.py refuses open ones); kept for request bodies of older
+    branches."""
 
     model_config = ConfigDict(extra="allow")
 

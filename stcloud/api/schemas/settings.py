@@ -143,10 +143,6 @@ class ReplicateSettings(BaseModel):
         description="[{name, label, vram_gb, usd_per_second, usd_per_hour, default}]")
 
 
-class ProviderSettings(RootModel[ReplicateSettings | ProviderDetail]):
-    """A provider's settings: Replicate's own view, or the generic one."""
-
-
 class TokenView(BaseModel):
     """``PUT|DELETE /api/cloud/providers/replicate/token`` (the token itself is never shown)."""
 
@@ -177,6 +173,11 @@ class SlurmSettings(BaseModel):
     gpu_hour_usd: float | None
     rest_token_set: bool
     defaults: dict[str, str | None] = Field(description="the instance defaults of the settings left empty")
+
+
+class ProviderSettings(RootModel[ReplicateSettings | SlurmSettings | ProviderDetail]):
+    """A provider's settings: Replicate's and Slurm's own views (their routes answer for those
+    names), or the generic one of a provider with declared settings."""
 
 
 class SlurmCheck(BaseModel):
