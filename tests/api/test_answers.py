@@ -47,6 +47,26 @@ def test_approval_answers(app, client, dataset):
     _ok(app, client.get(f"/api/cloud/jobs/{waiting[0]}/logs"))
 
 
+def test_submit_side_answers(app, client, dataset):
+    dataloader = [{"id": "d", "type": "local", "instance_data_dir": dataset}]
+    preview = _ok(app, client.post("/api/cloud/data-preview", json={"provider": "worker", "dataloader_config": dataloader}))
+    assert preview["has_local_data"] and preview["summary"]["totals"]["datasets"] == 1
+    r = client.post("/api/cloud/jobs/submit", json={"provider": "worker", "config": {"max_train_steps": 5},
+                                                    "dataloader_config": dataloader, "idempotency_key": "key-1"})
+    job = _ok(app, r, 201)["job"]
+    assert _ok(app, client.get("/api/cloud/jobs/submit/progress?idempotency_key=key-1"))["job"]["id"] == job["id"]
+    assert _ok(app, client.get("/api/cloud/jobs/submit/progress?idempotency_key=key-2"))["job"] is None
+    assert _ok(app, client.put("/api/cloud/settings/proxy", json={"proxy_url": "http://u:pw@proxy.example:3128",
+                                                                  "no_proxy": "localhost"}))["has_credentials"]
+    _ok(app, client.get("/api/cloud/settings/proxy"))
+    _ok(app, client.put("/api/cloud/settings/public-url", json={"public_url": "https://training.example.com"}))
+    _ok(app, client.get("/api/cloud/settings/public-url"))
+    assert _ok(app, client.put("/api/cloud/configs/settings", json={"enabled": False})) == {"enabled": False}
+    _ok(app, client.get("/api/cloud/configs/settings"))
+    _ok(app, client.put("/api/cloud/settings/recovery", json={"orphan_policy": "cancel"}))
+    _ok(app, client.get("/api/cloud/settings/recovery"))
+
+
 def test_checkpoint_resume_and_continue_answers(app, client):
     failed = make_job(app, "failed", provider="worker", name="ck job", config={"max_train_steps": 100})
     agent_checkpoint(app, failed, 20)
@@ -110,6 +130,10 @@ def test_worker_answers(app, client):
     assert _ok(app, r)["checkpoint"]["step"] == 3
     assert _ok(app, client.post(f"/api/workers/jobs/{job_id}/complete", json={"status": "completed"},
                                 headers=agent))["status"] == "completed"
+    again = make_job(app, "queued", provider="worker", config={"max_train_steps": 10})
+    assert _ok(app, client.post("/api/workers/claim", headers=agent))["job"]["id"] == again
+    assert _ok(app, client.post(f"/api/workers/jobs/{again}/release", json={"reason": "shutting down"},
+                                headers=agent))["status"] == "queued"
     worker_id = created["worker_id"]
     for path in (f"/api/cloud/workers/{worker_id}/drain", f"/api/cloud/workers/{worker_id}/resume",
                  f"/api/cloud/workers/{worker_id}/rotate-token"):

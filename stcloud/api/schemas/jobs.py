@@ -258,12 +258,24 @@ class JobList(BaseModel):
 
 # ---- answers (what the routes return; schemathesis checks every answer against them) --------
 
-class Summary(BaseModel):
-    """A packaging summary (``stcloud.packaging``): datasets, files, sizes, skipped entries."""
-
-    model_config = ConfigDict(extra="allow")
-    dataset_count: int
+class PackagingTotals(BaseModel):
+    datasets: int
+    files: int
+    bytes: int
+    excluded: int
     estimated_archive_bytes: int
+
+
+class Summary(BaseModel):
+    """A packaging summary (``stcloud.packaging``): the local datasets, the entries that are not
+    packaged (remote types, caches), the totals and the excluded files (capped)."""
+
+    datasets: list[dict[str, Any]] = Field(description="[{id, source_dir, folder, archive_dir, files, bytes, "
+                                                       "images, videos, captions, excluded, shares_folder_with}]")
+    not_packaged: list[dict[str, Any]] = Field(description="[{id, type, dataset_type, reason}]")
+    totals: PackagingTotals
+    excluded: list[dict[str, Any]] = Field(description="[{dataset, path, reason, is_dir}]")
+    excluded_more: int = Field(description="excluded files not listed")
 
 
 class SubmitProgress(BaseModel):

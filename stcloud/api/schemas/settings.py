@@ -188,7 +188,7 @@ class SlurmCheck(BaseModel):
     valid: bool
     error: str | None = None
     transport: Literal["cli", "rest"] | None = None
-    ping: Any = None
+    ping: Any = Field(None, description="scontrol ping's text (cli) or slurmrestd's pings (rest)")
     version: str | None = None
 
 
