@@ -34,7 +34,6 @@ from stcloud.accounts import audit, guard, ownership, scope
 from stcloud.accounts import service as accounts
 from stcloud.api import validation
 from stcloud.api.schemas import accounts as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.timeutil import parse_iso
@@ -110,7 +109,7 @@ def logout():
 
 
 @api.get("/api/cloud/me")
-@operation(summary="Who am I", tags=["accounts"], responses={200: Open})
+@operation(summary="Who am I", tags=["accounts"], responses={200: schemas.MeAnswer})
 def me():
     actor = _me()
     return jsonify({"user": _me_dict(actor), "via": _via(actor)})
@@ -128,14 +127,14 @@ def change_password():
 # ---- API: users (admin) ------------------------------------------------------------------
 
 @api.get("/api/cloud/users")
-@operation(summary="Every user (admin)", tags=["accounts"], responses={200: Open})
+@operation(summary="Every user (admin)", tags=["accounts"], responses={200: schemas.UserList})
 def list_users():
     return jsonify({"users": accounts.list_users()})
 
 
 @api.post("/api/cloud/users")
 @operation(body=schemas.UserCreateBody, summary="Create a local user (admin)", tags=["accounts"],
-           responses={201: schemas.UserAnswer},
+           responses={201: schemas.UserCreated},
            links={201: {name: (endpoint, method, {"username": "$response.body#/user/username"})
                         for name, endpoint, method in (("GetUser", "accounts_api.get_user", "get"),
                                                        ("UpdateUser", "accounts_api.update_user", "patch"),
@@ -175,7 +174,7 @@ def delete_user(username):
 
 @api.post("/api/cloud/tokens")
 @operation(body=schemas.TokenCreateBody, summary="Create an API key (shown once)", tags=["accounts"],
-           responses={201: Open},
+           responses={201: schemas.KeyCreated},
            links={201: {"RevokeToken": ("accounts_api.revoke_token", "delete", {"key_id": "$response.body#/id"})}})
 def create_token():
     body = validation.checked(schemas.TokenCreateBody, status=schemas.STATUS)
@@ -184,7 +183,7 @@ def create_token():
 
 
 @api.get("/api/cloud/tokens")
-@operation(summary="My API keys", tags=["accounts"], responses={200: Open})
+@operation(summary="My API keys", tags=["accounts"], responses={200: schemas.KeyList})
 def list_tokens():
     return jsonify({"tokens": accounts.list_keys(_my_user_id())})
 
@@ -200,7 +199,7 @@ def revoke_token(key_id):
 
 @api.get("/api/cloud/audit")
 @operation(query=schemas.AuditQuery, summary="The audit log (admin)", tags=["accounts"],
-           responses={200: {"application/json": Open, "application/x-ndjson": None}})
+           responses={200: {"application/json": schemas.AuditLog, "application/x-ndjson": None}})
 def audit_log():
     validation.query(schemas.AuditQuery)
     actor, action, since = request.args.get("actor") or None, request.args.get("action") or None, _since()

@@ -9,7 +9,6 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from stcloud import db
 from stcloud.api import validation
 from stcloud.api.schemas import costs as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.schemas.jobs import CostEstimateBody
 from stcloud.api.spec import operation
 from stcloud.costs import limits, periods, pricing, rates, service
@@ -28,25 +27,29 @@ bp = pages  # the foundation's name for the page blueprint
 
 @api.get("/cost-limit/status")
 @operation(query=schemas.LimitStatusQuery, summary="Spend against a limit (SPEC §6)", tags=["costs"],
-           responses={200: Open})
+           responses={200: schemas.LimitStatus})
 def limit_status():
     validation.query(schemas.LimitStatusQuery)
     return jsonify(service.limit_status(request.args.get("provider") or "all"))
 
 
 @api.get("/cost-limits")
+@operation(summary="Every spending limit and its spend", tags=["costs"], responses={200: schemas.LimitList})
 def list_limits():
     with db.session() as s:
         return jsonify({"limits": limits.all_statuses(s)})
 
 
 @api.get("/cost-limits/<provider>")
+@operation(summary="A spending limit (provider name or all) and its spend", tags=["costs"],
+           responses={200: schemas.LimitStatus})
 def get_limit(provider):
     return jsonify(service.limit_status(limits.validate_scope(provider)))
 
 
 @api.put("/cost-limits/<provider>")
-@operation(body=schemas.LimitBody, summary="Create or change a spending limit (provider name or all)", tags=["costs"])
+@operation(body=schemas.LimitBody, summary="Create or change a spending limit (provider name or all)", tags=["costs"],
+           responses={200: schemas.LimitStatus})
 def put_limit(provider):
     limits.put_limit(limits.validate_scope(provider), validation.checked(schemas.LimitBody))
     return jsonify(service.limit_status(provider))
@@ -61,7 +64,7 @@ def _tz_arg() -> str | None:
 
 @api.get("/costs/summary")
 @operation(query=schemas.SummaryQuery, summary="Spend per day, provider and hardware", tags=["costs"],
-           responses={200: Open})
+           responses={200: schemas.CostSummary})
 def costs_summary():
     validation.query(schemas.SummaryQuery)
     return jsonify(service.summary(int_arg("days", 30, 1, 366), _tz_arg()))
@@ -117,6 +120,8 @@ def cost_estimate():
 
 
 @api.get("/rates")
+@operation(summary="Hardware rates, their history and seconds per step", tags=["costs"],
+           responses={200: schemas.RatesView})
 def get_rates():
     with db.session() as s:
         return jsonify({"rates": rates.current_rates(s), "history": rates.rate_history(s),
@@ -124,7 +129,8 @@ def get_rates():
 
 
 @api.put("/rates")
-@operation(body=schemas.RatesBody, summary="Set hardware rates and seconds per step", tags=["costs"])
+@operation(body=schemas.RatesBody, summary="Set hardware rates and seconds per step", tags=["costs"],
+           responses={200: schemas.RatesWritten})
 def put_rates():
     """Body: one rate, a list of rates, or ``{"rates": [...], "seconds_per_step": ...}``."""
     body = request.get_json(silent=True) if request.data else None

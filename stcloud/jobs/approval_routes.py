@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, request
 
 from stcloud.api import validation
 from stcloud.api.schemas import flows as schemas
-from stcloud.api.schemas.common import Open
+from stcloud.api.schemas.jobs import JobAnswer
 from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.jobs import approval, approval_service
@@ -19,27 +19,28 @@ pages = Blueprint("approval_pages", __name__)
 
 
 @api.post("/jobs/<job_id>/approve")
-@operation(summary="Approve a job waiting for approval and launch it (admin)", tags=["jobs"], responses={200: Open})
+@operation(summary="Approve a job waiting for approval and launch it (admin)", tags=["jobs"], responses={200: JobAnswer})
 def approve_job(job_id):
     return jsonify({"job": approval_service.approve(job_id, source="api")})
 
 
 @api.post("/jobs/<job_id>/reject")
 @operation(body=schemas.RejectBody, summary="Reject a job waiting for approval (admin): it ends cancelled",
-           tags=["jobs"], responses={200: Open})
+           tags=["jobs"], responses={200: JobAnswer})
 def reject_job(job_id):
     reason = approval_service.parse_reason(validation.checked(schemas.RejectBody, required=False))
     return jsonify({"job": approval_service.reject(job_id, reason, source="api")})
 
 
 @api.get("/settings/approval")
+@operation(summary="The approval threshold", tags=["settings"], responses={200: schemas.ApprovalSettings})
 def get_settings():
     return jsonify(approval.get_settings())
 
 
 @api.put("/settings/approval")
 @operation(body=schemas.ApprovalSettingsBody, summary="Set the approval threshold (admin)", tags=["settings"],
-           responses={200: Open})
+           responses={200: schemas.ApprovalSettings})
 def put_settings():
     return jsonify(approval.put_settings(validation.checked(schemas.ApprovalSettingsBody)))
 

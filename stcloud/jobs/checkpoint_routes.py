@@ -19,7 +19,6 @@ from werkzeug.http import http_date
 from stcloud import db, states
 from stcloud.api import validation
 from stcloud.api.schemas import flows as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, StcloudError
 from stcloud.jobs import checkpoints, resume
@@ -70,12 +69,15 @@ def _consent(value) -> bool | None:
 # ---- API ----------------------------------------------------------------------------------
 
 @api.get("/<job_id>/checkpoints")
+@operation(summary="Every checkpoint with its files and samples", tags=["jobs"],
+           responses={200: schemas.Checkpoints})
 def list_checkpoints(job_id):
     _visible(job_id)
     return jsonify({"job_id": job_id, "checkpoints": _listing(job_id)})
 
 
 @api.get("/<job_id>/checkpoints/<int:step>/download")
+@operation(summary="The checkpoint folder as a zip", tags=["jobs"], responses={200: "application/zip"})
 def download_checkpoint(job_id, step):
     _visible(job_id)
     fh = checkpoints.build_zip(job_id, step)
@@ -84,6 +86,8 @@ def download_checkpoint(job_id, step):
 
 
 @api.get("/<job_id>/checkpoints/<int:step>/files/<path:name>")
+@operation(summary="One file of a checkpoint (or a sample image)", tags=["jobs"],
+           responses={200: ("*/*", "the file, with its stored content type")})
 def checkpoint_file(job_id, step, name):
     _visible(job_id)
     info, fh = checkpoints.open_file(job_id, step, name)
@@ -107,6 +111,8 @@ def _image_type(name: str) -> str:
 
 
 @api.get("/<job_id>/resume")
+@operation(summary="What resuming the job would do (steps and cost left)", tags=["jobs"],
+           responses={200: schemas.PlanAnswer})
 def resume_plan(job_id):
     p = resume.plan(job_id, _opt_provider(request.args.get("provider")),
                     _opt_step(request.args.get("checkpoint")))
@@ -120,7 +126,7 @@ def _created(result, p):
 
 @api.post("/<job_id>/resume")
 @operation(body=schemas.ResumeBody, summary="Resume a failed or cancelled job from a checkpoint, here or on "
-           "another provider", tags=["jobs"], responses={201: Open})
+           "another provider", tags=["jobs"], responses={201: schemas.Resumed})
 def resume_job(job_id):
     body = validation.checked(schemas.ResumeBody, required=False)
     unknown = set(body) - {"provider", "checkpoint", "data_consent"}
@@ -133,7 +139,7 @@ def resume_job(job_id):
 
 @api.post("/<job_id>/checkpoints/<int:step>/continue")
 @operation(body=schemas.ContinueBody, summary="Start a new job from this checkpoint", tags=["jobs"],
-           responses={201: Open})
+           responses={201: schemas.Resumed})
 def continue_job(job_id, step):
     body = validation.checked(schemas.ContinueBody, required=False)
     unknown = set(body) - {"provider", "data_consent"}
@@ -145,6 +151,8 @@ def continue_job(job_id, step):
 
 
 @api.get("/<job_id>/chain")
+@operation(summary="The attempts of a job across providers and their total cost", tags=["jobs"],
+           responses={200: schemas.Chain})
 def job_chain(job_id):
     return jsonify(resume.chain(job_id))
 

@@ -6,7 +6,6 @@ from flask import Blueprint, jsonify, request
 
 from stcloud.api import validation
 from stcloud.api.schemas import jobs as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.jobs import compare as compare_service
 from stcloud.web.htmx import render
@@ -23,7 +22,7 @@ def _args() -> tuple[list[str], list[str] | None]:
 
 @api.get("/compare")
 @operation(query=schemas.CompareQuery, summary="Loss series and config diff of several jobs", tags=["jobs"],
-           responses={200: Open})
+           responses={200: schemas.Comparison})
 def compare_jobs():
     validation.query(schemas.CompareQuery)
     ids, pair = _args()

@@ -7,7 +7,6 @@ from flask import Blueprint, jsonify
 
 from stcloud.api import validation
 from stcloud.api.schemas import flows as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
 from stcloud.jobs import config_fields
@@ -16,6 +15,8 @@ api = Blueprint("config_api", __name__, url_prefix="/api/cloud/config")
 
 
 @api.get("/fields")
+@operation(summary="The config form: fields, presets per model family, JSON schema", tags=["jobs"],
+           responses={200: schemas.ConfigForm})
 def config_schema():
     return jsonify({"fields": config_fields.form_fields(), "presets": config_fields.PRESETS,
                     "schema": config_fields.form_schema()})
@@ -23,7 +24,7 @@ def config_schema():
 
 @api.post("/validate")
 @operation(body=schemas.ConfigValidateBody, summary="Check a training config against the form's field schema",
-           tags=["jobs"], responses={200: Open})
+           tags=["jobs"], responses={200: schemas.ConfigCheck})
 def validate_config():
     body = validation.checked(schemas.ConfigValidateBody)
     if "config" not in body:

@@ -7,7 +7,6 @@ from flask import Blueprint, jsonify, make_response, render_template, request
 
 from stcloud.api import validation
 from stcloud.api.schemas import flows as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.jobs import reconcile
@@ -17,13 +16,14 @@ pages = Blueprint("recovery_pages", __name__)
 
 
 @api.get("/recovery")
+@operation(summary="The recovery settings", tags=["settings"], responses={200: schemas.RecoverySettings})
 def get_recovery():
     return jsonify(reconcile.view())
 
 
 @api.put("/recovery")
 @operation(body=schemas.RecoveryBody, summary="Interrupted submits and uploaded data: the recovery settings (admin)",
-           tags=["settings"], responses={200: Open})
+           tags=["settings"], responses={200: schemas.RecoverySettings})
 def put_recovery():
     return jsonify(reconcile.save(validation.checked(schemas.RecoveryBody)))
 

@@ -7,7 +7,6 @@ from stcloud import db, states
 from stcloud.accounts import scope
 from stcloud.api import validation
 from stcloud.api.schemas import jobs as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
 from stcloud.jobs import enforce, listing, metrics, service
@@ -78,7 +77,7 @@ def delete_job(job_id):
 
 @api.get("/<job_id>/logs")
 @operation(query=schemas.LogQuery, summary="The log from a byte offset, and the next offset", tags=["jobs"],
-           responses={200: Open})
+           responses={200: schemas.LogChunk})
 def job_logs(job_id):
     validation.query(schemas.LogQuery)
     offset = int_arg("offset", 0, 0)
@@ -87,7 +86,7 @@ def job_logs(job_id):
 
 
 @api.get("/<job_id>/events")
-@operation(query=schemas.EventsQuery, summary="The job's state changes", tags=["jobs"], responses={200: Open})
+@operation(query=schemas.EventsQuery, summary="The job's state changes", tags=["jobs"], responses={200: schemas.JobEvents})
 def job_events(job_id):
     validation.query(schemas.EventsQuery)
     after = int_arg("after", 0, 0)

@@ -44,12 +44,14 @@ def put_consent():
 
 
 @api.get("/public-url")
+@operation(summary="The instance's public URL", tags=["settings"], responses={200: schemas.PublicUrlView})
 def get_public_url():
     return jsonify(provider_config.public_url_view())
 
 
 @api.put("/public-url")
-@operation(body=schemas.PublicUrlBody, summary="Set the instance's public URL (null clears it)", tags=["settings"])
+@operation(body=schemas.PublicUrlBody, summary="Set the instance's public URL (null clears it)", tags=["settings"],
+           responses={200: schemas.PublicUrlView})
 def put_public_url():
     body = validation.checked(schemas.PublicUrlBody)
     if "public_url" not in body:
@@ -59,12 +61,14 @@ def put_public_url():
 
 
 @api.get("/proxy")
+@operation(summary="The outbound proxy", tags=["settings"], responses={200: schemas.ProxyView})
 def get_proxy():
     return jsonify(proxy_settings.view())
 
 
 @api.put("/proxy")
-@operation(body=schemas.ProxyBody, summary="Set the outbound proxy (null clears it)", tags=["settings"])
+@operation(body=schemas.ProxyBody, summary="Set the outbound proxy (null clears it)", tags=["settings"],
+           responses={200: schemas.ProxyView})
 def put_proxy():
     body = validation.checked(schemas.ProxyBody)
     if "proxy_url" not in body:

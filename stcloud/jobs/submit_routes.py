@@ -21,7 +21,6 @@ from flask import (
 from stcloud import db, states
 from stcloud.api import validation
 from stcloud.api.schemas import jobs as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, StcloudError
@@ -68,7 +67,7 @@ def submit_job():
 
 @api.get("/jobs/submit/progress")
 @operation(query=schemas.SubmitProgressQuery, summary="The job a submit in flight made (by idempotency key)",
-           tags=["jobs"], responses={200: Open})
+           tags=["jobs"], responses={200: schemas.SubmitProgress})
 def submit_progress():
     key = validation.query(schemas.SubmitProgressQuery).idempotency_key
     return jsonify({"idempotency_key": key, "job": idempotency.job_for_key(key)})
@@ -76,7 +75,7 @@ def submit_progress():
 
 @api.post("/data-preview")
 @operation(body=schemas.DataPreviewBody, summary="What a submit would upload (nothing is uploaded)",
-           tags=["jobs"], responses={200: Open})
+           tags=["jobs"], responses={200: schemas.DataPreview})
 def data_preview():
     return jsonify(submit_service.preview(validation.checked(schemas.DataPreviewBody)))
 

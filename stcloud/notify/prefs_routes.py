@@ -6,7 +6,6 @@ from flask import Blueprint, jsonify, request
 
 from stcloud.api import validation
 from stcloud.api.schemas import flows as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.notify import prefs
@@ -17,13 +16,14 @@ pages = Blueprint("notify_prefs_pages", __name__)
 
 
 @api.get("/notifications")
+@operation(summary="My notification preferences", tags=["notifications"], responses={200: schemas.NotificationPrefs})
 def get_mine():
     return jsonify(prefs.get_mine())
 
 
 @api.put("/notifications")
 @operation(body=schemas.NotificationPrefsBody, summary="My notification preferences (events, e-mail)",
-           tags=["notifications"], responses={200: Open})
+           tags=["notifications"], responses={200: schemas.NotificationPrefs})
 def put_mine():
     return jsonify(prefs.put_mine(validation.checked(schemas.NotificationPrefsBody)))
 

@@ -6,7 +6,6 @@ from flask import Blueprint, jsonify, make_response, render_template, request
 
 from stcloud.api import validation
 from stcloud.api.schemas import settings as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.notify import config, sender
@@ -16,18 +15,21 @@ pages = Blueprint("notify_pages", __name__)
 
 
 @api.get("/settings/notifications")
+@operation(summary="The notification settings", tags=["notifications"],
+           responses={200: schemas.NotificationSettings})
 def get_notifications():
     return jsonify(config.view())
 
 
 @api.put("/settings/notifications")
 @operation(body=schemas.NotificationsBody, summary="Change the notification settings", tags=["notifications"],
-           responses={200: Open})
+           responses={200: schemas.NotificationSettings})
 def put_notifications():
     return jsonify(config.update(validation.checked(schemas.NotificationsBody)))
 
 
 @api.get("/notifications")
+@operation(summary="The notification delivery log", tags=["notifications"], responses={200: schemas.DeliveryLog})
 def delivery_log():
     return jsonify({"deliveries": sender.recent()})
 

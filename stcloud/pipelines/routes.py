@@ -7,7 +7,6 @@ from markupsafe import Markup
 
 from stcloud.api import validation
 from stcloud.api.schemas import flows as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.jobs import waiting
 from stcloud.pipelines import graph, service
@@ -28,22 +27,26 @@ def _document():
 
 @api.post("")
 @operation(body=schemas.PipelineBody, summary="Submit a pipeline of jobs (JSON, or the same document as YAML)",
-           tags=["pipelines"], responses={201: Open})
+           tags=["pipelines"], responses={201: schemas.PipelineAnswer})
 def submit_pipeline():
     return jsonify({"pipeline": service.submit_pipeline(_document())}), 201
 
 
 @api.get("")
+@operation(summary="Pipelines, newest first", tags=["pipelines"], responses={200: schemas.PipelineList})
 def list_pipelines():
     return jsonify({"pipelines": service.list_pipelines(int_arg("limit", 50, 1, 500))})
 
 
 @api.get("/<pipeline_id>")
+@operation(summary="One pipeline and its steps", tags=["pipelines"], responses={200: schemas.PipelineAnswer})
 def get_pipeline(pipeline_id):
     return jsonify({"pipeline": service.get_pipeline(pipeline_id)})
 
 
 @api.post("/<pipeline_id>/cancel")
+@operation(summary="Cancel every step that has not finished", tags=["pipelines"],
+           responses={200: schemas.PipelineAnswer})
 def cancel_pipeline(pipeline_id):
     return jsonify({"pipeline": service.cancel_pipeline(pipeline_id)})
 

@@ -18,7 +18,6 @@ from stcloud import secrets
 from stcloud import settings as settings_store
 from stcloud.api import validation
 from stcloud.api.schemas import settings as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import (
     BadRequest,
@@ -231,11 +230,13 @@ def providers_list() -> list[dict]:
 # ---- API -------------------------------------------------------------------------------------
 
 @api.get("")
+@operation(summary="Every provider and what it supports", tags=["providers"], responses={200: schemas.ProviderList})
 def list_providers():
     return jsonify({"providers": providers_list()})
 
 
 @api.get("/<name>")
+@operation(summary="One provider and its settings", tags=["providers"], responses={200: schemas.ProviderSettings})
 def get_provider(name):
     registry.validate_name(name)
     if name == "replicate":
@@ -245,7 +246,7 @@ def get_provider(name):
 
 @api.put("/<name>")
 @operation(body=schemas.ProviderSettingsBody, summary="Change a provider's settings", tags=["providers"],
-           responses={200: Open})
+           responses={200: schemas.ProviderSettings})
 def put_provider(name):
     registry.validate_name(name)
     body = validation.checked(schemas.ProviderSettingsBody)
@@ -256,32 +257,40 @@ def put_provider(name):
 
 
 @api.get("/replicate/versions")
+@operation(summary="The trainer model's versions on Replicate", tags=["providers"],
+           responses={200: schemas.ReplicateVersions})
 def replicate_versions():
     return jsonify(versions())
 
 
 @api.get("/replicate/validate")
+@operation(summary="Check the Replicate token", tags=["providers"], responses={200: schemas.ReplicateCheck})
 def replicate_validate():
     return jsonify(validate())
 
 
 @api.get("/replicate/billing")
+@operation(summary="Replicate spend (stcloud's own records)", tags=["providers"],
+           responses={200: schemas.ReplicateBilling})
 def replicate_billing():
     return jsonify(billing())
 
 
 @api.get("/replicate/status")
+@operation(summary="Replicate's service status", tags=["providers"], responses={200: schemas.ReplicateStatus})
 def replicate_status():
     return jsonify(status_service.status_page())
 
 
 @api.put("/replicate/token")
-@operation(body=schemas.TokenBody, summary="Store the Replicate API token", tags=["providers"], responses={200: Open})
+@operation(body=schemas.TokenBody, summary="Store the Replicate API token", tags=["providers"],
+           responses={200: schemas.TokenView})
 def put_token():
     return jsonify(save_token(validation.body(schemas.TokenBody).token))
 
 
 @api.delete("/replicate/token")
+@operation(summary="Forget the stored Replicate token", tags=["providers"], responses={200: schemas.TokenView})
 def del_token():
     return jsonify(delete_token())
 

@@ -15,7 +15,6 @@ from flask import Blueprint, jsonify, make_response, render_template, request
 
 from stcloud.api import validation
 from stcloud.api.schemas import settings as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import StcloudError
 from stcloud.providers import slurm_factory, slurm_settings
@@ -27,20 +26,20 @@ pages = Blueprint("slurm_settings_pages", __name__)
 
 
 @api.get("")
-@operation(summary="The Slurm provider's settings", tags=["providers"], responses={200: Open})
+@operation(summary="The Slurm provider's settings", tags=["providers"], responses={200: schemas.SlurmSettings})
 def get_settings():
     return jsonify(slurm_settings.view())
 
 
 @api.put("")
 @operation(body=schemas.SlurmSettingsBody, summary="Change the Slurm provider's settings", tags=["providers"],
-           responses={200: Open})
+           responses={200: schemas.SlurmSettings})
 def put_settings():
     return jsonify(slurm_settings.update(validation.checked(schemas.SlurmSettingsBody)))
 
 
 @api.get("/validate")
-@operation(summary="Check the Slurm settings against the cluster", tags=["providers"], responses={200: Open})
+@operation(summary="Check the Slurm settings against the cluster", tags=["providers"], responses={200: schemas.SlurmCheck})
 def validate():
     service = slurm_factory.create()
     reason = service.not_ready_reason()
@@ -54,7 +53,7 @@ def validate():
 
 
 @api.delete("/token")
-@operation(summary="Forget the slurmrestd token", tags=["providers"], responses={200: Open})
+@operation(summary="Forget the slurmrestd token", tags=["providers"], responses={200: schemas.SlurmSettings})
 def delete_token():
     return jsonify(slurm_settings.delete_token())
 

@@ -17,7 +17,6 @@ from stcloud import settings as settings_mod
 from stcloud.accounts import scope
 from stcloud.api import validation
 from stcloud.api.schemas import settings as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import NotFound, StcloudError
 from stcloud.models import Job
@@ -55,25 +54,29 @@ def _configs_state() -> dict:
 # ---- API -------------------------------------------------------------------------------
 
 @api.get("/api/cloud/configs")
+@operation(summary="The config repository and the saved configs", tags=["configs"],
+           responses={200: schemas.ConfigsState})
 def api_configs():
     return jsonify(_configs_state())
 
 
 @api.get("/api/cloud/configs/settings")
+@operation(summary="Whether config snapshots are on", tags=["configs"], responses={200: schemas.ConfigsSettings})
 def api_get_settings():
     return jsonify({"enabled": service.enabled()})
 
 
 @api.put("/api/cloud/configs/settings")
 @operation(body=schemas.ConfigsSettingsBody, summary="Turn config snapshots on or off", tags=["configs"],
-           responses={200: Open})
+           responses={200: schemas.ConfigsSettings})
 def api_put_settings():
     settings_mod.put(service.SETTING_KEY, validation.body(schemas.ConfigsSettingsBody).enabled)
     return jsonify({"enabled": service.enabled()})
 
 
 @api.get("/api/cloud/configs/<name>/history")
-@operation(query=schemas.HistoryQuery, summary="A config's snapshot history", tags=["configs"], responses={200: Open})
+@operation(query=schemas.HistoryQuery, summary="A config's snapshot history", tags=["configs"],
+           responses={200: schemas.ConfigHistory})
 def api_history(name):
     validation.query(schemas.HistoryQuery)
     limit = int_arg("limit", 100, 1, 1000)
@@ -81,6 +84,7 @@ def api_history(name):
 
 
 @api.get("/api/cloud/configs/<name>/at/<commit>")
+@operation(summary="A config's files at a commit", tags=["configs"], responses={200: schemas.ConfigVersion})
 def api_at(name, commit):
     data = service.files_at(_home(), name, commit)
     data.pop("diff_lines", None)
@@ -88,6 +92,7 @@ def api_at(name, commit):
 
 
 @api.get("/api/cloud/jobs/<job_id>/snapshot")
+@operation(summary="The config snapshot of a job", tags=["configs"], responses={200: schemas.JobSnapshot})
 def api_job_snapshot(job_id):
     data = service.job_snapshot(_home(), _job_ref(job_id))
     data.pop("diff_lines", None)

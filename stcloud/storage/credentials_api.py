@@ -12,7 +12,6 @@ from flask import Blueprint, g, jsonify
 
 from stcloud.api import validation
 from stcloud.api.schemas import settings as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
 from stcloud.storage import credentials, s3request, s3response, sigv4
@@ -33,6 +32,8 @@ def _refuse_s3_client():
 
 
 @api.get("")
+@operation(summary="Every key of the S3 endpoint (no secrets)", tags=["storage"],
+           responses={200: schemas.CredentialList})
 def list_keys():
     refused = _refuse_s3_client()
     if refused is not None:
@@ -42,7 +43,7 @@ def list_keys():
 
 @api.post("")
 @operation(body=schemas.MintBody, summary="Mint a scoped key for the S3 endpoint (secret shown once)",
-           tags=["storage"], responses={201: Open},
+           tags=["storage"], responses={201: schemas.MintedKey},
            links={201: {"RevokeKey": ("storage_api.revoke_key", "delete",
                                       {"access_key_id": "$response.body#/access_key_id"})}})
 def mint_key():
@@ -60,7 +61,7 @@ def mint_key():
 
 
 @api.delete("/<access_key_id>")
-@operation(summary="Revoke a key", tags=["storage"], responses={200: Open})
+@operation(summary="Revoke a key", tags=["storage"], responses={200: schemas.RevokedKey})
 def revoke_key(access_key_id):
     refused = _refuse_s3_client()
     if refused is not None:

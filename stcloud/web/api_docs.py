@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, render_template
 
 from stcloud.api import openapi
-from stcloud.api.schemas.common import Open
+from stcloud.api.schemas.common import OpenApiDocument
 from stcloud.api.spec import operation
 from stcloud.web import auth
 
@@ -32,7 +32,7 @@ def document() -> dict:
 
 
 @bp.get("/api/openapi.json")
-@operation(summary="This document (OpenAPI 3.1)", tags=["api"], responses={200: Open})
+@operation(summary="This document (OpenAPI 3.1)", tags=["api"], responses={200: OpenApiDocument})
 def openapi_json():
     return jsonify(document())
 

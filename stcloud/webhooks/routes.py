@@ -15,7 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from stcloud.api import validation
 from stcloud.api.schemas import settings as schemas
-from stcloud.api.schemas.common import Open
+from stcloud.api.schemas import webhooks as answers
 from stcloud.api.spec import operation
 from stcloud.errors import NotConfigured, TooLarge
 from stcloud.web import auth
@@ -44,8 +44,8 @@ def _read_body(req, limit: int) -> bytes:
 
 
 @hook.post("/api/webhooks/replicate")
-@operation(body=Open, security="webhook", summary="Replicate's prediction webhook (signed: webhook-id, "
-           "webhook-timestamp, webhook-signature)", tags=["webhooks"], responses={200: Open})
+@operation(body=answers.ProviderEvent, security="webhook", summary="Replicate's prediction webhook (signed: webhook-id, "
+           "webhook-timestamp, webhook-signature)", tags=["webhooks"], responses={200: answers.Receipt})
 def replicate_webhook():
     receipt = service.receive(
         headers=request.headers,
@@ -57,8 +57,9 @@ def replicate_webhook():
 
 
 @hook.post("/api/webhooks/<provider>")
-@operation(body=Open, security="webhook", summary="Job events of a provider that takes webhooks (signed with "
-           "Standard Webhooks under the provider's secret)", tags=["webhooks"], responses={200: Open})
+@operation(body=answers.ProviderEvent, security="webhook", summary="Job events of a provider that takes webhooks "
+           "(signed with Standard Webhooks under the provider's secret)", tags=["webhooks"],
+           responses={200: answers.Receipt})
 def provider_webhook(provider):
     receipt = generic.receive(provider, headers=request.headers, read_body=lambda limit: _read_body(request, limit))
     return jsonify(receipt.to_dict())
@@ -70,7 +71,7 @@ def _limit() -> int:
 
 @admin.post("/api/cloud/providers/replicate/webhook-test")
 @operation(summary="Send a signed test event to this instance's public webhook URL", tags=["webhooks"],
-           responses={200: Open})
+           responses={200: answers.TestReport})
 def webhook_test():
     if not is_fragment_request():
         return jsonify(service.send_test())
@@ -84,7 +85,7 @@ def webhook_test():
 
 @admin.get("/api/cloud/webhooks/deliveries")
 @operation(query=schemas.DeliveriesQuery, summary="The last webhook deliveries", tags=["webhooks"],
-           responses={200: Open})
+           responses={200: answers.Deliveries})
 def deliveries():
     validation.query(schemas.DeliveriesQuery)
     limit = _limit()

@@ -27,7 +27,6 @@ from flask import Blueprint, g, jsonify, request, send_file
 
 from stcloud.api import validation
 from stcloud.api.schemas import workers as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest, Forbidden, NotFound
 from stcloud.web import auth
@@ -58,20 +57,22 @@ def _authenticate():
 
 
 @bp.post("/register")
-@operation(body=schemas.RegisterBody, body_required=False, summary="An agent (re)starts", tags=["worker API"])
+@operation(body=schemas.RegisterBody, body_required=False, summary="An agent (re)starts", tags=["worker API"],
+           responses={200: schemas.Registered})
 def register():
     return jsonify(service.register(g.worker_id, validation.checked(schemas.RegisterBody, required=False)))
 
 
 @bp.post("/heartbeat")
-@operation(body=schemas.HeartbeatBody, body_required=False, summary="An agent is alive", tags=["worker API"])
+@operation(body=schemas.HeartbeatBody, body_required=False, summary="An agent is alive", tags=["worker API"],
+           responses={200: schemas.HeartbeatAnswer})
 def heartbeat():
     return jsonify(service.heartbeat(g.worker_id, validation.checked(schemas.HeartbeatBody, required=False)))
 
 
 @bp.post("/claim")
 @operation(summary="Claim the next job this worker matches", tags=["worker API"],
-           responses={200: (Open, "a job, or {job: null, drain: true}"), 204: (None, "nothing to run")})
+           responses={200: (schemas.Claim, "a job, or {job: null, drain: true}"), 204: (None, "nothing to run")})
 def claim():
     wait = 0.0 if g.job_scope else claims.parse_wait(request.args.get("wait"))
     try:
@@ -108,34 +109,38 @@ def archive(job_id):
 
 
 @bp.post("/jobs/<job_id>/logs")
-@operation(body=schemas.LogsBody, summary="Append a batch of log lines", tags=["worker API"])
+@operation(body=schemas.LogsBody, summary="Append a batch of log lines", tags=["worker API"],
+           responses={200: schemas.LogsAnswer})
 def logs(job_id):
     body = validation.checked(schemas.LogsBody)
     return jsonify(service.report_logs(g.worker_id, job_id, body.get("seq"), body.get("lines")))
 
 
 @bp.post("/jobs/<job_id>/progress")
-@operation(body=schemas.ProgressBody, summary="Report training progress", tags=["worker API"])
+@operation(body=schemas.ProgressBody, summary="Report training progress", tags=["worker API"],
+           responses={200: schemas.ProgressAnswer})
 def progress(job_id):
     body = validation.checked(schemas.ProgressBody)
     return jsonify(service.report_progress(g.worker_id, job_id, body.get("progress")))
 
 
 @bp.post("/jobs/<job_id>/checkpoint")
-@operation(body=schemas.CheckpointBody, summary="A checkpoint was uploaded", tags=["worker API"])
+@operation(body=schemas.CheckpointBody, summary="A checkpoint was uploaded", tags=["worker API"],
+           responses={200: schemas.CheckpointAnswer})
 def checkpoint(job_id):
     return jsonify(service.report_checkpoint(g.worker_id, job_id, validation.checked(schemas.CheckpointBody)))
 
 
 @bp.post("/jobs/<job_id>/complete")
-@operation(body=schemas.CompleteBody, summary="The trainer ended", tags=["worker API"])
+@operation(body=schemas.CompleteBody, summary="The trainer ended", tags=["worker API"],
+           responses={200: schemas.StatusAnswer})
 def complete(job_id):
     return jsonify(service.finish(g.worker_id, job_id, validation.checked(schemas.CompleteBody)))
 
 
 @bp.post("/jobs/<job_id>/release")
 @operation(body=schemas.ReleaseBody, body_required=False, summary="Give a job back to the queue",
-           tags=["worker API"])
+           tags=["worker API"], responses={200: schemas.StatusAnswer})
 def release(job_id):
     body = validation.checked(schemas.ReleaseBody, required=False)
     reason = body.get("reason")

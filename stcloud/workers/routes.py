@@ -18,7 +18,6 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 from stcloud import settings
 from stcloud.api import validation
 from stcloud.api.schemas import workers as schemas
-from stcloud.api.schemas.common import Open
 from stcloud.api.schemas.settings import ForceQuery
 from stcloud.api.spec import operation
 from stcloud.errors import Conflict
@@ -52,7 +51,8 @@ def _truthy(value) -> bool:
 # ---- API -------------------------------------------------------------------------------
 
 @api.post("")
-@operation(body=schemas.WorkerCreateBody, summary="Add a worker (its token is shown once)", responses={201: Open},
+@operation(body=schemas.WorkerCreateBody, summary="Add a worker (its token is shown once)",
+           responses={201: schemas.WorkerToken},
            tags=["workers"],
            links={201: {name: (f"workers_admin_api.{view}", method, {"worker_id": "$response.body#/worker_id"})
                         for name, view, method in (("GetWorker", "get", "get"), ("DrainWorker", "drain", "post"),
@@ -67,6 +67,7 @@ def create():
 
 
 @api.get("")
+@operation(summary="Every worker and the heartbeat timeout", tags=["workers"], responses={200: schemas.WorkerList})
 def list_():
     with_timeout = service.timeout_seconds()
     return jsonify({"workers": service.list_workers(), "timeout_seconds": with_timeout})
@@ -88,11 +89,14 @@ def put_settings():
 
 
 @api.get("/<worker_id>")
+@operation(summary="One worker", tags=["workers"], responses={200: schemas.WorkerAnswer})
 def get(worker_id):
     return jsonify({"worker": service.get_worker(worker_id)})
 
 
 @api.post("/<worker_id>/rotate-token")
+@operation(summary="A new token for a worker (shown once; the old one stops working)", tags=["workers"],
+           responses={200: schemas.WorkerToken})
 def rotate(worker_id):
     worker, token = service.rotate_token(worker_id)
     return jsonify({"worker_id": worker["id"], "token": token, "command": worker_command(token),
@@ -100,11 +104,14 @@ def rotate(worker_id):
 
 
 @api.post("/<worker_id>/drain")
+@operation(summary="Let the worker finish its job and take no other", tags=["workers"],
+           responses={200: schemas.WorkerAnswer})
 def drain(worker_id):
     return jsonify({"worker": service.set_draining(worker_id, True)})
 
 
 @api.post("/<worker_id>/resume")
+@operation(summary="Let a draining worker take jobs again", tags=["workers"], responses={200: schemas.WorkerAnswer})
 def resume(worker_id):
     return jsonify({"worker": service.set_draining(worker_id, False)})
 

@@ -4,9 +4,10 @@
 loaded 2-core machine); ``make fuzz`` runs the same test with ``STCLOUD_FUZZ=long`` (more
 examples, the stateful phase that follows the document's links). Checks: no 500
 (``not_a_server_error``), and every answer's status code, content type and (where declared)
-body conform to the document. Auth is on, and the bootstrap admin token reaches every handler.
-Nothing is excluded: submits go to providers that cannot start real work here (no Replicate
-token, no worker, no Slurm cluster).
+body conform to the document (every answer has a model: tests/api/test_openapi.py refuses open
+ones). Auth is on: the bootstrap admin token reaches every handler, and the worker API gets the
+token of a worker made for the run. Nothing is excluded: submits go to providers that cannot
+start real work here (no Replicate token, no running worker agent, no Slurm cluster).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import free_port
 
@@ -36,6 +38,26 @@ def _schemathesis() -> str:
     return str(exe)
 
 
+def _worker_config(url: str, path: Path) -> Path:
+    """A worker of the server under test and a schemathesis config that sends its token to the
+    worker API (``/api/workers/...``), so those operations are fuzzed past authentication."""
+    r = requests.post(url + "/api/cloud/workers", json={"name": "fuzz-worker"},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+    path.write_text('[[operations]]\ninclude-path-regex = "^/api/workers/"\n'
+                    f'headers = {{ Authorization = "Bearer {token}" }}\n')
+    return path
+
+
+def _failures(out: str) -> str:
+    """The report's failures (each with a curl line to reproduce it) and its summary."""
+    start = out.find("FAILURES")
+    summary = out.find("SUMMARY")
+    failures = out[start:summary] if 0 <= start < summary else ""
+    return failures[:40_000] + "\n" + out[summary:][-5000:] if failures else out[-15000:]
+
+
 @pytest.mark.timeout(2400)
 def test_api_conforms_to_its_document(serve_process, tmp_path):
     profile = os.environ.get("STCLOUD_FUZZ", "short")
@@ -45,7 +67,8 @@ def test_api_conforms_to_its_document(serve_process, tmp_path):
                                 "REPLICATE_BASE_URL": f"http://127.0.0.1:{free_port()}",
                                 "HTTPS_PROXY": "", "HTTP_PROXY": ""})
     report = tmp_path / "schemathesis.ndjson"
-    cmd = [_schemathesis(), "run", server.url + "/api/openapi.json",
+    config = _worker_config(server.url, tmp_path / "schemathesis.toml")
+    cmd = [_schemathesis(), "--config-file", str(config), "run", server.url + "/api/openapi.json",
            "--header", f"Authorization: Bearer {TOKEN}",
            "--checks", CHECKS, "--max-examples", examples, "--phases", phases, "--seed", "20261206",
            "--max-time", budget, "--request-timeout", "30", "--no-shrink", "--continue-on-failure",
@@ -57,6 +80,6 @@ def test_api_conforms_to_its_document(serve_process, tmp_path):
     summary = [line.strip() for line in out.splitlines()
                if re.match(r"\s*(Selected|Tested|Skipped):|\s*\d+ generated", line)]
     print("schemathesis:", "; ".join(summary))
-    assert proc.returncode == 0, f"schemathesis found problems (seed 20261206):\n{out[-15000:]}"
+    assert proc.returncode == 0, f"schemathesis found problems (seed 20261206):\n{_failures(out)}"
     server_log = server.log_path.read_text(errors="replace")
     assert "unhandled error" not in server_log, server_log[-5000:]

@@ -2,7 +2,7 @@
 422, as the accounts service's own checks do."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -61,11 +61,96 @@ class AuditQuery(BaseModel):
 
 
 class UserView(BaseModel):
+    """A user (its limits under ``limits``)."""
+
     model_config = ConfigDict(extra="allow")
+    id: str
     username: str
+    display_name: str | None = None
+    email: str | None = None
     role: Role
+    disabled: bool
+    source: str
+    has_password: bool
+    created_at: str | None
+    last_login_at: str | None
+    limits: dict[str, Any]
 
 
 class UserAnswer(BaseModel):
     model_config = ConfigDict(extra="allow")
     user: UserView
+
+
+class Me(BaseModel):
+    """The signed-in actor: a user's record, or (admin token, auth off) a stand-in without
+    ``id``; ``source`` says which."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str | None
+    username: str
+    display_name: str | None
+    email: str | None
+    role: Role
+    disabled: bool
+    source: str = Field(description="local | ldap | oidc | token | auth-off")
+
+
+class MeAnswer(BaseModel):
+    """``GET /api/cloud/me``."""
+
+    user: Me
+    via: Literal["session", "api_key", "admin_token", "auth_off"]
+
+
+class UserList(BaseModel):
+    users: list[UserView]
+
+
+class UserCreated(UserAnswer):
+    """``POST /api/cloud/users``: ``password`` only when it was generated (shown once)."""
+
+    password: str | None = None
+
+
+class KeyView(BaseModel):
+    id: str
+    name: str | None
+    hint: str | None
+    created_at: str | None
+    expires_at: str | None
+    last_used_at: str | None
+    revoked_at: str | None
+    state: Literal["active", "expired", "revoked"]
+
+
+class KeyCreated(BaseModel):
+    """``POST /api/cloud/tokens``: the key and its token, shown this once."""
+
+    id: str
+    token: str
+    key: KeyView
+
+
+class KeyList(BaseModel):
+    tokens: list[KeyView]
+
+
+class AuditRecordView(BaseModel):
+    seq: int
+    at: str
+    actor: str | None
+    key_id: str | None
+    action: str
+    target: str | None
+    client_addr: str | None
+    outcome: str
+    detail: Any = Field(description="the action's details (JSON), or null")
+    prev_hash: str | None
+    hash: str
+
+
+class AuditLog(BaseModel):
+    """``GET /api/cloud/audit`` (``format=jsonl``: one record per line, oldest first)."""
+
+    records: list[AuditRecordView]

@@ -1,6 +1,8 @@
 """Models shared by every area: the problem body, untyped objects."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -22,6 +24,19 @@ class Problem(BaseModel):
 
 
 class Open(BaseModel):
-    """A JSON object whose members are documented in prose (kept open for forward compatibility)."""
+    """A JSON object that says nothing about its members. Not for answers (every answer has its
+    own model: tests/api/test_openapi.py refuses open ones); kept for request bodies of older
+    branches."""
 
     model_config = ConfigDict(extra="allow")
+
+
+class OpenApiDocument(BaseModel):
+    """An OpenAPI 3.1 document (``GET /api/openapi.json``); its own schema is the OpenAPI
+    specification's, so only the top level is described here."""
+
+    model_config = ConfigDict(extra="allow")
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, dict[str, Any]]
+    components: dict[str, Any]

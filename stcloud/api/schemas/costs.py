@@ -79,3 +79,98 @@ class SummaryQuery(BaseModel):
 
 class LimitStatusQuery(BaseModel):
     provider: Str(64) | None = Field(None, description="a provider name, or all")
+
+
+# ---- answers --------------------------------------------------------------------------------
+
+class LimitStatus(BaseModel):
+    """``GET /api/cloud/cost-limit/status`` and ``GET|PUT /api/cloud/cost-limits/<provider>``
+    (SPEC §6): the limit and the spend in its current period."""
+
+    provider: str = Field(description="a provider name, or all")
+    enabled: bool
+    amount_usd: float
+    period: Literal["daily", "weekly", "monthly"]
+    action: Literal["warn", "block"]
+    timezone: str
+    stop_running: bool
+    configured: bool = Field(description="false: no limit stored (defaults shown)")
+    spent_usd: float
+    reserved_usd: float
+    committed_usd: float
+    finished_usd: float
+    running_usd: float
+    active_jobs: int
+    percent_used: float
+    percent_spent: float
+    is_warning: bool
+    is_exceeded: bool
+    period_start: str
+    period_end: str
+    as_of: str
+
+
+class LimitList(BaseModel):
+    limits: list[LimitStatus]
+
+
+class CostTotals(BaseModel):
+    cost_usd: float
+    running_usd: float
+    reserved_usd: float
+    finished_jobs: int
+    active_jobs: int
+
+
+class CostSummary(BaseModel):
+    """``GET /api/cloud/costs/summary``: spend per day, provider and user, totals, estimates
+    against actual costs, the limits and the chart's data."""
+
+    days: int
+    timezone: str
+    start: str
+    end: str
+    per_day: list[dict[str, Any]] = Field(description="[{date, providers: {name: usd}, total}]")
+    per_provider: dict[str, dict[str, float | int]]
+    per_user: list[dict[str, Any]]
+    totals: CostTotals
+    jobs_by_status: dict[str, int]
+    estimates: list[dict[str, Any]] = Field(description="finished jobs: estimate against actual cost")
+    estimate_accuracy: dict[str, Any]
+    active: list[dict[str, Any]]
+    limits: list[LimitStatus]
+    chart: dict[str, Any] = Field(description="{labels, series: {provider: [usd]}, limit?}")
+
+
+class RateView(BaseModel):
+    """A hardware rate (``source``: table | default | none; a rate with a future
+    ``effective_from`` is listed under ``upcoming``)."""
+
+    model_config = ConfigDict(extra="allow")
+    provider: str
+    hardware: str
+    usd_per_second: float | None
+    usd_per_hour: float | None
+    label: str | None = None
+    gpu_count: int | None = None
+    vram_gb: float | None = None
+    effective_from: str | None = None
+    note: str | None = None
+    source: str | None = None
+    upcoming: list[RateView] | None = None
+
+
+class RatesView(BaseModel):
+    """``GET /api/cloud/rates``: the rates in force, their history and seconds per step."""
+
+    rates: list[RateView]
+    history: list[RateView]
+    seconds_per_step: dict[str, float] = Field(description='{"default": n, "<provider>/<hardware>": n, ...}')
+
+
+class RatesWritten(BaseModel):
+    """``PUT /api/cloud/rates``: the rows written and the rates now in force."""
+
+    written: list[RateView]
+    rates: list[RateView]
+    seconds_per_step: dict[str, float]

@@ -165,6 +165,25 @@ class ConsentView(BaseModel):
     choices: dict[str, str]
 
 
+class PublicUrlView(BaseModel):
+    """``GET|PUT /api/cloud/settings/public-url``."""
+
+    public_url: str | None
+    webhook_endpoint: str | None = Field(description="where Replicate sends its webhooks")
+    source: Literal["settings", "env"] | None = Field(description="settings, STCLOUD_PUBLIC_URL (env), or unset")
+    help: str
+
+
+class ProxyView(BaseModel):
+    """``GET|PUT /api/cloud/settings/proxy`` (credentials in the URL are masked)."""
+
+    proxy_url: str | None
+    no_proxy: str
+    has_credentials: bool
+    source: Literal["settings", "env"] | None
+    effective: dict[str, Any] = Field(description="{http, https, no_proxy: [...]}: what outbound calls use")
+
+
 class PublicUrlBody(BaseModel):
     public_url: Str(2048) | None = Field(description="https://training.example.com, or null to clear")
 
@@ -235,3 +254,113 @@ class JobList(BaseModel):
     jobs: list[JobView]
     total: int | None = None
     next_cursor: str | None = None
+
+
+# ---- answers (what the routes return; schemathesis checks every answer against them) --------
+
+class PackagingTotals(BaseModel):
+    datasets: int
+    files: int
+    bytes: int
+    excluded: int
+    estimated_archive_bytes: int
+
+
+class Summary(BaseModel):
+    """A packaging summary (``stcloud.packaging``): the local datasets, the entries that are not
+    packaged (remote types, caches), the totals and the excluded files (capped)."""
+
+    datasets: list[dict[str, Any]] = Field(description="[{id, source_dir, folder, archive_dir, files, bytes, "
+                                                       "images, videos, captions, excluded, shares_folder_with}]")
+    not_packaged: list[dict[str, Any]] = Field(description="[{id, type, dataset_type, reason}]")
+    totals: PackagingTotals
+    excluded: list[dict[str, Any]] = Field(description="[{dataset, path, reason, is_dir}]")
+    excluded_more: int = Field(description="excluded files not listed")
+
+
+class SubmitProgress(BaseModel):
+    """``GET /api/cloud/jobs/submit/progress``: the job a submit in flight made (null: none yet)."""
+
+    idempotency_key: str
+    job: JobView | None
+
+
+class DataPreview(BaseModel):
+    """``POST /api/cloud/data-preview``: what a submit would upload and whether consent is needed."""
+
+    provider: str
+    summary: Summary
+    has_local_data: bool
+    consent: Literal["ask", "allow", "deny"]
+    consent_label: str
+    consent_required: bool
+    upload_blocked: bool
+    upload_limit_bytes: int | None = Field(description="null: no limit")
+    estimated_archive_bytes: int
+    within_limit: bool
+    destination: str | None = Field(description="where the data goes (null: it stays on this machine)")
+
+
+class LogChunk(BaseModel):
+    """``GET /api/cloud/jobs/<id>/logs``: the log text from ``offset``."""
+
+    text: str
+    next_offset: int
+    complete: bool = Field(description="the job ended and this is the end of its log")
+    size: int
+
+
+class JobEvent(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    id: int
+    at: str
+    source: str | None
+    from_: str | None = Field(alias="from", serialization_alias="from")
+    to: str
+    accepted: bool
+    detail: str | None
+
+
+class JobEvents(BaseModel):
+    events: list[JobEvent]
+    next_after: int | None = Field(description="pass as ?after= for the next page (null: no more)")
+
+
+class CompareJob(BaseModel):
+    """One job of a comparison: its summary and its loss series ``[[step, loss], ...]``."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    name: str | None
+    status: str
+    provider: str
+    hardware: str | None
+    cost_usd: float | None
+    estimated_cost_usd: float | None
+    steps: int | None
+    total_steps: Any = Field(description="the job's total steps (from its progress or config)")
+    learning_rate: Any
+    lr_scheduler: Any
+    final_loss: float | None
+    best_loss: float | None
+    duration_seconds: float | None
+    series: list[list[float]]
+
+
+class ConfigChange(BaseModel):
+    key: str = Field(description="a flattened config key, e.g. ``config.learning_rate``")
+    values: dict[str, Any] = Field(description="job id -> value (null when missing)")
+    missing: list[str] = Field(description="the jobs without this key")
+
+
+class ConfigDiff(BaseModel):
+    jobs: list[str]
+    changes: list[ConfigChange]
+
+
+class Comparison(BaseModel):
+    """``GET /api/cloud/jobs/compare``."""
+
+    model_config = ConfigDict(extra="allow")
+    jobs: list[CompareJob]
+    diff: ConfigDiff

@@ -99,3 +99,123 @@ class CompleteBody(BaseModel):
     last_lines: list[Str(100_000)] | None = Field(None, max_length=10_000)
     outputs: list[dict[str, Any]] | None = Field(None, max_length=100_000)
     error: Str(10_000) | None = None
+
+
+# ---- answers --------------------------------------------------------------------------------
+
+class WorkerView(BaseModel):
+    """A worker as the admin API shows it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    status: str = Field(description="idle | busy | offline | draining")
+    draining: bool
+    gpu_info: list[dict[str, Any]]
+    gpu_count: int
+    vram_gb: float
+    hostname: str | None
+    agent_version: str | None
+    current_job_id: str | None
+    is_local: bool
+    created_at: str | None
+    registered_at: str | None
+    last_heartbeat_at: str | None
+    seconds_since_heartbeat: float | None
+
+
+class WorkerAnswer(BaseModel):
+    worker: WorkerView
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerView]
+    timeout_seconds: int
+
+
+class WorkerToken(BaseModel):
+    """``POST /api/cloud/workers`` and ``.../rotate-token``: the token is shown this once."""
+
+    worker_id: str
+    token: str
+    command: str = Field(description="the command to start the agent on the worker machine")
+    worker: WorkerView
+
+
+class Registered(BaseModel):
+    """``POST /api/workers/register``: what the agent should resume or abandon."""
+
+    worker_id: str
+    name: str
+    labels: dict[str, str]
+    draining: bool
+    heartbeat_interval: float
+    lease_seconds: int
+    resume: list[str] = Field(description="jobs this worker still holds: keep reporting them")
+    abandon: list[str] = Field(description="jobs the agent reported that it must stop")
+
+
+class HeartbeatAnswer(BaseModel):
+    cancel: list[str] = Field(description="jobs to stop")
+    drain: bool
+    lease_expires_at: str | None
+    heartbeat_interval: float
+
+
+class JobStorage(BaseModel):
+    """Per-job keys for the built-in S3 endpoint (bucket ``outputs``, prefix ``<job_id>/``)."""
+
+    endpoint_path: str
+    endpoint_url: str | None
+    region: str
+    bucket: str
+    prefix: str
+    access_key_id: str | None
+    secret_access_key: str | None
+    expires_at: str | None
+
+
+class ClaimedJob(BaseModel):
+    """What a worker runs: the config, the data and where the outputs go."""
+
+    id: str
+    name: str | None
+    provider: str
+    attempt: int | None
+    max_attempts: int | None
+    config: dict[str, Any]
+    dataloader_config: list[Any]
+    archive: dict[str, Any] | None = Field(description="{url, sha256} of the dataset archive (null: none)")
+    checkpoint: dict[str, Any] | None = Field(description="the checkpoint to resume from")
+    log_seq: int
+    requirements: dict[str, Any]
+    lease_expires_at: str | None
+    heartbeat_interval: float
+    storage: JobStorage | None
+
+
+class Claim(BaseModel):
+    """``POST /api/workers/claim``: a job, or ``{job: null, drain: true}`` for a draining worker."""
+
+    job: ClaimedJob | None
+    drain: bool | None = None
+
+
+class LogsAnswer(BaseModel):
+    accepted: bool
+    duplicate: bool | None = None
+    log_seq: int | None
+
+
+class ProgressAnswer(BaseModel):
+    progress: dict[str, Any]
+
+
+class CheckpointAnswer(BaseModel):
+    checkpoint: dict[str, Any] | None
+
+
+class StatusAnswer(BaseModel):
+    """``complete`` and ``release``: the job's status afterwards."""
+
+    status: str
