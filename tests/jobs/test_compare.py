@@ -10,6 +10,7 @@ from stcloud import db
 from stcloud.models import Job, utcnow
 from tests.accounts.helpers import set_owner, team
 from tests.jobs.factories import make_job
+from tests.jobs.test_checkpoints_api import agent_checkpoint, put
 
 URL = "/api/cloud/jobs/compare"
 
@@ -111,3 +112,25 @@ def test_compare_page_renders_table_and_diff(client, runs):
 def test_compare_page_without_ids_says_how_to_start(client):
     r = client.get("/jobs/compare")
     assert r.status_code == 200 and b"compare-empty" in r.data and b"Compare selected" in r.data
+
+
+def test_compare_lists_each_jobs_samples_per_step(app, client, runs):
+    a, b, c = runs
+    agent_checkpoint(app, a, 10)
+    agent_checkpoint(app, a, 20)
+    agent_checkpoint(app, b, 20)
+    put(app, f"{b}/output/validation_images/step_30_portrait_512x512.png", b"\x89PNG\r\n\x1a\nv")
+    body = client.get(f"{URL}?ids={a},{b},{c}").get_json()
+    samples = {j["id"]: j["samples"] for j in body["jobs"]}
+    assert samples[a] == [{"step": 10, "url": f"/api/cloud/jobs/{a}/checkpoints/10/files/sample.png"},
+                          {"step": 20, "url": f"/api/cloud/jobs/{a}/checkpoints/20/files/sample.png"}]
+    assert samples[b] == [
+        {"step": 20, "url": f"/api/cloud/jobs/{b}/checkpoints/20/files/sample.png"},
+        {"step": 30, "url": f"/api/cloud/jobs/{b}/checkpoints/30/files/validation_images/step_30_portrait_512x512.png"}]
+    assert samples[c] == []
+    for url in (s["url"] for s in samples[a] + samples[b]):  # each url serves the image
+        r = client.get(url)
+        assert r.status_code == 200 and r.data.startswith(b"\x89PNG")
+
+    page = client.get(f"/jobs/compare?ids={a},{b},{c}").get_data(as_text=True)
+    assert page.count('loading="lazy"') == 4 and 'id="compare-samples"' in page
