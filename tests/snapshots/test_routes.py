@@ -170,8 +170,11 @@ def test_cli_list_history_show(live_server, three_runs, app):
     out = runner.invoke(configs_group, ["list", "--server", live_server])
     assert out.exit_code == 0, out.output
     assert "my-lora" in out.output and "portrait" in out.output
+    assert out.output.splitlines()[0].split() == ["NAME", "SNAPSHOTS", "LAST", "COMMIT", "LAST", "JOB", "LAST", "AT"]
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", out.output.splitlines()[1])  # as on the pages
     out = runner.invoke(configs_group, ["history", "my-lora", "--server", live_server])
     assert out.exit_code == 0 and three_runs["a"] in out.output and "double the lr" in out.output
+    assert re.search(rf"^\w{{10}}  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC  {three_runs['a']}  ", out.output, re.MULTILINE)
     out = runner.invoke(configs_group, ["show", three_runs["b"], "--server", live_server, "--files"])
     assert out.exit_code == 0, out.output
     assert get_job(app, three_runs["b"]).snapshot in out.output
