@@ -48,7 +48,7 @@ DELIVERY_CHOICES = (
 )
 # A self-hosted provider's worker uploads the outputs to this machine: "keep them with the
 # provider" means here.
-SELF_HOSTED_OUTPUTS_LABEL = "This machine (the worker uploads the outputs here)"
+SELF_HOSTED_OUTPUTS_LABEL = "Uploaded here by the worker (no extra delivery)"
 S3_FIELDS = ("endpoint_url", "bucket", "prefix", "region", "access_key_id", "secret_access_key")
 
 

@@ -53,7 +53,7 @@ def test_each_provider_shows_only_its_own_fields(live_server, page, monkeypatch)
         assert not page.get_by_text("REPLICATE_API_TOKEN").is_visible(), provider
         assert page.locator("#hub-field").is_hidden(), provider
         assert page.locator("#s3-field").is_hidden(), provider
-        assert _keep_label(page) == "This machine (the worker uploads the outputs here)", provider
+        assert _keep_label(page) == "Uploaded here by the worker (no extra delivery)", provider
         text = _estimate(page)
         assert "gpu-" not in text and "2.7 s/step" not in text and "(the reference trainer)" in text, (provider, text)
         assert "~9m" not in text, provider
