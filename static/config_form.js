@@ -1,5 +1,7 @@
-// The Submit page's config form: the common SimpleTuner fields beside the JSON (which is what
-// the form submits). Editing a field rewrites its key in the JSON (keeping a "--key" spelling
+// The Submit page's config form: two tabs of one widget, the common SimpleTuner fields and the
+// whole config as JSON (the advanced tab, and what the form submits). Tabs follow the WAI-ARIA
+// tabs pattern: arrow keys / Home / End move between them, only the selected one is in the tab
+// order. Editing a field rewrites its key in the JSON (keeping a "--key" spelling
 // the config already uses); editing the JSON refills the fields. Fields that do not apply are
 // hidden (data-applies: {"field": [values]} or {"field": {"not": [values]}}). Every change is
 // checked by POST data-validate-url — the schema the submit API uses — and the errors are shown
@@ -20,11 +22,23 @@
       try {
         const value = JSON.parse(text);
         if (value && typeof value === "object" && !Array.isArray(value)) return value;
-        jsonError.textContent = "The config must be a JSON object ({...}).";
+        badJson("The config must be a JSON object ({...}).");
       } catch (e) {
-        jsonError.textContent = "The JSON does not parse: " + e.message + ". The form shows the last valid config.";
+        badJson("The JSON does not parse: " + e.message + ". The form shows the last valid config.");
       }
       return null;
+    }
+    function badJson(message) {
+      clearTimeout(timer);
+      seq++; // a check of the previous config that is still on its way must not say "valid"
+      jsonError.textContent = message;
+      textarea.setAttribute("aria-invalid", "true");
+      status.textContent = "";
+      status.dataset.state = "invalid-json";
+    }
+    function goodJson() {
+      jsonError.textContent = "";
+      textarea.removeAttribute("aria-invalid");
     }
     function keyOf(cfg, name) {
       for (const k of [name, "--" + name, name.replace(/_/g, "-"), "--" + name.replace(/_/g, "-")]) {
@@ -94,14 +108,14 @@
     function fromJson() {
       const cfg = parse();
       if (cfg === null) return;
-      jsonError.textContent = "";
+      goodJson();
       fill(cfg);
       showApplicable(cfg);
       validate(cfg);
     }
     function write(cfg) {
       textarea.value = JSON.stringify(cfg, null, 2);
-      jsonError.textContent = "";
+      goodJson();
       textarea.dispatchEvent(new Event("change", { bubbles: true })); // the estimate follows
       showApplicable(cfg);
       validate(cfg);
@@ -129,6 +143,26 @@
       write(cfg);
       fill(cfg);
     }
+
+    const tabs = Array.from(editor.querySelectorAll("[role=tab]"));
+    function select(tab, focus) {
+      tabs.forEach(function (t) {
+        const on = t === tab;
+        t.setAttribute("aria-selected", on ? "true" : "false");
+        t.tabIndex = on ? 0 : -1;
+        document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
+      });
+      if (focus) tab.focus();
+    }
+    tabs.forEach(function (tab, i) {
+      tab.addEventListener("click", function () { select(tab, false); });
+      tab.addEventListener("keydown", function (ev) {
+        const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[ev.key];
+        if (to === undefined) return;
+        ev.preventDefault();
+        select(tabs[(to + tabs.length) % tabs.length], true);
+      });
+    });
 
     inputs.forEach(function (el) {
       el.addEventListener(el.tagName === "SELECT" ? "change" : "input", function () { fromField(el); });

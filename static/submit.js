@@ -15,6 +15,13 @@
     show(form, "requirements", caps.requirements === "1");
     show(form, "hub", !!delivery && delivery.value === "hub");
     show(form, "s3", !!delivery && delivery.value === "s3");
+    // Self-hosted workers upload the outputs here: the "keep with the provider" choice says so.
+    const keep = delivery && delivery.querySelector("option[data-label-self]");
+    if (keep && radio) keep.textContent = caps.uploads === "1" ? keep.dataset.labelCloud : keep.dataset.labelSelf;
+    // A provider's own note (e.g. Replicate's missing token) only while that provider is chosen.
+    form.querySelectorAll("[data-for-provider]").forEach(function (el) {
+      el.hidden = !radio || el.dataset.forProvider !== radio.value;
+    });
     const select = form.querySelector("select[name=hardware]");
     if (select && radio) {
       let firstVisible = null;

@@ -5,8 +5,8 @@ import json
 
 import click
 
-from stcloud.cli_options import call as _call
-from stcloud.cli_options import json_opt, server_opt, token_opt
+from stcloud.cli_options import call, json_opt, server_opt, token_opt
+from stcloud.cli_output import echo_json
 from stcloud.client import Client
 
 
@@ -39,13 +39,13 @@ def cost_status(server, token, provider, as_json):
     """Spend against the limits in the current period."""
     c = Client(server, token)
     if provider:
-        data = _call(lambda: c.get("/api/cloud/cost-limit/status", params={"provider": provider}))
+        data = call(lambda: c.get("/api/cloud/cost-limit/status", params={"provider": provider}))
         items = [data]
     else:
-        data = _call(lambda: c.get("/api/cloud/cost-limits"))
+        data = call(lambda: c.get("/api/cloud/cost-limits"))
         items = data["limits"]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for st in items:
         click.echo(_status_line(st))
@@ -62,9 +62,9 @@ def limits_group():
 @json_opt
 def limits_show(server, token, as_json):
     c = Client(server, token)
-    data = _call(lambda: c.get("/api/cloud/cost-limits"))
+    data = call(lambda: c.get("/api/cloud/cost-limits"))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for st in data["limits"]:
         click.echo(_status_line(st))
@@ -90,9 +90,9 @@ def limits_set(server, token, provider, amount, period, action, timezone, stop_r
     if stop_running is not None:
         body["stop_running"] = stop_running
     c = Client(server, token)
-    st = _call(lambda: c.put(f"/api/cloud/cost-limits/{provider}", json=body))
+    st = call(lambda: c.put(f"/api/cloud/cost-limits/{provider}", json=body))
     if as_json:
-        click.echo(json.dumps(st, indent=2))
+        echo_json(st)
         return
     click.echo(_status_line(st))
 
@@ -108,11 +108,11 @@ def cost_rates(server, token, set_rate, as_json):
     c = Client(server, token)
     if set_rate:
         p, hw, per_hour = set_rate
-        data = _call(lambda: c.put("/api/cloud/rates", json={"provider": p, "hardware": hw, "usd_per_hour": per_hour}))
+        data = call(lambda: c.put("/api/cloud/rates", json={"provider": p, "hardware": hw, "usd_per_hour": per_hour}))
     else:
-        data = _call(lambda: c.get("/api/cloud/rates"))
+        data = call(lambda: c.get("/api/cloud/rates"))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for r in data["rates"]:
         per_hour = "-" if r.get("usd_per_hour") is None else f"${r['usd_per_hour']:.4f}/h"
@@ -137,10 +137,10 @@ def cost_estimate(server, token, provider, hardware, steps, config_path, as_json
     if steps:
         config["max_train_steps"] = steps
     c = Client(server, token)
-    data = _call(lambda: c.post("/api/cloud/cost-estimate",
+    data = call(lambda: c.post("/api/cloud/cost-estimate",
                                 json={"provider": provider, "hardware": hardware, "config": config}))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     rng = f" (p50 {_money(data['p50_usd'])}, p90 {_money(data['p90_usd'])})" if data.get("p90_usd") is not None else ""
     click.echo(f"estimate {_money(data['estimated_cost_usd'])}{rng}")

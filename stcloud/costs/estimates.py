@@ -14,6 +14,11 @@ MAX_HISTORY = 10  # the most similar N jobs are used
 MAX_STEP_RATIO = 2.0  # "close step count": within ×2 either way
 DEFAULT_STEPS = 1000  # when the config names no max_train_steps
 STEP_KEYS = ("max_train_steps", "--max_train_steps", "max-train-steps")
+# stcloud's built-in reference trainer (model_family "reference", CPU, tiny) paces itself: its
+# own compute per step (measured: the 200-step sample runs in ~8 s with its 0.03 s delay) plus
+# the config's step_delay_seconds. The GPU seconds-per-step table does not describe it.
+REFERENCE_FAMILY = "reference"
+REFERENCE_COMPUTE_SECONDS_PER_STEP = 0.01
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,21 @@ def steps_of(config: dict | None) -> int | None:
         if n > 0:
             return n
     return None
+
+
+def reference_seconds_per_step(config: dict | None) -> float | None:
+    """Seconds per step of a config for the reference trainer; None for any other config."""
+    if not isinstance(config, dict):
+        return None
+    family = next((config[k] for k in ("model_family", "--model_family") if k in config), None)
+    if family != REFERENCE_FAMILY:
+        return None
+    delay = next((config[k] for k in ("step_delay_seconds", "--step_delay_seconds") if k in config), 0) or 0
+    try:
+        delay = max(0.0, float(delay))
+    except (TypeError, ValueError):
+        delay = 0.0
+    return REFERENCE_COMPUTE_SECONDS_PER_STEP + delay
 
 
 def percentile(values: list[float], q: float) -> float:

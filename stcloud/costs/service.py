@@ -111,10 +111,12 @@ def estimate(s: Session, provider: str, hardware: str | None, config: dict) -> E
                   "p50_seconds": round(p50, 3), "p90_seconds": round(p90, 3), "basis_text": text}
         return Estimate(round(p50 * rate, 6), rate, round(p50, 3), "history",
                         round(p50 * rate, 6), round(p90 * rate, 6), detail)
-    sps = rates.seconds_per_step(s, provider, hw)
+    reference = est_mod.reference_seconds_per_step(config)
+    sps = reference if reference is not None else rates.seconds_per_step(s, provider, hw)
     seconds = steps * sps
     text = (f"steps: {steps} steps{' (assumed: no max_train_steps in the config)' if assumed else ''}"
-            f" × {sps:g} s/step (fewer than {est_mod.MIN_HISTORY} similar finished jobs)")
+            f" × {sps:g} s/step{' (the reference trainer)' if reference is not None else ''}"
+            f" (fewer than {est_mod.MIN_HISTORY} similar finished jobs)")
     detail = {**base, "seconds_per_step": sps, "basis_text": text}
     return Estimate(round(seconds * rate, 6), rate, round(seconds, 3), "steps", None, None, detail)
 

@@ -1,4 +1,4 @@
-"""``stcloud jobs list | show | logs | wait | download | cancel | submit`` — a REST client of
+"""``stcloud jobs list | show | logs | wait | download | cancel | submit | compare`` — a REST client of
 the jobs API. Human output by default, ``--json`` for scripts; every error is one line on
 stderr and a non-zero exit.
 
@@ -30,6 +30,7 @@ from stcloud.cli_output import (
     when,
 )
 from stcloud.client import ApiError, Client
+from stcloud.jobs.cli_compare import compare_command
 from stcloud.jobs.cli_resume import checkpoints_command, resume_command
 from stcloud.jobs.cli_submit import submit_command
 
@@ -60,6 +61,7 @@ def jobs_group():
 jobs_group.add_command(submit_command)
 jobs_group.add_command(resume_command)
 jobs_group.add_command(checkpoints_command)
+jobs_group.add_command(compare_command)
 
 
 # ---- what a job says about itself ------------------------------------------------------

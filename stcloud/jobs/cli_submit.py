@@ -16,7 +16,8 @@ from pathlib import Path
 
 import click
 
-from stcloud.cli_options import json_opt, server_opt, token_opt
+from stcloud.cli_options import fail, json_opt, server_opt, token_opt
+from stcloud.cli_output import echo_json
 from stcloud.client import ApiError, Client
 
 STAGE_LABELS = {"scan": "scanning", "package": "packaging", "upload": "uploading", "submit": "submitting",
@@ -24,22 +25,17 @@ STAGE_LABELS = {"scan": "scanning", "package": "packaging", "upload": "uploading
 BAR_WIDTH = 28
 
 
-def _fail(message: str, code: int = 1):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def _read_json(path: str, what: str, kind: type):
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        _fail(f"cannot read {what} file {path}: {exc.strerror or exc}")
+        fail(f"cannot read {what} file {path}: {exc.strerror or exc}")
     try:
         value = json.loads(text)
     except ValueError as exc:
-        _fail(f"{what} file {path} is not valid JSON: {exc}")
+        fail(f"{what} file {path} is not valid JSON: {exc}")
     if not isinstance(value, kind):
-        _fail(f"{what} file {path} must contain a JSON {'object' if kind is dict else 'list'}")
+        fail(f"{what} file {path} must contain a JSON {'object' if kind is dict else 'list'}")
     return value
 
 
@@ -192,7 +188,7 @@ def submit_command(server, token, provider, config_path, dataloader_path, name, 
         try:
             body["delivery"] = json.loads(delivery_json)
         except ValueError as exc:
-            _fail(f"--delivery is not valid JSON: {exc}")
+            fail(f"--delivery is not valid JSON: {exc}")
     if yes:
         body["data_consent"] = True
     if auto_resume:
@@ -209,17 +205,17 @@ def submit_command(server, token, provider, config_path, dataloader_path, name, 
             try:
                 agreed = click.confirm(f"Upload this data to {provider}?", default=False, err=True)
             except click.Abort:  # no terminal to ask on
-                _fail("consent needed to upload this data; run again with --yes to confirm")
+                fail("consent needed to upload this data; run again with --yes to confirm")
             if not agreed:
-                _fail("not submitted: consent declined", code=2)
+                fail("not submitted: consent declined", code=2)
             body["data_consent"] = True
             data = run_submit(client, body, show_progress=not no_progress)
     except ApiError as exc:
         job_id = exc.body.get("job_id")
-        _fail(" ".join(str(exc).split()) + (f" (job {job_id})" if job_id else ""))
+        fail(" ".join(str(exc).split()) + (f" (job {job_id})" if job_id else ""))
     job = data["job"]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for w in data.get("warnings") or []:
         click.echo(f"warning: {w}", err=True)

@@ -1,5 +1,7 @@
 """Compare runs (SPEC §13 ``GET /api/cloud/jobs/compare?ids=a,b,…``): the loss series of each
-job, a table of final/best loss, duration, cost, steps and learning rate, and the config diff.
+job, a table of final/best loss, duration, cost, steps and learning rate, the config diff, and
+each job's sample images per checkpoint step (``samples: [{step, url}]``, oldest step first;
+the url is the checkpoint file route the job page's gallery uses).
 
 Jobs are read through ``service.get_job`` so ownership holds: an unknown id or another member's
 job is a 404, exactly as on every other job route."""
@@ -10,7 +12,7 @@ from typing import Any
 
 from stcloud import db
 from stcloud.errors import BadRequest
-from stcloud.jobs import metrics
+from stcloud.jobs import checkpoints, metrics
 from stcloud.jobs import service as jobs_service
 from stcloud.models import Job
 from stcloud.redact import redact
@@ -95,8 +97,23 @@ def _summary(job: Job) -> dict:
     }
 
 
+def samples_of(job_id: str) -> list[dict]:
+    """``[{step, url}]``: every sample image of the job (a step with several images repeats)."""
+    return [{"step": ck["step"], "url": smp["url"]}
+            for ck in (checkpoints.to_dict(job_id, c) for c in checkpoints.scan(job_id))
+            for smp in ck["samples"]]
+
+
+def sample_grid(jobs: list[dict]) -> list[dict]:
+    """The compare page's rows: ``[{step, cells: [[url, …] per job]}]``, one row per step any
+    job has a sample at (oldest first); a job without one at that step gets an empty cell."""
+    steps = sorted({smp["step"] for job in jobs for smp in job["samples"]})
+    return [{"step": step, "cells": [[smp["url"] for smp in job["samples"] if smp["step"] == step]
+                                     for job in jobs]} for step in steps]
+
+
 def compare(ids: list[str], pair: list[str] | None = None) -> dict:
-    """``{jobs: [summary + series], diff: {jobs: [id, …], changes: [...]}}``. ``pair`` (two of
+    """``{jobs: [summary + series + samples], diff: {jobs: [id, …], changes: [...]}}``. ``pair`` (two of
     ``ids``) narrows the diff to those two jobs; by default it spans all the jobs."""
     if pair is not None:
         pair = [p for p in pair if p]
@@ -107,4 +124,6 @@ def compare(ids: list[str], pair: list[str] | None = None) -> dict:
         summaries = [_summary(j) for j in jobs]
         wanted = pair or ids
         flat = {j.id: _flat_config(j) for j in jobs if j.id in wanted}
+    for summary in summaries:  # read from the store after the session: no database held
+        summary["samples"] = samples_of(summary["id"])
     return {"jobs": summaries, "diff": {"jobs": list(wanted), "changes": config_diff(flat)}}

@@ -1,5 +1,6 @@
 """Compare runs: ``GET /api/cloud/jobs/compare?ids=a,b,…[&diff=a,b]`` and the page
-``GET /jobs/compare?ids=…`` (loss curves overlaid, a summary table, the config diff)."""
+``GET /jobs/compare?ids=…`` (loss curves overlaid, a summary table, the samples side by side
+per checkpoint step, the config diff)."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -35,7 +36,8 @@ def compare_page():
         return render("jobs/compare.html", data=None, ids=[], pair=[], nav="jobs")
     ids, pair = _args()
     data = compare_service.compare(ids, pair)
-    return render("jobs/compare.html", data=data, ids=ids, pair=data["diff"]["jobs"], nav="jobs")
+    return render("jobs/compare.html", data=data, ids=ids, pair=data["diff"]["jobs"],
+                  samples=compare_service.sample_grid(data["jobs"]), nav="jobs")
 
 
 def init_app(app):

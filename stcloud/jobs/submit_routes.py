@@ -45,6 +45,9 @@ DELIVERY_CHOICES = (
     ("hub", "Hugging Face Hub"),
     ("s3", "External S3 bucket"),
 )
+# A self-hosted provider's worker uploads the outputs to this machine: "keep them with the
+# provider" means here.
+SELF_HOSTED_OUTPUTS_LABEL = "Uploaded here by the worker (no extra delivery)"
 S3_FIELDS = ("endpoint_url", "bucket", "prefix", "region", "access_key_id", "secret_access_key")
 
 
@@ -130,6 +133,7 @@ def _form_context(form: dict | None = None) -> dict:
     # With a public URL the outputs can come home: "download only" delivers to this machine.
     form.setdefault("delivery_type", "builtin" if provider_config.public_url_view()["public_url"] else "")
     return {"form": form, "hardware_choices": hardware, "delivery_choices": DELIVERY_CHOICES,
+            "self_hosted_outputs_label": SELF_HOSTED_OUTPUTS_LABEL,
             "provider_choices": choices, "consent": consent.current(),
             "consent_label": consent.CHOICES[consent.current()],
             "idempotency_key": uuid.uuid4().hex, "nav": "submit"}

@@ -1,24 +1,27 @@
 """``stcloud pipelines submit FILE | show ID | cancel ID | list`` — a REST client."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import yaml
 
-from stcloud.cli_options import call as _call
-from stcloud.cli_options import fail, json_opt, server_opt, token_opt
+from stcloud.cli_options import call, fail, json_opt, server_opt, token_opt
+from stcloud.cli_output import echo_json, first_line, table
 from stcloud.client import Client
 from stcloud.pipelines import spec
 
 
 def _print(p: dict) -> None:
+    """The pipeline's head line, then one aligned row per step."""
     click.echo(f"{p['id']}  {p['name']}  {p['status']}")
+    rows = []
     for st in p["steps"]:
-        deps = f"  after {', '.join(st['depends_on_steps'])} (on {st['on']})" if st["depends_on"] else ""
-        note = f"  — {st['reason'] or st['error']}" if (st.get("reason") or st.get("error")) else ""
-        click.echo(f"  {st['step']:<20} {st['job_id']}  {st['status']:<10} {st['provider']}{deps}{note}")
+        after = f"{', '.join(st['depends_on_steps'])} (on {st['on']})" if st["depends_on"] else "-"
+        rows.append([st["step"], st["job_id"], st["status"], st["provider"], after,
+                     first_line(st.get("reason") or st.get("error"))])
+    for line in table(["STEP", "JOB", "STATUS", "PROVIDER", "AFTER", "NOTE"], rows):
+        click.echo("  " + line)
 
 
 @click.group("pipelines")
@@ -42,9 +45,9 @@ def submit_cmd(server, token, file, as_json):
     if not isinstance(doc, dict):
         fail(f"{file}: a pipeline document is an object with steps")
     c = Client(server, token)
-    data = _call(lambda: c.post("/api/cloud/pipelines", json=doc))
+    data = call(lambda: c.post("/api/cloud/pipelines", json=doc))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
     else:
         _print(data["pipeline"])
 
@@ -57,9 +60,9 @@ def submit_cmd(server, token, file, as_json):
 def show_cmd(server, token, pipeline_id, as_json):
     """A pipeline's steps and their states."""
     c = Client(server, token)
-    data = _call(lambda: c.get(f"/api/cloud/pipelines/{pipeline_id}"))
+    data = call(lambda: c.get(f"/api/cloud/pipelines/{pipeline_id}"))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
     else:
         _print(data["pipeline"])
 
@@ -69,13 +72,18 @@ def show_cmd(server, token, pipeline_id, as_json):
 @token_opt
 @json_opt
 def list_cmd(server, token, as_json):
+    """Pipelines, newest first."""
     c = Client(server, token)
-    data = _call(lambda: c.get("/api/cloud/pipelines"))
+    data = call(lambda: c.get("/api/cloud/pipelines"))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
-    for p in data["pipelines"]:
-        click.echo(f"{p['id']}  {p['name']:<24} {p['status']:<10} {len(p['steps'])} step(s)")
+    rows = [[p["id"], p["name"], p["status"], len(p["steps"])] for p in data["pipelines"]]
+    if not rows:
+        click.echo("no pipelines")
+        return
+    for line in table(["ID", "NAME", "STATUS", "STEPS"], rows, right={3}):
+        click.echo(line)
 
 
 @pipelines_group.command("cancel")
@@ -86,8 +94,8 @@ def list_cmd(server, token, as_json):
 def cancel_cmd(server, token, pipeline_id, as_json):
     """Cancel every step that has not finished."""
     c = Client(server, token)
-    data = _call(lambda: c.post(f"/api/cloud/pipelines/{pipeline_id}/cancel"))
+    data = call(lambda: c.post(f"/api/cloud/pipelines/{pipeline_id}/cancel"))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
     else:
         _print(data["pipeline"])

@@ -1,12 +1,13 @@
 """``stcloud configs list | history NAME | show JOB_ID | rerun JOB_ID`` (REST client)."""
 from __future__ import annotations
 
-import json
 import sys
+from urllib.parse import quote
 
 import click
 
 from stcloud.cli_options import call, json_opt, server_opt, token_opt
+from stcloud.cli_output import echo_json, first_line, table, when
 from stcloud.client import Client
 from stcloud.snapshots.service import diff_lines
 
@@ -17,10 +18,6 @@ def _rerun_hint(exc) -> str | None:
         return ("the dataset changed since the original run; "
                 "re-run with the current data: stcloud configs rerun --current-data JOB_ID")
     return None
-
-
-def _call(fn):
-    return call(fn, hint=_rerun_hint)
 
 
 DIFF_COLOURS = {"add": "green", "del": "red", "hunk": "cyan"}
@@ -44,18 +41,18 @@ def configs_group():
 @json_opt
 def configs_list(server, token, as_json):
     """Saved configs, most recently used first."""
-    data = _call(lambda: Client(server, token).get("/api/cloud/configs"))
+    data = call(lambda: Client(server, token).get("/api/cloud/configs"))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     if data.get("error"):
         click.echo(f"warning: {data['error']}", err=True)
     if not data.get("enabled"):
         click.echo("note: snapshots are turned off", err=True)
-    click.echo(f"{'NAME':<32} {'SNAPSHOTS':>9}  {'LAST COMMIT':<12} {'LAST JOB':<32} LAST AT")
-    for c in data.get("configs", []):
-        click.echo(f"{c['name']:<32} {c['snapshots']:>9}  {c['last_commit'][:10]:<12} "
-                   f"{c.get('last_job_id') or '-':<32} {c.get('last_at') or ''}")
+    rows = [[c["name"], c["snapshots"], c["last_commit"][:10], c.get("last_job_id") or "-",
+             when(c.get("last_at"))] for c in data.get("configs", [])]
+    for line in table(["NAME", "SNAPSHOTS", "LAST COMMIT", "LAST JOB", "LAST AT"], rows, right={1}):
+        click.echo(line)
 
 
 @configs_group.command("history")
@@ -66,16 +63,15 @@ def configs_list(server, token, as_json):
 @click.option("--limit", default=50, show_default=True, type=int)
 def configs_history(server, token, as_json, name, limit):
     """Snapshots of config NAME, newest first."""
-    from urllib.parse import quote
-
-    data = _call(lambda: Client(server, token).get(f"/api/cloud/configs/{quote(name, safe='')}/history",
+    data = call(lambda: Client(server, token).get(f"/api/cloud/configs/{quote(name, safe='')}/history",
                                                    params={"limit": limit}))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
-    for h in data["history"]:
-        msg = (h.get("message") or "").splitlines()[0] if h.get("message") else ""
-        click.echo(f"{h['commit'][:10]}  {h['at']}  {h.get('job_id') or '-':<32} {msg}")
+    rows = [[h["commit"][:10], when(h["at"]), h.get("job_id") or "-", first_line(h.get("message"))]
+            for h in data["history"]]
+    for line in table(["COMMIT", "AT", "JOB", "MESSAGE"], rows):
+        click.echo(line)
 
 
 @configs_group.command("show")
@@ -86,9 +82,9 @@ def configs_history(server, token, as_json, name, limit):
 @click.option("--files/--no-files", default=False, help="also print config.json and dataloader.json")
 def configs_show(server, token, as_json, job_id, files):
     """A job's snapshot commit and its diff against the previous run of the same config."""
-    data = _call(lambda: Client(server, token).get(f"/api/cloud/jobs/{job_id}/snapshot"))
+    data = call(lambda: Client(server, token).get(f"/api/cloud/jobs/{job_id}/snapshot"))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     if not data.get("commit"):
         click.echo(f"{job_id}: no snapshot" + (f" ({data['snapshot_error']})" if data.get("snapshot_error") else ""))
@@ -124,9 +120,9 @@ def configs_rerun(server, token, as_json, job_id, current_data, consent, message
         body["data_consent"] = True
     if message:
         body["snapshot_message"] = message
-    data = _call(lambda: Client(server, token).post(f"/api/cloud/jobs/{job_id}/rerun", json=body))
+    data = call(lambda: Client(server, token).post(f"/api/cloud/jobs/{job_id}/rerun", json=body), hint=_rerun_hint)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for w in data.get("warnings") or []:
         click.echo(f"warning: {w}", err=True)

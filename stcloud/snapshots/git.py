@@ -311,17 +311,18 @@ def _user_message(body: str) -> str | None:
     return text or None
 
 
-def tracked_names(root: Path) -> list[str]:
-    """Top-level directories in HEAD that hold a config.json."""
+def contents_by_name(root: Path) -> dict[str, tuple[str | None, ...]]:
+    """``{name: (config.json blob id, dataloader.json blob id)}`` at HEAD (one ``ls-tree``):
+    equal tuples = byte-identical latest snapshots."""
     if not has_commits(root):
-        return []
-    out = run(root, "ls-tree", "-r", "--name-only", "HEAD")
-    names = set()
-    for line in out.splitlines():
-        parts = line.split("/")
-        if len(parts) == 2 and parts[1] == CONFIG_FILE:
-            names.add(parts[0])
-    return sorted(names)
+        return {}
+    blobs: dict[str, dict[str, str]] = {}
+    for line in run(root, "ls-tree", "-r", "HEAD").splitlines():
+        meta, _tab, path = line.partition("\t")
+        parts = path.split("/")
+        if len(parts) == 2 and parts[1] in FILES:
+            blobs.setdefault(parts[0], {})[parts[1]] = meta.split()[2]
+    return {name: tuple(files.get(f) for f in FILES) for name, files in blobs.items() if CONFIG_FILE in files}
 
 
 def dumps(obj) -> str:

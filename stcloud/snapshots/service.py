@@ -175,10 +175,13 @@ def _commit_dict(c: git.Commit) -> dict:
 
 def list_configs(home: str | Path) -> list[dict]:
     """Saved configs, most recently used first: ``[{name, snapshots, last_commit, last_at,
-    last_job_id, last_message}]``. Raises Unavailable (no git, broken repository)."""
+    last_job_id, last_message, same_as}]``; ``same_as`` names the other configs whose latest
+    snapshot is byte-identical to this one's (newest first). Raises Unavailable (no git,
+    broken repository)."""
     def _list():
         commits = _commits(home)
-        names = set(git.tracked_names(repo_root(home))) if commits else set()
+        contents = git.contents_by_name(repo_root(home)) if commits else {}
+        names = set(contents)
         out: dict[str, dict] = {}
         for c in commits:  # newest first: the first one seen per name is its latest
             if not c.name:
@@ -189,7 +192,10 @@ def list_configs(home: str | Path) -> list[dict]:
                                "last_job_id": c.job_id, "last_message": c.message}
             else:
                 entry["snapshots"] += 1
-        return [e for e in out.values() if e["name"] in names]
+        listed = [e for e in out.values() if e["name"] in names]
+        for e in listed:
+            e["same_as"] = [o["name"] for o in listed if o is not e and contents[o["name"]] == contents[e["name"]]]
+        return listed
 
     return _guard(_list)
 

@@ -55,7 +55,7 @@ def _context(browse: bool = True, **extra) -> dict:
         ctx = {"buckets": [], "bucket": None, "prefix": "", "marker": "", "listing": None, "crumbs": [],
                "browse_error": None}
         keys = []
-    ctx.update(keys=keys, endpoint_url=credentials.endpoint_url(),
+    ctx.update(keys=keys, endpoint_url=credentials.endpoint_url(), job_key_grace=credentials.grace_seconds(),
                region=credentials.REGION, ttl_choices=TTL_CHOICES, object_url=service.object_url,
                nav="storage", new_key=None, keys_error=None, buckets_error=None,
                browse_message=None if browse else "Your jobs' files are listed on each job's page.")

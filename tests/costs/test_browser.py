@@ -36,6 +36,7 @@ def test_submit_form_shows_estimate_and_warn_level_warning(live_server, app, pag
     page.wait_for_selector("#cost-estimate")
     page.check("input[name=provider][value=replicate]")
     page.select_option("select[name=hardware]", "gpu-l40s")
+    page.click("#config-tab-json")  # the JSON is the config form's advanced tab
     page.fill("textarea[name=config_json]", json.dumps({"max_train_steps": 2000}))
     page.locator("textarea[name=config_json]").dispatch_event("change")
     warning = page.locator("#cost-estimate .estimate-warning")

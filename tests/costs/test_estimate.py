@@ -168,3 +168,16 @@ def test_estimate_fragment_ignores_replicate_hardware_for_local_jobs(app, client
                     headers={"HX-Request": "true", "X-CSRF-Token": token})
     html = r.get_data(as_text=True)
     assert r.status_code == 200 and "estimate-result" in html and "gpu-l40s" not in html
+
+
+def test_the_reference_trainer_is_estimated_at_its_own_pace(app):
+    """The ~8 s sample is not priced at the GPU table's 2.7 s/step (it said "~9m 00s")."""
+    with app.app_context(), db.session() as s:
+        e = costs.estimate(s, "local", None, {"model_family": "reference", "max_train_steps": 200,
+                                              "step_delay_seconds": 0.03})
+        plain = costs.estimate(s, "local", None, {"model_family": "flux", "max_train_steps": 200})
+    assert e.seconds == pytest.approx(200 * 0.04) and "× 0.04 s/step (the reference trainer)" in e.basis_text
+    assert plain.seconds == pytest.approx(200 * 2.7)
+    assert estimates.reference_seconds_per_step({"--model_family": "reference"}) == 0.01
+    assert estimates.reference_seconds_per_step({"model_family": "reference", "step_delay_seconds": "x"}) == 0.01
+    assert estimates.reference_seconds_per_step({"model_family": "sdxl"}) is None

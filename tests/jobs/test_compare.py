@@ -2,14 +2,19 @@
 errors, ownership (members compare only their own jobs), and the page."""
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 
 from stcloud import db
+from stcloud.cli import main
 from stcloud.models import Job, utcnow
 from tests.accounts.helpers import set_owner, team
 from tests.jobs.factories import make_job
+from tests.jobs.test_checkpoints_api import agent_checkpoint, put
 
 URL = "/api/cloud/jobs/compare"
 
@@ -111,3 +116,53 @@ def test_compare_page_renders_table_and_diff(client, runs):
 def test_compare_page_without_ids_says_how_to_start(client):
     r = client.get("/jobs/compare")
     assert r.status_code == 200 and b"compare-empty" in r.data and b"Compare selected" in r.data
+
+
+def test_compare_lists_each_jobs_samples_per_step(app, client, runs):
+    a, b, c = runs
+    agent_checkpoint(app, a, 10)
+    agent_checkpoint(app, a, 20)
+    agent_checkpoint(app, b, 20)
+    put(app, f"{b}/output/validation_images/step_30_portrait_512x512.png", b"\x89PNG\r\n\x1a\nv")
+    body = client.get(f"{URL}?ids={a},{b},{c}").get_json()
+    samples = {j["id"]: j["samples"] for j in body["jobs"]}
+    assert samples[a] == [{"step": 10, "url": f"/api/cloud/jobs/{a}/checkpoints/10/files/sample.png"},
+                          {"step": 20, "url": f"/api/cloud/jobs/{a}/checkpoints/20/files/sample.png"}]
+    assert samples[b] == [
+        {"step": 20, "url": f"/api/cloud/jobs/{b}/checkpoints/20/files/sample.png"},
+        {"step": 30, "url": f"/api/cloud/jobs/{b}/checkpoints/30/files/validation_images/step_30_portrait_512x512.png"}]
+    assert samples[c] == []
+    for url in (s["url"] for s in samples[a] + samples[b]):  # each url serves the image
+        r = client.get(url)
+        assert r.status_code == 200 and r.data.startswith(b"\x89PNG")
+
+    page = client.get(f"/jobs/compare?ids={a},{b},{c}").get_data(as_text=True)
+    assert page.count('loading="lazy"') == 4 and 'id="compare-samples"' in page
+
+
+def test_cli_compare_human_and_json(app, live_server, runs):
+    a, b, c = runs
+    agent_checkpoint(app, b, 2)
+
+    def cli(*args):
+        return CliRunner().invoke(main, ["jobs", "compare", "--server", live_server, *args], catch_exceptions=False)
+
+    r = cli(a, b, c)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["JOB", "NAME", "STATUS", "PROVIDER"]
+    assert re.search(rf"^  {a}\s+lr-1e-4\s+completed\s+worker\s+0\.6000\s+0\.5000\s+1m 30s\s+\$0\.42\s+3/3\s+0\.0001\s+-$",
+                     r.stdout, re.MULTILINE)
+    assert re.search(rf"^\* {b}\s+lr-3e-4\s+.*\s+0\.3000\s+0\.3000\s+.*\s+2$", r.stdout, re.MULTILINE)  # the best
+    assert f"best final loss: {b} (lr-3e-4) 0.3000" in r.stdout
+    assert re.search(r"^  config\.learning_rate\s+0\.0001\s+0\.0003\s+0\.001$", r.stdout, re.MULTILINE)
+    assert re.search(r"^  config\.lr_scheduler\s+\(absent\)\s+\"cosine\"\s+\(absent\)$", r.stdout, re.MULTILINE)
+
+    body = json.loads(cli(a, b, "--diff", f"{a},{b}", "--json").stdout)
+    assert body["diff"]["jobs"] == [a, b] and [j["id"] for j in body["jobs"]] == [a, b]
+    assert body["jobs"][1]["samples"] == [{"step": 2, "url": f"/api/cloud/jobs/{b}/checkpoints/2/files/sample.png"}]
+
+    r = cli(a)
+    assert r.exit_code == 1 and r.stdout == "" and r.stderr == "error: give at least two different job ids to compare\n"
+    r = cli(a, "job_nope")
+    assert r.exit_code == 1 and len(r.stderr.splitlines()) == 1 and "job_nope" in r.stderr

@@ -16,8 +16,11 @@ def _json(page) -> dict:
     return json.loads(page.input_value("textarea[name=config_json]"))
 
 
-def _set_json(page, cfg: dict) -> None:
-    page.fill("textarea[name=config_json]", json.dumps(cfg))  # fill fires "input"
+def _set_json(page, cfg: dict | str) -> None:
+    """Type the config on the JSON (advanced) tab, then come back to the form tab."""
+    page.click("#config-tab-json")
+    page.fill("textarea[name=config_json]", cfg if isinstance(cfg, str) else json.dumps(cfg))  # fires "input"
+    page.click("#config-tab-form")
 
 
 def _field(page, name):
@@ -73,7 +76,7 @@ def test_errors_as_you_type_come_from_the_api_schema(live_server, page):
     page.wait_for_function("() => document.getElementById('config-status').dataset.state === 'valid'")
     assert error.inner_text() == ""
     # JSON that does not parse leaves the form alone and says so
-    page.fill("textarea[name=config_json]", "{not json")
+    _set_json(page, "{not json")
     assert "does not parse" in page.locator("#config-json-error").inner_text()
     assert _field(page, "lora_rank").input_value() == "16"
 
@@ -119,3 +122,51 @@ def test_the_submitted_job_has_the_config_the_form_built(live_server, page, tmp_
     job = page.request.get(f"{live_server}/api/cloud/jobs/{job_id}").json()["job"]
     assert job["config"]["learning_rate"] == 0.002 and job["config"]["max_train_steps"] == 60
     assert job["config"]["model_family"] == "reference" and job["config"]["lora_rank"] == 4
+
+
+def test_the_json_is_the_advanced_tab_of_one_widget(live_server, page):
+    page.goto(f"{live_server}/submit")
+    form_tab, json_tab = page.locator("#config-tab-form"), page.locator("#config-tab-json")
+    assert page.locator("#config-editor [role=tablist]").count() == 1
+    assert form_tab.get_attribute("aria-selected") == "true" and json_tab.get_attribute("aria-selected") == "false"
+    assert page.locator("#config-form-panel").is_visible() and page.locator("#config-json-panel").is_hidden()
+    assert form_tab.get_attribute("tabindex") != "-1" and json_tab.get_attribute("tabindex") == "-1"
+
+    # keyboard: arrows move between the tabs (and wrap), Home/End go to the ends
+    form_tab.focus()
+    page.keyboard.press("ArrowRight")
+    assert json_tab.get_attribute("aria-selected") == "true"
+    assert page.evaluate("() => document.activeElement.id") == "config-tab-json"
+    assert page.locator("#config-json-panel").is_visible() and page.locator("#config-form-panel").is_hidden()
+    page.keyboard.press("ArrowRight")
+    assert form_tab.get_attribute("aria-selected") == "true"
+    page.keyboard.press("End")
+    assert json_tab.get_attribute("aria-selected") == "true"
+    page.keyboard.press("Home")
+    assert form_tab.get_attribute("aria-selected") == "true"
+
+    # a field edited on the form tab is in the JSON on the other tab
+    _field(page, "max_train_steps").fill("80")
+    json_tab.click()
+    assert _json(page)["max_train_steps"] == 80
+    # the JSON edited on its tab refills the form, checked through the API's schema
+    page.fill("textarea[name=config_json]", json.dumps({"max_train_steps": 80, "lora_rank": 0}))
+    page.locator('[data-config-error="lora_rank"]').filter(has_text="greater than or equal to 1").wait_for(
+        state="attached")  # under its field, on the form tab
+    status = page.locator("#config-status")  # and said under both tabs
+    assert status.is_visible() and "greater than or equal to 1" in status.inner_text()
+    assert status.get_attribute("data-state") == "invalid"
+    # a JSON that does not parse: an inline error on both tabs, the fields keep the last good config
+    page.fill("textarea[name=config_json]", '{"max_train_steps": 99,')
+    assert "does not parse" in page.locator("#config-json-error").inner_text()
+    assert page.locator("textarea[name=config_json]").get_attribute("aria-invalid") == "true"
+    form_tab.click()
+    assert page.locator("#config-json-error").is_visible()
+    assert _field(page, "max_train_steps").input_value() == "80" and _field(page, "lora_rank").input_value() == "0"
+    json_tab.click()
+    page.fill("textarea[name=config_json]", json.dumps({"max_train_steps": 99, "lora_rank": 8}))
+    assert page.locator("#config-json-error").inner_text() == ""
+    form_tab.click()
+    assert _field(page, "max_train_steps").input_value() == "99"
+    _settled(page)
+    assert page.locator("#config-status").get_attribute("data-state") == "valid"

@@ -37,6 +37,7 @@ def test_preview_consent_submit_shows_the_job(live_server, page, fake, dataset, 
     page.goto(f"{live_server}/submit")
     page.check("input[name=provider][value=replicate]")
     page.fill("input[name=name]", "browser-lora")
+    page.click("#config-tab-json")  # the JSON is the config form's advanced tab
     page.fill("textarea[name=config_json]", json.dumps({"max_train_steps": 100, "learning_rate": 1e-4}))
     page.fill("textarea[name=dataloader_json]", json.dumps(dataloader_for(dataset)))
 
@@ -112,6 +113,7 @@ def test_submit_error_stays_visible_while_progress_polls(live_server, page):
     page.route(lambda url: "/submit/progress" in url, late_progress)
     page.goto(f"{live_server}/submit")
     page.check("input[name=provider][value=worker]")
+    page.click("#config-tab-json")  # the JSON is the config form's advanced tab
     page.fill("textarea[name=config_json]", "{not json")
     page.click("#submit-button")
     error = page.locator("#submit-result #submit-error")

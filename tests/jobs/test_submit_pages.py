@@ -130,3 +130,13 @@ def test_submit_page_starts_from_a_snapshot(app, client, tmp_path):
 def test_submit_page_defaults_to_local_without_token(client):
     page = client.get("/submit").get_data(as_text=True)
     assert 'value="local" checked' in page
+
+
+def test_the_served_page_hides_other_providers_notes(client, monkeypatch):
+    """Before any script runs: only the preselected provider's note is in view."""
+    monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
+    html = client.get("/submit").get_data(as_text=True)
+    checked = re.search(r'name="provider" value="(\w+)" checked', html).group(1)
+    assert checked == "local"  # no Replicate token: the ready self-hosted provider is preselected
+    hint = re.search(r'<p [^>]*id="token-hint"[^>]*>', html).group(0)
+    assert 'data-for-provider="replicate"' in hint and " hidden" in hint

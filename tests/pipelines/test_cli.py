@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from click.testing import CliRunner
 
@@ -31,10 +32,15 @@ steps:
 """)
     r = run("pipelines", "submit", "--server", live_server, str(doc))
     assert r.exit_code == 0, r.output
-    assert "cli-pipe" in r.output and "waiting" in r.output and "after first (on any)" in r.output
+    assert "cli-pipe" in r.output and "waiting" in r.output
+    assert re.search(r"^  STEP\s+JOB\s+STATUS\s+PROVIDER\s+AFTER\s+NOTE$", r.stdout, re.MULTILINE)
+    assert re.search(r"^  second\s+job_\w+\s+waiting\s+local\s+first \(on any\)", r.stdout, re.MULTILINE)
     r = run("pipelines", "list", "--server", live_server, "--json")
     pipe = json.loads(r.output)["pipelines"][0]
     assert [st["step"] for st in pipe["steps"]] == ["first", "second"]
+    r = run("pipelines", "list", "--server", live_server)  # for people: an aligned table
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].split() == ["ID", "NAME", "STATUS", "STEPS"]
+    assert re.search(rf"^{pipe['id']}\s+cli-pipe\s+waiting\s+2$", r.stdout, re.MULTILINE)
     r = run("pipelines", "show", "--server", live_server, pipe["id"])
     assert r.exit_code == 0 and f"waiting for {parent}" in r.output
     r = run("pipelines", "cancel", "--server", live_server, pipe["id"], "--json")

@@ -163,6 +163,23 @@ def test_settings_form_toggles(client):
     assert "Turn on" in client.get("/configs").get_data(as_text=True)
 
 
+def test_identical_configs_are_one_entry(app, client, three_runs):
+    """The same config saved under three names: the API says which are the same, the page
+    shows one row (the most recently used name) naming the others."""
+    seed_job(app, name="copy-1", cfg=config(lr=2e-4))  # byte-identical to my-lora's latest
+    seed_job(app, name="copy-2", cfg=config(lr=2e-4))
+    by_name = {c["name"]: c for c in client.get("/api/cloud/configs").get_json()["configs"]}
+    assert by_name["copy-2"]["same_as"] == ["copy-1", "my-lora"]
+    assert by_name["my-lora"]["same_as"] == ["copy-2", "copy-1"]
+    assert by_name["portrait"]["same_as"] == []
+    html = client.get("/configs").get_data(as_text=True)
+    rows = re.findall(r'<tr data-config="([^"]+)"', html)
+    assert rows == ["copy-2", "portrait"]
+    same = re.search(r'<div class="muted small same-as">(.*?)</div>', html, re.S).group(1)
+    assert re.sub(r"<[^>]+>|\s+", " ", same).split() == ["the", "same", "config", "is", "also", "saved", "as",
+                                                           "copy-1", ",", "my-lora"]
+
+
 # ---- CLI -------------------------------------------------------------------------------
 
 def test_cli_list_history_show(live_server, three_runs, app):
@@ -170,8 +187,11 @@ def test_cli_list_history_show(live_server, three_runs, app):
     out = runner.invoke(configs_group, ["list", "--server", live_server])
     assert out.exit_code == 0, out.output
     assert "my-lora" in out.output and "portrait" in out.output
+    assert out.output.splitlines()[0].split() == ["NAME", "SNAPSHOTS", "LAST", "COMMIT", "LAST", "JOB", "LAST", "AT"]
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", out.output.splitlines()[1])  # as on the pages
     out = runner.invoke(configs_group, ["history", "my-lora", "--server", live_server])
     assert out.exit_code == 0 and three_runs["a"] in out.output and "double the lr" in out.output
+    assert re.search(rf"^\w{{10}}  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC  {three_runs['a']}  ", out.output, re.MULTILINE)
     out = runner.invoke(configs_group, ["show", three_runs["b"], "--server", live_server, "--files"])
     assert out.exit_code == 0, out.output
     assert get_job(app, three_runs["b"]).snapshot in out.output

@@ -25,6 +25,7 @@ def test_browse_folders_and_files(app, client):
     seed(app)
     html = client.get("/storage").get_data(as_text=True)
     assert "outputs" in html and "/api/cloud/storage" in html
+    assert "that expires 1h 00m after the job ends" in html  # what the keys' Expires column shows
     html = client.get("/storage?bucket=outputs").get_data(as_text=True)
     assert "job_a/" in html and "job_b/" in html and "model.safetensors" not in html
     html = client.get("/storage?bucket=outputs&prefix=job_a/").get_data(as_text=True)
