@@ -259,3 +259,7 @@ def _datasets_under_basetemp(tmp_path_factory):
         os.environ.pop("STCLOUD_DATASET_ROOTS", None)
     else:
         os.environ["STCLOUD_DATASET_ROOTS"] = old
+
+
+# ---- parallel runs (pytest-xdist): which tests share a worker, serial single-file runs ----
+from tests.parallel import pytest_cmdline_main, pytest_collection_modifyitems  # noqa: E402,F401
