@@ -25,17 +25,41 @@ import shlex
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
-# fixture name -> group: every file using one of these fixtures runs on one worker.
+# A shared daemon's fixtures (defined in its directory's conftest.py, so only tests under that
+# directory can use them) -> the directory: all its files are one unit of work.
 DAEMON_GROUPS = {
-    "slurm_cluster": "slurm",  # munged + slurmctld + slurmd + slurmrestd (tests/slurm/conftest.py)
-    "slurm_env": "slurm",
-    "directory": "ext-auth",  # slapd (tests/accounts/ext/conftest.py)
-    "idp": "ext-auth",  # npm oidc-provider
+    "tests/slurm/": ("slurm_cluster", "slurm_env"),  # munged + slurmctld + slurmd + slurmrestd
+    "tests/accounts/ext/": ("directory", "idp"),  # slapd, the npm oidc-provider
 }
 
-# Work units handed out first, longest first (the scheduler otherwise follows file order).
-HEAVY_FIRST = ("slurm", "tests/api/test_schemathesis.py", "tests/deploy/test_wheel.py", "ext-auth")
+# Units handed out first, longest first (otherwise the scheduler follows collection order).
+HEAVY_FIRST = ("tests/slurm/", "tests/api/test_schemathesis.py", "tests/deploy/test_wheel.py",
+               "tests/accounts/ext/")
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work of a test: its daemon group's directory, else its file."""
+    path = nodeid.split("::", 1)[0]
+    for directory in DAEMON_GROUPS:
+        if path.startswith(directory):
+            return directory
+    return path
+
+
+class FileAndDaemonScheduling(LoadScopeScheduling):
+    """``--dist loadscope`` with :func:`unit_of` as the scope, in collection order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return unit_of(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    config.option.loadscopereorder = False  # keep HEAVY_FIRST's order, set at collection
+    return FileAndDaemonScheduling(config, log)
 
 
 def _explicit_numprocesses(config: pytest.Config) -> bool:
@@ -68,50 +92,20 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.option.numprocesses = 0
 
 
-def group_of_files(items: list[pytest.Item]) -> dict[str, str]:
-    """file path -> its work unit: the file itself, or the joined daemon groups it belongs to
-    (two daemons used by one file share a group, transitively)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    files: list[str] = []
-    for item in items:
-        f = item.nodeid.split("::", 1)[0]
-        if f not in parent:
-            files.append(f)
-            find(f)
-        for fixture in item.fixturenames:
-            group = DAEMON_GROUPS.get(fixture)
-            if group is not None:
-                parent[find("@" + group)] = find(f)
-    members: dict[str, set[str]] = {}
-    for name in list(parent):
-        if name.startswith("@"):
-            members.setdefault(find(name), set()).add(name[1:])
-    return {f: "+".join(sorted(members[find(f)])) if find(f) in members else f for f in files}
-
-
-def _rank(group: str) -> int:
-    for i, heavy in enumerate(HEAVY_FIRST):
-        if heavy in group.split("+") or heavy == group:
-            return i
-    return len(HEAVY_FIRST)
+def _rank(unit: str) -> int:
+    return HEAVY_FIRST.index(unit) if unit in HEAVY_FIRST else len(HEAVY_FIRST)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist (``--dist loadgroup``): mark every test with its work unit and hand the
-    heaviest units out first. A serial run keeps the collected order."""
-    if not os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "loadgroup":
-        return
-    groups = group_of_files(items)
+    """A test using a shared daemon's fixture outside that daemon's directory is an error (its
+    unit would start a second daemon); on an xdist worker, the heaviest units come first."""
     for item in items:
-        if not any(True for _ in item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::", 1)[0]]))
-    items.sort(key=lambda item: _rank(groups[item.nodeid.split("::", 1)[0]]))  # stable: file order kept
+        for directory, fixtures in DAEMON_GROUPS.items():
+            used = set(fixtures) & set(getattr(item, "fixturenames", ()))
+            if used and not item.nodeid.startswith(directory):
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {', '.join(sorted(used))}: move it under {directory} "
+                    "or add its file to DAEMON_GROUPS in tests/parallel.py")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: _rank(unit_of(item.nodeid)))  # stable: file order kept
