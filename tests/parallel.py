@@ -1,22 +1,18 @@
 """How the suite is spread over pytest-xdist workers (docs/testing.md "Parallel runs").
 
-``pytest`` on the whole suite (``make test``, CI) runs with ``-n 4 --dist loadgroup`` from
-pyproject's ``addopts``. These hooks (imported by tests/conftest.py) decide what runs together:
+``pytest`` on the whole suite (``make test``, CI) runs with ``-n 3 --dist loadscope`` from
+pyproject's ``addopts``; these hooks (imported by tests/conftest.py) decide what runs together:
 
 - **One test file is one unit of work**: all its tests run on the same worker, in file order,
   so module-scoped fixtures start once and a file's tests see what they saw serially.
-- **Tests of a shared daemon run together**: every file with a test that uses a fixture listed
-  in ``DAEMON_GROUPS`` joins that daemon's group (one worker), so the daemon starts once per
-  run, as it did serially. A new test that uses ``slurm_cluster`` (say) needs nothing more; a
-  new expensive session-scoped daemon fixture gets a line in ``DAEMON_GROUPS``.
-- Groups that take longest are handed out first (``HEAVY_FIRST``), so no worker starts a
-  5-minute group when the others are about to finish.
+- **A shared daemon's directory is one unit of work** (``DAEMON_GROUPS``): its session-scoped
+  daemon (Slurm; slapd + the OpenID provider) starts once per run, as it did serially.
+- The longest units (``HEAVY_FIRST``) are handed out first, so no worker starts them last.
 - Naming only test files or node ids (``pytest tests/x.py``, ``make fuzz``) runs serially in
   one process unless ``-n``/``--numprocesses`` is given; ``-n 0`` always runs serially.
 
-Everything else a test starts must be private to its worker already: free ports from
-``free_port()``, files under ``tmp_path``/``tmp_path_factory`` (per worker), processes found
-by PID or by a path under the test's own temp directory, never by name alone.
+pytest 9.2 ignores pytest-xdist 3.8's ``xdist_group`` marks (xdist renames ``item._nodeid``,
+which no longer makes the node id), so the grouping is a scheduler of our own.
 """
 from __future__ import annotations
 
