@@ -139,7 +139,7 @@ class ServeProcess:
             [sys.executable, "-m", "stcloud.cli", "serve", "--port", str(self.port), *args],
             env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(ROOT))
 
-    def wait_ready(self, timeout: float = 30) -> ServeProcess:
+    def wait_ready(self, timeout: float = 60) -> ServeProcess:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -259,3 +259,11 @@ def _datasets_under_basetemp(tmp_path_factory):
         os.environ.pop("STCLOUD_DATASET_ROOTS", None)
     else:
         os.environ["STCLOUD_DATASET_ROOTS"] = old
+
+
+# ---- parallel runs (pytest-xdist): which tests share a worker, serial single-file runs ----
+from tests.parallel import (  # noqa: E402,F401
+    pytest_cmdline_main,
+    pytest_collection_modifyitems,
+    pytest_xdist_make_scheduler,
+)

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -51,7 +52,12 @@ def wheel_venv(tmp_path_factory):
     wheel installed by pip (dependencies from pip's cache or index)."""
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
-    build = subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+    # Built from a copy of the checkout: the build writes ``*.egg-info``/``build`` beside its
+    # sources, which must not change under the tests other xdist workers run from the checkout.
+    src = base / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "node_modules", "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist", "instance"))
+    build = subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(src)],
                            capture_output=True, text=True, cwd=str(base), timeout=600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     wheels = list(dist.glob("stcloud-*.whl"))

@@ -37,7 +37,8 @@ def servers(serve_process, shared, n=2, timeout=None, scheduler_on_first=True):
 
 
 def trainers_of(work_dir_fragment: str) -> list[psutil.Process]:
-    """Reference-trainer processes whose working directory is under an agent's work dir."""
+    """Reference-trainer processes whose working directory is under this test's agent work dir
+    (its full path: other xdist workers run trainers of their own)."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
@@ -144,9 +145,9 @@ def test_sigkill_agent_job_requeued_and_resumed_from_checkpoint(serve_process, s
     killed_at = time.time()
     # the orphaned trainer dies with its agent (PR_SET_PDEATHSIG)
     deadline = time.time() + 15
-    while time.time() < deadline and trainers_of("agent-0"):
+    while time.time() < deadline and trainers_of(str(agents.tmp / "agent-0")):
         time.sleep(0.2)
-    assert not trainers_of("agent-0")
+    assert not trainers_of(str(agents.tmp / "agent-0"))
 
     agents.start(srv.url, w2["token"], env={"STCLOUD_TRAINER_STEP_DELAY": "0.01"})
     requeued = admin.wait_job(jid, lambda j: j["attempt"] == 2, timeout=30, what="re-queued as attempt 2")
@@ -188,13 +189,13 @@ def test_cancel_reaches_a_running_trainer(serve_process, shared, agents):
     nxt = queue_job(app, name="after", config={**SLOW_CONFIG, "max_train_steps": 5}, archive=shared["archive"])
     a = agents.start(srv.url, w["token"], env={"STCLOUD_TRAINER_STEP_DELAY": "0.05"})
     admin.wait_job(jid, lambda j: (j["progress"] or {}).get("step", 0) >= 3, timeout=60, what="training")
-    assert trainers_of("agent-0")
+    assert trainers_of(str(agents.tmp / "agent-0"))
     t0 = time.time()
     assert admin.post(f"/api/cloud/jobs/{jid}/cancel")["job"]["status"] == "cancelled"
     deadline = time.time() + 20
-    while time.time() < deadline and trainers_of("agent-0"):
+    while time.time() < deadline and trainers_of(str(agents.tmp / "agent-0")):
         time.sleep(0.1)
-    assert not trainers_of("agent-0"), "trainer still running after cancel"
+    assert not trainers_of(str(agents.tmp / "agent-0")), "trainer still running after cancel"
     stopped_in = time.time() - t0
     assert stopped_in < 20
     deadline = time.time() + 15
@@ -292,7 +293,7 @@ def test_sigterm_hands_the_job_back_at_once(serve_process, shared, agents):
     job = admin.wait_job(jid, lambda j: j["status"] == "queued", timeout=15, what="handed back")
     assert time.time() - t0 < 15 and job["attempt"] == 2 and job["checkpoint"]["step"] >= 10
     assert a.wait(15) == 0
-    assert not trainers_of("agent-0")
+    assert not trainers_of(str(agents.tmp / "agent-0"))
     events = admin.get(f"/api/cloud/jobs/{jid}/events")["events"]
     assert any(e["to"] == "queued" and "preemptible stopped" in (e["detail"] or "") for e in events)
     assert admin.get(f"/api/cloud/workers/{w['worker_id']}")["worker"]["status"] == "offline"
