@@ -57,6 +57,7 @@ from stcloud.jobs.request import (
     provider_of,
 )
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
+from stcloud.jobs.submit_snapshot import start as start_snapshot
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
 from stcloud.notify import events as notify_events
 from stcloud.packaging import cache as archive_cache
@@ -70,7 +71,6 @@ from stcloud.providers.base import (
     RunRequest,
 )
 from stcloud.publishing import service as publishing
-from stcloud.snapshots.service import snapshot_for_submit
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +250,13 @@ def submit(body: dict, *, source: str = "api", job_id: str | None = None) -> Sub
 
     progress = SubmitProgress(job_id)
     archive_path: Path | None = None
+    snapshot = None
     try:
         resume_links.record(job_id, links)
-        _snapshot(job_id, req, name)
+        snapshot = start_snapshot(job_id, req.config_name or name, req.config, req.dataloader_config,
+                                  req.snapshot_message)  # beside the launch: jobs/submit_snapshot.py
         if (held := approval.hold(job_id, req, prebuilt)) is not None:  # waits for an admin: jobs/approval.py
-            return SubmitResult(held, False, [*warnings, approval.warning(held)], 201)
+            return SubmitResult(snapshot.into(held), False, [*warnings, approval.warning(held)], 201)
         archive = None
         if has_local:
             archive = _package(job_id, req, service, progress, prebuilt)
@@ -266,9 +268,11 @@ def submit(body: dict, *, source: str = "api", job_id: str | None = None) -> Sub
     except Exception as exc:  # noqa: BLE001 - every failure ends as a failed job + a clear error
         raise _fail(job_id, service, exc, source) from None
     finally:
+        if snapshot is not None:
+            snapshot.record()
         if service.uploads_data and archive_path is not None:
             archive_path.unlink(missing_ok=True)  # uploaded (or failed): never kept
-    return SubmitResult(job, False, warnings, 201)
+    return SubmitResult(snapshot.into(job), False, warnings, 201)
 
 
 def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, summary, source: str):
@@ -334,15 +338,6 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
 def _job_exists(job_id: str) -> bool:
     with db.session() as s:
         return s.get(Job, job_id) is not None
-
-
-def _snapshot(job_id: str, req: SubmitRequest, name: str) -> None:
-    sha, error = snapshot_for_submit(current_app.config["STCLOUD_HOME"], req.config_name or name,
-                                     req.config, req.dataloader_config, job_id, req.snapshot_message)
-    if sha or error:
-        with db.transaction() as s:
-            job = s.get(Job, job_id)
-            job.snapshot, job.snapshot_error = sha, error
 
 
 def _package(job_id: str, req: SubmitRequest, service: CloudTrainerService, progress: SubmitProgress, prebuilt):
