@@ -23,7 +23,7 @@ from bench import report
 HERE = Path(__file__).resolve().parent
 # The order of the table: the job list and logs, the dashboard under load (issue 16 goals 1
 # and 4), webhooks and submit latency (goals 2 and 3), then the S3 endpoint.
-BENCHES = ["joblist_bench", "dashboard_bench", "webhooks_bench", "submit_bench", "s3_bench"]
+BENCHES = ["joblist_bench", "dashboard_bench", "webhooks_bench", "firststep_bench", "s3_bench"]
 QUICK_ARGS = {"s3_bench": ["--size-mib", "32", "--big-mib", "0", "--repeat", "1"]}  # others take --quick
 
 

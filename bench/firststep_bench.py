@@ -43,8 +43,10 @@ CONFIG = {"max_train_steps": 100000, "learning_rate": 3e-3, "seed": 7, "resoluti
 STEP1 = re.compile(r"\bstep[ =:]*1\b")
 
 
-def _server(home: Path, port: int, *args: str) -> tuple[subprocess.Popen, str]:
+def _server(home: Path, port: int, *args: str, dataset_roots: str = "") -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "STCLOUD_HOME": str(home), "PYTHONUNBUFFERED": "1", "STCLOUD_AUTH": "off"}
+    if dataset_roots:  # the sample lives outside the server's home: it must be under a dataset root
+        env["STCLOUD_DATASET_ROOTS"] = dataset_roots
     for var in ("STCLOUD_ADMIN_TOKEN", "STCLOUD_PUBLIC_URL", "STCLOUD_DATABASE_URL"):
         env.pop(var, None)
     log = open(home / "serve.log", "ab")
@@ -147,9 +149,9 @@ def run(rounds: int, say=print) -> dict:
         local_home, remote_home = tmp / "local-home", tmp / "remote-home"
         local_home.mkdir()
         remote_home.mkdir()
-        p, local_url = _server(local_home, free_port(), "--local-worker")
+        p, local_url = _server(local_home, free_port(), "--local-worker", dataset_roots=str(tmp / "sample"))
         procs.append(p)
-        p, remote_url = _server(remote_home, free_port())
+        p, remote_url = _server(remote_home, free_port(), dataset_roots=str(tmp / "sample"))
         procs.append(p)
         http = requests.Session()
         created = http.post(remote_url + "/api/cloud/workers", json={"name": "bench-remote"}, timeout=30).json()

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from stcloud import resources
+
+if TYPE_CHECKING:  # Flask is imported by create_app: the trainer and the worker agent, which
+    from flask import Flask  # live in this package, start without it (issue 16: first step)
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,8 @@ def create_app(config: dict | None = None, home: str | None = None) -> Flask:
 
     Never starts the scheduler or workers: ``stcloud serve`` / ``stcloud scheduler`` do.
     """
+    from flask import Flask
+
     from stcloud import config as config_mod
     from stcloud import errors, secrets
     from stcloud.accounts import guard

@@ -38,6 +38,13 @@ def default_profiles() -> dict[tuple[str, str], dict]:
             for name, svc in registry.services() for p in svc.hardware_profiles()}
 
 
+def provider_profiles(provider: str) -> dict[tuple[str, str], dict]:
+    """``default_profiles()`` of one provider: only its adapter is built (a submit and a rate
+    lookup need no other provider's settings read)."""
+    svc = registry.maybe_get(provider)
+    return {(provider, p.name): _profile_dict(provider, p) for p in svc.hardware_profiles()} if svc is not None else {}
+
+
 def providers() -> tuple[str, ...]:
     return registry.display_order()
 
@@ -46,7 +53,7 @@ def hardware_profiles(provider: str) -> dict[str, dict]:
     """``{name: {label, vram_gb, gpu_count}}`` of ``provider``: the adapter's profiles and
     any profile with a configured rate."""
     out = {hw: {"label": p["label"] or hw, "vram_gb": p["vram_gb"], "gpu_count": p["gpu_count"] or 1}
-           for (prov, hw), p in default_profiles().items() if prov == provider}
+           for (prov, hw), p in provider_profiles(provider).items() if prov == provider}
     with db.session() as s:
         for row in s.scalars(select(HardwareRate).where(HardwareRate.provider == provider)):
             out.setdefault(row.hardware, {"label": row.label or row.hardware, "vram_gb": row.vram_gb,
@@ -96,7 +103,7 @@ def resolve(s: Session, provider: str, hardware: str | None, at: datetime | None
     """
     registry.validate_name(provider)
     at = at or utcnow()
-    catalogue = default_profiles()
+    catalogue = provider_profiles(provider)  # only this provider's keys are looked up
     hw = hardware or default_hardware(s, provider)
     has_fallback = (provider, FALLBACK_PROFILE) in catalogue
     candidates = [hw, FALLBACK_PROFILE] if has_fallback and hw != FALLBACK_PROFILE else [hw]

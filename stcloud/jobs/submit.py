@@ -57,6 +57,7 @@ from stcloud.jobs.request import (
     provider_of,
 )
 from stcloud.jobs.submit_progress import STAGE_SPAN, SubmitProgress
+from stcloud.jobs.submit_snapshot import start as start_snapshot
 from stcloud.models import IdempotencyKey, Job, new_id, utcnow
 from stcloud.notify import events as notify_events
 from stcloud.packaging import cache as archive_cache
@@ -70,7 +71,6 @@ from stcloud.providers.base import (
     RunRequest,
 )
 from stcloud.publishing import service as publishing
-from stcloud.snapshots.service import snapshot_for_submit
 
 log = logging.getLogger(__name__)
 
@@ -248,15 +248,22 @@ def submit(body: dict, *, source: str = "api", job_id: str | None = None) -> Sub
         return created
     warnings, name, extra_inputs = created
 
+    snapshot = None
     try:
         resume_links.record(job_id, links)
-        _snapshot(job_id, req, name)
+        snapshot = start_snapshot(job_id, req.config_name or name, req.config, req.dataloader_config,
+                                  req.snapshot_message)  # beside the launch: jobs/submit_snapshot.py
         if (held := approval.hold(job_id, req, prebuilt)) is not None:  # waits for an admin: jobs/approval.py
-            return SubmitResult(held, False, [*warnings, approval.warning(held)], 201)
+            return SubmitResult(snapshot.into(held), False, [*warnings, approval.warning(held)], 201)
     except Exception as exc:  # noqa: BLE001 - every failure ends as a failed job + a clear error
+        if snapshot is not None:
+            snapshot.record()
         raise _fail(job_id, service, exc, source) from None
-    job = launch(job_id, name, req, service, extra_inputs, source, has_local=has_local, prebuilt=prebuilt)
-    return SubmitResult(job, False, warnings, 201)
+    try:
+        job = launch(job_id, name, req, service, extra_inputs, source, has_local=has_local, prebuilt=prebuilt)
+    finally:
+        snapshot.record()
+    return SubmitResult(snapshot.into(job), False, warnings, 201)
 
 
 def launch(job_id: str, name: str, req: SubmitRequest, service: CloudTrainerService, extra_inputs: dict,
@@ -346,15 +353,6 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
 def _job_exists(job_id: str) -> bool:
     with db.session() as s:
         return s.get(Job, job_id) is not None
-
-
-def _snapshot(job_id: str, req: SubmitRequest, name: str) -> None:
-    sha, error = snapshot_for_submit(current_app.config["STCLOUD_HOME"], req.config_name or name,
-                                     req.config, req.dataloader_config, job_id, req.snapshot_message)
-    if sha or error:
-        with db.transaction() as s:
-            job = s.get(Job, job_id)
-            job.snapshot, job.snapshot_error = sha, error
 
 
 def _package(job_id: str, req: SubmitRequest, service: CloudTrainerService, progress: SubmitProgress, prebuilt):

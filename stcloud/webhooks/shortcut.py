@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask
 from werkzeug.wrappers import Request
 
 from stcloud import errors
@@ -35,12 +35,19 @@ class SignedDeliveries:
         req = Request(environ)
         with self.app.app_context():
             try:
+                # WSGI joins repeated header lines into one value: the list getlist() makes
+                forwarded = environ.get("HTTP_X_FORWARDED_FOR")
                 receipt = service.receive(
                     headers=req.headers,
                     peer=req.remote_addr,  # the socket peer: no ProxyFix, see netfilter.py
-                    forwarded_for=req.headers.getlist("X-Forwarded-For"),
+                    forwarded_for=[forwarded] if forwarded is not None else [],
                     read_body=lambda limit: self.read_body(req, limit))
-                resp = jsonify(receipt.to_dict())
+                # The answer of every accepted delivery: the bytes and headers jsonify() and
+                # security_headers() make, without building a Response object.
+                body = (self.app.json.dumps(receipt.to_dict(), separators=(",", ":")) + "\n").encode()
+                start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                          *security.ALL_HEADERS.items()])
+                return [body]
             except errors.StcloudError as err:
                 body = err.to_problem()
                 extra = {k: v for k, v in body.items() if k not in ("type", "title", "status", "detail")}

@@ -43,6 +43,7 @@ import click
 import requests
 
 from stcloud import __version__
+from stcloud.trainer.protocol import STEP_RE
 from stcloud.workers import dataset_cache
 from stcloud.workers import gpu as gpu_mod
 from stcloud.workers.matching import parse_labels
@@ -180,9 +181,11 @@ class LogShipper(threading.Thread):
 
     When: a full batch at once; otherwise lines gather for ``interval`` seconds from the
     first one buffered — except after a quiet spell (nothing sent for ``interval``), when
-    the lines go as soon as the output pauses for ``QUICK_FLUSH`` seconds: the first step
-    of a job shows without waiting out the interval, and a steady stream still makes at
-    most one request per interval."""
+    the lines go as soon as the output pauses for ``QUICK_FLUSH`` seconds, and except the
+    trainer's first step line (``step N/M``), which goes ``QUICK_FLUSH`` seconds after it
+    came even while the output streams on: the first step of a job shows without waiting
+    out the interval, and a steady stream still makes at most one request per interval
+    (plus that one)."""
 
     def __init__(self, api: Api, job_id: str, first_seq: int, interval: float = 0.5):
         super().__init__(name=f"logs-{job_id}", daemon=True)
@@ -195,6 +198,8 @@ class LogShipper(threading.Thread):
         self.dropped = 0
         self._sent_at = float("-inf")  # when the last batch went out
         self._first_at = self._last_at = 0.0  # when the oldest / newest buffered line came
+        self._stepped = False  # the first step line was seen
+        self._urgent_at: float | None = None  # when the first step line came, until it is shipped
 
     def add(self, line: str) -> None:
         with self._cond:
@@ -206,6 +211,9 @@ class LogShipper(threading.Thread):
                 self._first_at = now
             self._last_at = now
             self._buf.append(line.rstrip("\r\n"))
+            if not self._stepped and STEP_RE.match(line):
+                self._stepped, self._urgent_at = True, now
+                self._cond.notify_all()
             if len(self._buf) == 1 or len(self._buf) >= BATCH_LINES:
                 self._cond.notify_all()  # the run loop works out when they go
 
@@ -218,6 +226,8 @@ class LogShipper(threading.Thread):
         at = self._first_at + self.interval
         if self._first_at - self._sent_at >= self.interval:  # after a quiet spell
             at = min(at, self._last_at + QUICK_FLUSH)
+        if self._urgent_at is not None:  # the first step line
+            at = min(at, self._urgent_at + QUICK_FLUSH)
         return max(0.0, at - time.monotonic())
 
     def _next_batch(self) -> tuple[int, list[str]] | None:
@@ -236,6 +246,7 @@ class LogShipper(threading.Thread):
                 size += len(line) + 1
             batch = (self.next_seq, lines)
             self.next_seq += 1
+            self._urgent_at = None
             self._pending.append(batch)
             return batch
 

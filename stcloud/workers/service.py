@@ -484,6 +484,7 @@ def heartbeat(worker_id: str, body: dict) -> dict:
         w.last_heartbeat_at = now
         cancel = []
         lease = None
+        stopping = None  # a job of this worker that ended here (a cancel) while its trainer still stops
         if job_id:
             job = s.get(Job, job_id)
             if job is not None and job.worker_id == worker_id and job.status == states.RUNNING:
@@ -493,9 +494,13 @@ def heartbeat(worker_id: str, body: dict) -> dict:
                                                  source=SOURCE)
             else:
                 cancel.append(job_id)
+                if job is not None and job.worker_id == worker_id and states.is_terminal(job.status):
+                    stopping = job.id
         held = _held_running(s, worker_id)
-        w.current_job_id = held[0].id if held else None
-        w.status = _status_for(w, bool(held))
+        # Busy until the agent reports the end (``finish``): it is still stopping the trainer
+        # and uploading the last checkpoint, so it is not free to run a job yet.
+        w.current_job_id = held[0].id if held else stopping
+        w.status = _status_for(w, bool(held) or stopping is not None)
         return {"cancel": cancel, "drain": bool(w.draining), "lease_expires_at": _iso(lease),
                 "heartbeat_interval": heartbeat_interval(timeout)}
 

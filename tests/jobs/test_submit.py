@@ -523,3 +523,15 @@ def test_exact_rerun_with_changed_data_leaves_nothing_behind(app, client, tmp_pa
     assert r.status_code == 409 and r.get_json()["reason"] == "dataset_changed"
     assert client.get("/api/cloud/jobs").get_json()["total"] == total
     assert set((Path(app.config["STCLOUD_HOME"]) / "uploads").iterdir()) == uploads
+
+
+def test_a_failed_launch_still_records_its_snapshot(rclient, fake, dataset):
+    """The config snapshot is committed on a thread beside the packaging and the launch
+    (jobs/submit_snapshot.py): a submit that fails after its row exists still has it."""
+    set_consent(rclient, "allow")
+    fake.inject("POST", r"^/v1/predictions$", "402", times=None)
+    r = rclient.post(SUBMIT, json=submit_body(dataset))
+    assert r.status_code == 402, dump(r)
+    job = job_of(rclient, r.get_json()["job_id"])
+    assert job["status"] == "failed"
+    assert job["snapshot"] and job["snapshot_error"] is None

@@ -85,3 +85,31 @@ def test_status_change_takes_the_orm_path(wh_app, wh_client, fake):
 def test_no_job_is_ignored_through_either_path(wh_client, fake, bad):
     r = send(wh_client, fake.webhook_secret, prediction("z" * 26) if bad is None else {"status": "processing"})
     assert r.status_code == 200 and r.get_json()["outcome"] == wh_service.IGNORED
+
+
+def test_shortcut_answers_what_the_flask_view_answers(wh_app, wh_client, fake):
+    """The WSGI shortcut writes an accepted delivery's answer itself: the same body bytes and
+    headers as the view in routes.py (jsonify + security headers); X-Forwarded-For lines
+    reach the allowlist check as the view passes them."""
+    from werkzeug.test import Client
+
+    make_job(wh_app, "c" * 26)
+    make_job(wh_app, "d" * 26)
+    shortcut_app = wh_app.wsgi_app
+    while not hasattr(shortcut_app, "read_body"):  # the middlewares wrapped around it
+        shortcut_app = shortcut_app.wsgi_app
+    flask_view = Client(shortcut_app.wsgi_app)  # the app without the shortcut: the routed view
+    answers = []
+    for pid, client in (("c" * 26, wh_client), ("d" * 26, flask_view)):
+        body = prediction(pid, "processing", LINES[0])
+        r = send(client, fake.webhook_secret, body, msg_id=f"msg_same_shape_{pid[0]}")
+        answers.append(r)
+        assert r.status_code == 200
+    ours, view = answers
+    assert ours.get_json()["outcome"] == view.get_json()["outcome"] == "applied"
+    assert ours.get_json()["webhook_id"] == "msg_same_shape_c"
+    same = ours.get_data().replace(b"msg_same_shape_c", b"ID").replace(ours.get_json()["job_id"].encode(), b"JOB")
+    assert same == view.get_data().replace(b"msg_same_shape_d", b"ID").replace(view.get_json()["job_id"].encode(), b"JOB")
+    assert {k: v for k, v in ours.headers.items() if k != "Content-Length"} == \
+        {k: v for k, v in view.headers.items() if k != "Content-Length"}
+    assert int(ours.headers["Content-Length"]) == len(ours.get_data())

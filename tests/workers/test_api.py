@@ -187,6 +187,9 @@ def test_cancel_reaches_the_worker_in_the_heartbeat_answer(app, client, worker):
     assert client.post("/api/workers/heartbeat", json={"job_id": jid}, headers=worker["h"]).get_json()["cancel"] == []
     assert client.post(f"/api/cloud/jobs/{jid}/cancel", json={}).status_code == 200
     assert client.post("/api/workers/heartbeat", json={"job_id": jid}, headers=worker["h"]).get_json()["cancel"] == [jid]
+    # still stopping the trainer (and saving its checkpoint): busy with the job until the end report
+    w = client.get(f"/api/cloud/workers/{worker['id']}").get_json()["worker"]
+    assert w["status"] == "busy" and w["current_job_id"] == jid
     # trailing lines of the cancelled run are still accepted, the end report leaves it cancelled
     assert client.post(f"/api/workers/jobs/{jid}/logs", json={"seq": 1, "lines": ["stage: cancelled"]},
                        headers=worker["h"]).status_code == 200

@@ -6,7 +6,7 @@ import time
 import zipfile
 
 from stcloud.workers import dataset_cache
-from stcloud.workers.agent import Agent, LogShipper, safe_extract
+from stcloud.workers.agent import QUICK_FLUSH, Agent, LogShipper, safe_extract
 
 
 def _zip(path, files):
@@ -95,3 +95,23 @@ def test_log_shipper_sends_a_burst_after_a_pause_at_once_and_paces_a_stream():
         assert sum(len(lines) for _, lines in api.sent) == 2 + sum(1 for _, lines in api.sent for x in lines if x == "step")
     finally:
         shipper.close(5)
+
+
+def test_log_shipper_ships_the_first_step_line_even_mid_stream():
+    """Right after the worker's own lines went out (no quiet spell) the trainer's first step
+    line still goes within QUICK_FLUSH, while the lines stream on; later steps wait out the
+    interval. No thread: the shipper's schedule is read directly."""
+    shipper = LogShipper(_RecordingApi(), "j", 1, interval=100.0)
+    shipper._sent_at = time.monotonic()  # "[stcloud worker] running: ..." was just shipped
+    shipper.add("stage: training")
+    assert shipper._due() > 50  # an ordinary line waits for the interval
+    shipper.add("step 1/10 loss=0.1 lr=1e-3")
+    for _ in range(20):
+        shipper.add("step 2/10 loss=0.1 lr=1e-3")
+    assert shipper._due() <= QUICK_FLUSH
+    seq, lines = shipper._next_batch()
+    assert lines[:2] == ["stage: training", "step 1/10 loss=0.1 lr=1e-3"] and len(lines) == 22
+    shipper._pending.clear()
+    shipper._sent_at = time.monotonic()
+    shipper.add("step 3/10 loss=0.1 lr=1e-3")
+    assert shipper._due() > 50  # only the first step line is urgent
