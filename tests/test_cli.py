@@ -240,7 +240,7 @@ def complete(words: str, env=None) -> list[str]:
 
 
 def test_completion_of_commands_and_job_ids(app, live_server):
-    assert complete("stcloud jobs ") == ["approve", "cancel", "checkpoints", "download", "list", "logs", "reject",
+    assert complete("stcloud jobs ") == ["approve", "cancel", "checkpoints", "compare", "download", "list", "logs", "reject",
                                          "resume", "show", "submit", "wait"]
     assert complete("stcloud comp") == ["completion"]
     a = make_job(app, "running", name="a", provider="worker")
