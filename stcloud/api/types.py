@@ -9,7 +9,7 @@ import json
 from typing import Annotated, Any
 
 import annotated_types
-from pydantic import AllowInfNan, BeforeValidator
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, WithJsonSchema
 
 MAX_USD = 1_000_000.0  # a cost or cap above a million dollars is a typo, not a budget
 MAX_STEPS = 1_000_000
@@ -89,6 +89,19 @@ def Num(lo: float | None = None, hi: float | None = None, *, gt: float | None = 
 def Str(max_length: int, min_length: int = 0, description: str | None = None) -> Any:  # noqa: N802
     lengths = [annotated_types.MaxLen(max_length)] + ([annotated_types.MinLen(min_length)] if min_length else [])
     return Annotated[str, *lengths, BeforeValidator(_strip), *_doc(description)]
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character (no path or URL can)")
+    return value
+
+
+def PathText(max_length: int) -> Any:  # noqa: N802
+    """A file path or URL: ``Str(max_length)`` without NUL characters, which the operating system
+    refuses in a path (a NUL would otherwise surface as an unhandled ``ValueError``)."""
+    return Annotated[Str(max_length), AfterValidator(_no_nul),
+                     WithJsonSchema({"type": "string", "maxLength": max_length, "pattern": "^[^\\x00]*$"})]
 
 
 Usd = Num(gt=0, hi=MAX_USD, description="US dollars, > 0 and at most 1,000,000")

@@ -135,3 +135,17 @@ def test_accounts_keep_their_422(client):
 ])
 def test_query_parameters_are_bounded(client, path, query, field):
     _problem(client.get(f"{path}?{query}"), field)
+
+
+@pytest.mark.parametrize("method, path, body, field", [
+    # found by `make fuzz`: a NUL in a dataset path reached os.path.realpath (500)
+    ("post", "/api/cloud/data-preview", {"dataloader_config": [{"id": "a", "instance_data_dir": "/data/x\x00"}]},
+     "dataloader_config[0].instance_data_dir"),
+    ("post", "/api/cloud/jobs/submit", {"provider": "local", "config": {}, "dataloader_config": [
+        {"id": "a", "instance_data_dir": "\x00"}]}, "dataloader_config[0].instance_data_dir"),
+    ("put", "/api/cloud/settings/public-url", {"public_url": "https://a\x00b"}, "public_url"),
+    ("put", "/api/cloud/settings/proxy", {"proxy_url": "http://proxy\x00:3128"}, "proxy_url"),
+])
+def test_nul_in_a_path_or_url_is_400(client, method, path, body, field):
+    body = _problem(getattr(client, method)(path, json=body), field)
+    assert "NUL" in body["detail"]

@@ -10,6 +10,7 @@ from stcloud.api.types import (
     MAX_VRAM_GB,
     Int,
     Num,
+    PathText,
     Steps,
     Str,
     Usd,
@@ -58,7 +59,7 @@ class Dataset(BaseModel):
     type: Str(64) | None = Field(None, description='``local`` (or none) is packaged and uploaded; '
                                                    'other types (``huggingface``, ``aws``) are passed through')
     dataset_type: Str(64) | None = Field(None, description="``image``, or a cache type (``text_embeds``, ...)")
-    instance_data_dir: Str(4096) | None = None
+    instance_data_dir: PathText(4096) | None = None
     disabled: bool | None = None
 
 
@@ -185,11 +186,11 @@ class ProxyView(BaseModel):
 
 
 class PublicUrlBody(BaseModel):
-    public_url: Str(2048) | None = Field(description="https://training.example.com, or null to clear")
+    public_url: PathText(2048) | None = Field(description="https://training.example.com, or null to clear")
 
 
 class ProxyBody(BaseModel):
-    proxy_url: Str(2048) | None = Field(description="http://proxy:3128, or null to clear")
+    proxy_url: PathText(2048) | None = Field(description="http://proxy:3128, or null to clear")
     no_proxy: Str(4096) | None = None
 
 
