@@ -327,6 +327,11 @@ class JobEvents(BaseModel):
     next_after: int | None = Field(description="pass as ?after= for the next page (null: no more)")
 
 
+class CompareSample(BaseModel):
+    step: int
+    url: str = Field(description="``/api/cloud/jobs/<id>/checkpoints/<step>/files/<name>``")
+
+
 class CompareJob(BaseModel):
     """One job of a comparison: its summary and its loss series ``[[step, loss], ...]``."""
 
@@ -346,6 +351,7 @@ class CompareJob(BaseModel):
     best_loss: float | None
     duration_seconds: float | None
     series: list[list[float]]
+    samples: list[CompareSample] = Field(description="the job's sample images, oldest step first (a step may repeat)")
 
 
 class ConfigChange(BaseModel):

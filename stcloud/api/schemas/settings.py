@@ -287,6 +287,7 @@ class ConfigSummary(BaseModel):
     last_at: str
     last_job_id: str | None
     last_message: str | None
+    same_as: list[str] = Field(description="the other configs whose latest snapshot is byte-identical")
 
 
 class ConfigsState(BaseModel):
