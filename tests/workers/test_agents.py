@@ -205,11 +205,17 @@ def test_cancel_reaches_a_running_trainer(serve_process, shared, agents):
     assert admin.job(jid)["status"] == "cancelled"
     # the progress is kept: a checkpoint at the step the trainer stopped at, reported by the
     # worker after the cancel (checkpoints are every 10 steps; this one is in between)
+    # (log lines written before the cancel may still be shipped after it: wait for the report
+    # of the last checkpoint the trainer saved, not for any checkpoint line)
+    def last_saved() -> list[int]:
+        return [int(n) for n in re.findall(r"checkpoint saved: \S*checkpoint-(\d+)", admin.log(jid))]
+
     deadline = time.time() + 20
-    while time.time() < deadline and "checkpoint at step" not in admin.log(jid).split("stage: cancelled")[-1]:
+    while time.time() < deadline and not (
+            (saved := last_saved()) and (admin.job(jid)["checkpoint"] or {}).get("step") == saved[-1]):
         time.sleep(0.2)
     ckpt = admin.job(jid)["checkpoint"]
-    saved = [int(n) for n in re.findall(r"checkpoint saved: \S*checkpoint-(\d+)", admin.log(jid))]
+    saved = last_saved()
     assert ckpt and ckpt["step"] == saved[-1] >= 3 and ckpt["key"].endswith(f"checkpoint-{saved[-1]}")
     # the worker is free again and takes the next job
     done = admin.wait_job(nxt, lambda j: j["status"] == "completed", timeout=60, what="next job completed")
