@@ -23,14 +23,6 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(None, description="every bad field, for validation errors")
 
 
-class Open(BaseModel):
-    """A JSON object that says nothing about its members. Not for answers (every answer has its
-    own model: tests/api/test_openapi.py refuses open ones); kept for request bodies of older
-    branches."""
-
-    model_config = ConfigDict(extra="allow")
-
-
 class OpenApiDocument(BaseModel):
     """An OpenAPI 3.1 document (``GET /api/openapi.json``); its own schema is the OpenAPI
     specification's, so only the top level is described here."""
