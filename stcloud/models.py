@@ -89,7 +89,7 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     error: Mapped[str | None] = mapped_column(Text)
-    progress: Mapped[dict] = mapped_column(JSON, default=dict)  # step,total_steps,loss,stage,losses
+    progress: Mapped[dict] = mapped_column(JSON, default=dict)  # step,total_steps,loss,best_loss,stage,resumes
     outputs: Mapped[list] = mapped_column(JSON, default=list)
     delivery: Mapped[dict | None] = mapped_column(JSON)  # destination settings (no secrets)
     delivery_error: Mapped[str | None] = mapped_column(Text)
@@ -151,6 +151,21 @@ class JobLogChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_job_log_chunks_job_offset", "job_id", "offset", unique=True),)
+
+
+class JobLossPoint(Base):
+    """The loss history of a job, one ``(step, loss)`` point per row, at most
+    ``loss_points.MAX_POINTS`` per job (older ones thinned): appended as log lines arrive
+    instead of rewriting the whole history in the job row."""
+
+    __tablename__ = "job_loss_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_job_loss_points_job_id", "job_id", "id"),)
 
 
 class IdempotencyKey(Base):

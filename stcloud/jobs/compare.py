@@ -12,7 +12,7 @@ from typing import Any
 
 from stcloud import db
 from stcloud.errors import BadRequest
-from stcloud.jobs import checkpoints, metrics
+from stcloud.jobs import checkpoints, loss_points, metrics
 from stcloud.jobs import service as jobs_service
 from stcloud.models import Job
 from stcloud.redact import redact
@@ -79,7 +79,7 @@ def _learning_rate(config: dict) -> Any:
     return None
 
 
-def _summary(job: Job) -> dict:
+def _summary(job: Job, series: list[list]) -> dict:
     m = metrics.compute(job)
     progress = job.progress or {}
     config = job.config or {}
@@ -92,8 +92,7 @@ def _summary(job: Job) -> dict:
         "lr_scheduler": config.get("lr_scheduler"),
         "final_loss": m["final_loss"], "best_loss": m["best_loss"],
         "duration_seconds": m["duration_seconds"],
-        "series": [[p[0], p[1]] for p in progress.get("losses") or []
-                   if isinstance(p, (list, tuple)) and len(p) == 2],
+        "series": series,
     }
 
 
@@ -121,7 +120,7 @@ def compare(ids: list[str], pair: list[str] | None = None) -> dict:
             raise BadRequest("diff: name two different jobs out of ids (diff=a,b)", extra={"field": "diff"})
     with db.session() as s:
         jobs = [jobs_service.get_job(s, job_id) for job_id in ids]
-        summaries = [_summary(j) for j in jobs]
+        summaries = [_summary(j, loss_points.series(s.connection(), j.id)) for j in jobs]
         wanted = pair or ids
         flat = {j.id: _flat_config(j) for j in jobs if j.id in wanted}
     for summary in summaries:  # read from the store after the session: no database held

@@ -32,9 +32,8 @@ def compute(job, now: datetime | None = None) -> dict:
     duration = None
     if started is not None:
         duration = max(0.0, ((ended or now) - started).total_seconds())
-    losses = [p[1] for p in progress.get("losses") or [] if isinstance(p, (list, tuple)) and len(p) == 2]
-    final_loss = progress.get("loss") if progress.get("loss") is not None else (losses[-1] if losses else None)
-    best_loss = min(losses) if losses else final_loss
+    final_loss = progress.get("loss")
+    best_loss = progress.get("best_loss") if progress.get("best_loss") is not None else final_loss
     rate = eta = None
     step, total = progress.get("step"), progress.get("total_steps")
     resumed_at = max((r.get("step", 0) for r in progress.get("resumes") or []), default=0)

@@ -9,7 +9,7 @@ from stcloud.api import validation
 from stcloud.api.schemas import jobs as schemas
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
-from stcloud.jobs import enforce, listing, metrics, service
+from stcloud.jobs import enforce, listing, loss_points, metrics, service
 from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
 from stcloud.web import conditional
@@ -169,7 +169,7 @@ def job_page(job_id):
             if log_start:  # start on a whole line
                 log["text"] = log["text"][log["text"].find("\n") + 1:]
         resp = render("jobs/detail.html", block="status_panel", job=job, events=events, log=log,
-                      log_start=log_start, nav="jobs")
+                      log_start=log_start, losses=loss_points.series(s.connection(), job_id), nav="jobs")
         return conditional.tag(resp, etag) if fragment else resp
 
 

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from stcloud import db, states
 from stcloud.accounts import audit, scope
 from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
-from stcloud.jobs import job_secrets, metrics, upload_cleanup
+from stcloud.jobs import job_secrets, loss_points, metrics, upload_cleanup
 from stcloud.jobs import progress as progress_mod
-from stcloud.models import Job, JobEvent, JobLogChunk, utcnow
+from stcloud.models import Job, JobEvent, JobLogChunk, JobLossPoint, utcnow
 from stcloud.notify import events as notify_events
 from stcloud.providers import registry
 from stcloud.providers.base import CloudJobInfo, ProviderFailure
@@ -120,9 +120,12 @@ def append_log(s: Session, job: Job, text: str) -> int:
     data = text.encode("utf-8", "replace")
     s.add(JobLogChunk(job_id=job.id, offset=job.log_size, data=data))
     job.log_size = job.log_size + len(data)
-    new_progress = progress_mod.parse(text, job.progress)
-    if new_progress is not None:
-        job.progress = new_progress
+    folded = progress_mod.parse(text, job.progress)
+    if folded is not None:
+        job.progress = folded.progress
+        if folded.points:
+            s.flush()  # the job row exists before its points reference it
+            loss_points.append(s.connection(), job.id, folded.points)
     return len(data)
 
 
@@ -281,6 +284,7 @@ def delete(job_id: str) -> None:
             raise Conflict(f"job {job_id} is {job.status}; cancel it before deleting")
         archive = job.archive_path
         s.execute(sa_delete(JobLogChunk).where(JobLogChunk.job_id == job_id))
+        s.execute(sa_delete(JobLossPoint).where(JobLossPoint.job_id == job_id))
         s.delete(job)
     job_secrets.forget(job_id)
     if archive:
@@ -309,7 +313,7 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "started_at": iso(job.started_at),
         "completed_at": iso(job.completed_at),
         "error": job.error,
-        "progress": {k: v for k, v in (job.progress or {}).items() if k != "losses"},
+        "progress": job.progress or {},
         "percent": progress_mod.percent(job.progress),
         "outputs": job.outputs or [],
         "delivery": job.delivery,

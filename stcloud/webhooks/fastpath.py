@@ -1,26 +1,28 @@
-"""The prepared statements of a streaming delivery, run on the pooled sqlite3 connection.
+"""The prepared statements of a streaming delivery, run on a sqlite3 connection of its own.
 
 A webhook delivery that only streams log and progress (most of them) runs four prepared
 statements (``jobs.streaming`` and the delivery row) in one ``BEGIN IMMEDIATE``
 transaction. Through an ORM session and SQLAlchemy's execution machinery those cost more
 than half of a delivery; here the same statements, compiled once for the engine's dialect,
-run on the pool's DBAPI connection, with the same bind and result processors SQLAlchemy
+run on the DBAPI connection (``_Writers``: taken from a list, not a pool checkout; fast-path
+writers queue on a blocking file lock across processes), with the same bind and result processors SQLAlchemy
 applies (so the rows are byte for byte what the ORM path writes; tests/webhooks check it).
 
 Only SQLite takes this path (``available``); PostgreSQL and every delivery that changes a
 job's status keep the ORM path. ``transaction()`` yields an object with ``connection()``
-(as a Session has), whose ``execute(statement, params)`` returns a result with ``first()``
-and ``rowcount``: ``jobs.streaming`` runs on it unchanged.
+(as a Session has), whose ``execute(statement, params)`` returns a result with ``first()``,
+``all()`` and ``rowcount``: ``jobs.streaming`` and ``jobs.loss_points`` run on it unchanged.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import Engine
-
-from stcloud import db
 
 
 class _Compiled:
@@ -59,6 +61,9 @@ class _Result:
     def first(self):
         return self._compiled.row(self._cursor.fetchone())
 
+    def all(self) -> list:
+        return [self._compiled.row(raw) for raw in self._cursor.fetchall()]
+
 
 class _Connection:
     def __init__(self, dbapi_conn, dialect, cache: dict):
@@ -79,41 +84,117 @@ class _Tx:
         return self._conn
 
 
-_caches: dict[int, dict] = {}
+class _Writers:
+    """This process's idle fast-path connections and its share of the writers' lock.
+
+    The connections come from the engine (its connect event set WAL, foreign keys and the
+    busy timeout) and are detached from the pool: taking one is a list pop, not a pool
+    checkout with its reset-on-return (two of them were a tenth of a delivery).
+
+    The lock serialises fast-path writers across server processes before they ask SQLite
+    for its write lock. SQLite's lock does not block: a writer that finds it taken polls
+    with sleeps (``db.begin_immediate``), and with ``gunicorn -w 2`` the waiting worker slept
+    past most releases. ``flock`` on ``<database>-writer`` sleeps in the kernel and wakes
+    at the release. (A BSD lock on its own file: an fcntl lock on the database file
+    would be dropped with SQLite's own when any descriptor of that file is closed.)
+    Writers outside the fast path do not take it and keep SQLite's lock with its polling.
+    """
+
+    MAX_IDLE = 8
+
+    def __init__(self, engine: Engine):
+        # a weak reference: the engine owns its writers (the table below is weak too), and
+        # when a test's app and engine go, their connections and lock file are closed
+        self._engine, self.pid = weakref.ref(engine), os.getpid()
+        self.idle: list = []
+        self.cache: dict = {}
+        self.thread_lock = threading.Lock()
+        self.lock_file = None
+        path = engine.url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            fd = os.open(os.path.abspath(path) + "-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.lock_file = os.fdopen(fd, "r+b", buffering=0)
+
+    def take(self):
+        try:
+            return self.idle.pop()
+        except IndexError:
+            pooled = self._engine().raw_connection()
+            pooled.detach()  # no longer the pool's: the sqlite3 connection is ours to close
+            conn = pooled.dbapi_connection
+            conn.execute("PRAGMA mmap_size=268435456")
+            return conn
+
+    def give(self, conn) -> None:
+        if len(self.idle) < self.MAX_IDLE:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        with self.thread_lock:  # flock is per open file: threads of one process queue here
+            if self.lock_file is None:
+                yield
+                return
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.lock_file, fcntl.LOCK_UN)
+
+
+_writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Engine -> _Writers
 _lock = threading.Lock()
+_inherited: list[_Writers] = []
 
 
 def available(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def _cache(engine: Engine) -> dict:
-    with _lock:
-        return _caches.setdefault(id(engine.dialect), {})
+def _for(engine: Engine) -> _Writers:
+    w = _writers.get(engine)
+    if w is None or w.pid != os.getpid():
+        with _lock:  # a forked child starts its own (it never uses the parent's connections)
+            w = _writers.get(engine)
+            if w is None or w.pid != os.getpid():
+                if w is not None:  # the parent's: never used nor closed here (SQLite and fork)
+                    _inherited.append(w)
+                w = _writers[engine] = _Writers(engine)
+    return w
 
 
 def scalar(engine: Engine, statement, params: dict):
     """The first column of the first row of a read (no transaction needed)."""
-    pooled = engine.raw_connection()
+    w = _for(engine)
+    conn = w.take()
     try:
-        row = _Connection(pooled.driver_connection, engine.dialect, _cache(engine)).execute(statement, params).first()
-    finally:
-        pooled.close()
+        row = _Connection(conn, engine.dialect, w.cache).execute(statement, params).first()
+    except BaseException:
+        conn.close()
+        raise
+    w.give(conn)
     return row[0] if row is not None else None
 
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[_Tx]:
-    """``BEGIN IMMEDIATE`` on a pooled connection; COMMIT on a clean exit, else ROLLBACK."""
-    pooled = engine.raw_connection()
+    """``BEGIN IMMEDIATE`` under the writers' lock; COMMIT on a clean exit, else ROLLBACK."""
+    w = _for(engine)
+    conn = w.take()
     try:
-        conn = pooled.driver_connection
-        db.begin_immediate(conn)
-        try:
-            yield _Tx(_Connection(conn, engine.dialect, _cache(engine)))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        pooled.close()
+        with w.write_lock():
+            # the other fast-path writers are behind the lock: SQLite's lock is free unless a
+            # writer outside the fast path holds it, and then its busy timeout waits
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(_Connection(conn, engine.dialect, w.cache))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    w.give(conn)

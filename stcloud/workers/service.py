@@ -738,7 +738,7 @@ def report_progress(worker_id: str, job_id: str, progress: dict) -> dict:
     with db.transaction() as s:
         job = _held_job(s, worker_id, job_id, running=True)
         jobs_service.apply_update_in(s, job, jobs_service.JobUpdate(progress=dict(progress)), source=SOURCE)
-        return {"progress": {k: v for k, v in (job.progress or {}).items() if k != "losses"}}
+        return {"progress": job.progress or {}}
 
 
 def report_checkpoint(worker_id: str, job_id: str, body: dict) -> dict:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from stcloud import db
 from stcloud.cli import main
+from stcloud.jobs import service
 from stcloud.models import Job, utcnow
 from tests.accounts.helpers import set_owner, team
 from tests.jobs.factories import make_job
@@ -27,7 +28,8 @@ def _run(app, name, lr, losses, *, secs=60, cost=0.5, status="completed", extra=
         job.config = {"max_train_steps": losses[-1][0], "learning_rate": lr, "lora_rank": 16,
                       "hf_token": "hf_secret_value", **(extra or {})}
         job.dataloader_config = [{"id": "pics", "type": "local", "instance_data_dir": "/data/pics"}]
-        job.progress = {"step": losses[-1][0], "total_steps": losses[-1][0], "loss": losses[-1][1], "losses": losses}
+        # the loss history arrives as log lines, like a running job's
+        service.append_log(s, job, "".join(f"step {st}/{losses[-1][0]} loss={loss}\n" for st, loss in losses))
         job.started_at, job.completed_at, job.cost_usd = now - timedelta(seconds=secs), now, cost
     return job_id
 

@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from stcloud import db
+from stcloud.jobs import service
 from stcloud.models import Job, utcnow
 from stcloud.web.filters import when
 from tests.jobs.factories import make_job
@@ -29,12 +30,12 @@ def test_list_shows_duration_loss_reason_eta_and_throughput(app, client):
     running = make_job(app, "running", provider="worker", name="run-a")
     now = utcnow()
     _set(app, running, started_at=now - timedelta(seconds=100),
-         progress={"step": 50, "total_steps": 250, "loss": 0.25, "losses": [[10, 0.5], [50, 0.25]]})
+         progress={"step": 50, "total_steps": 250, "loss": 0.25, "best_loss": 0.25})
     failed = make_job(app, "failed", provider="worker", name="broke")
     _set(app, failed, error="CUDA out of memory at step 3\nTraceback (most recent call last): ...")
     done = make_job(app, "completed", provider="worker", name="done")
     _set(app, done, started_at=now - timedelta(seconds=125), completed_at=now - timedelta(seconds=5),
-         progress={"step": 10, "total_steps": 10, "loss": 0.1234, "losses": [[5, 0.2], [10, 0.1234]]})
+         progress={"step": 10, "total_steps": 10, "loss": 0.1234, "best_loss": 0.1234})
 
     html = client.get("/jobs").get_data(as_text=True)
     row = _row(html, running)
@@ -53,7 +54,8 @@ def test_list_shows_duration_loss_reason_eta_and_throughput(app, client):
 
 def test_chart_js_only_on_pages_with_charts(app, client):
     job = make_job(app, "running", provider="worker")
-    _set(app, job, progress={"step": 2, "total_steps": 4, "loss": 0.3, "losses": [[1, 0.4], [2, 0.3]]})
+    with app.app_context(), db.transaction() as s:  # the history arrives as log lines
+        service.append_log(s, s.get(Job, job), "step 1/4 loss=0.4\nstep 2/4 loss=0.3\n")
     assert "chart-4.5.1" not in client.get("/jobs").get_data(as_text=True)
     assert "chart-4.5.1" not in client.get("/submit").get_data(as_text=True)
     page = client.get(f"/jobs/{job}").get_data(as_text=True)

@@ -1,6 +1,7 @@
 """The SQLite fast path of a streaming delivery (stcloud/webhooks/fastpath.py) leaves exactly
 the rows the ORM path leaves: the same deliveries sent to two jobs, one with the fast path
 off, end in identical job rows, log chunks and delivery rows."""
+import os
 import sqlite3
 
 import pytest
@@ -59,6 +60,9 @@ def test_fast_path_writes_what_the_orm_path_writes(wh_app, wh_client, fake, monk
             "FROM webhook_deliveries WHERE job_id = ? ORDER BY webhook_id", (j,)).fetchall()
             for j in (fast_job, orm_job)}
         assert deliveries[fast_job] == deliveries[orm_job] and len(deliveries[fast_job]) == 6
+        points = {j: conn.execute("SELECT step, loss FROM job_loss_points WHERE job_id = ? ORDER BY id",
+                                  (j,)).fetchall() for j in (fast_job, orm_job)}
+        assert points[fast_job] == points[orm_job] == [(i, float(f"0.{i}1")) for i in range(1, 6)]
         stamps = [r[0] for r in conn.execute("SELECT updated_at FROM jobs WHERE id IN (?, ?)", (fast_job, orm_job))]
         assert len({len(s) for s in stamps}) == 1  # the same datetime format
     finally:
@@ -113,3 +117,31 @@ def test_shortcut_answers_what_the_flask_view_answers(wh_app, wh_client, fake):
     assert {k: v for k, v in ours.headers.items() if k != "Content-Length"} == \
         {k: v for k, v in view.headers.items() if k != "Content-Length"}
     assert int(ours.headers["Content-Length"]) == len(ours.get_data())
+
+
+def test_writers_are_per_engine_and_per_process(wh_app, monkeypatch, tmp_path):
+    """Connections come back to the list they were taken from; a forked child (another pid)
+    gets writers of its own and never touches the parent's connections; the writers' lock
+    file sits beside the database, owner-only."""
+    with wh_app.app_context():
+        from stcloud import db
+
+        engine = db.get_db().engine
+        w = fastpath._for(engine)
+        assert fastpath.scalar(engine, fastpath_select(), {}) == 1
+        conn = w.idle[-1]
+        assert fastpath.scalar(engine, fastpath_select(), {}) == 1 and w.idle[-1] is conn  # reused
+        assert fastpath._for(engine) is w
+        lock = engine.url.database + "-writer"
+        assert (os.stat(lock).st_mode & 0o777) == 0o600
+        real = os.getpid()
+        monkeypatch.setattr(fastpath.os, "getpid", lambda: real + 1)
+        child = fastpath._for(engine)
+        assert child is not w and child.idle == [] and w in fastpath._inherited
+        fastpath._inherited.remove(w)
+
+
+def fastpath_select():
+    from sqlalchemy import text
+
+    return text("SELECT 1")
