@@ -20,6 +20,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from stcloud import sqlite_wal
+
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -67,6 +69,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        sqlite_wal.stop(self.engine)
 
 
 def owner_only(path: str | None) -> None:
@@ -94,6 +97,8 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
+        if sqlite_wal.take_over(engine):
+            cur.execute("PRAGMA wal_autocheckpoint=0")  # sqlite_wal.py runs them off the request path
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -89,8 +89,9 @@ def test_job_flow_on_postgres(pg_url, tmp_path, monkeypatch):
 
     from stcloud import create_app, db
     from stcloud.cli import alembic_config
-    from stcloud.jobs import service
+    from stcloud.jobs import loss_points, service, streaming
     from stcloud.jobs.service import JobUpdate
+    from stcloud.models import Job
     from tests.jobs.factories import make_job
 
     command.upgrade(alembic_config(pg_url), "head")
@@ -111,4 +112,22 @@ def test_job_flow_on_postgres(pg_url, tmp_path, monkeypatch):
     with app.app_context(), db.session() as s:
         evs = service.get_job(s, jid).events
         assert evs[-1].accepted is False and evs[-1].to_status == "running"
+        assert loss_points.series(s.connection(), jid) == [[2, 0.2]]
+    # a streaming update (the webhook receiver's path): row lock, history count, JSON columns
+    streamed = make_job(app, "running", name="pg stream")
+    with app.app_context():
+        with db.transaction() as s:
+            s.get(Job, streamed).provider_job_id = "pred-pg"
+        for k in (1, 2, 3):
+            with db.transaction() as s:
+                state = streaming.state_by_provider_id(s, "replicate", "pred-pg")
+                assert state is not None and state.loss_points == k - 1
+                update = JobUpdate(logs_full="".join(f"step {i}/3 loss=0.{4 - i}\n" for i in range(1, k + 1)),
+                                   provider_data={"k": k})
+                assert streaming.apply_streaming(s, state, update).accepted
+        with db.session() as s:
+            job = s.get(Job, streamed)
+            assert job.progress == {"step": 3, "total_steps": 3, "loss": 0.1, "best_loss": 0.1}
+            assert job.provider_data == {"k": 3} and job.log_size == 3 * len("step 1/3 loss=0.3\n")
+            assert loss_points.series(s.connection(), streamed) == [[1, 0.3], [2, 0.2], [3, 0.1]]
     app.extensions["stcloud.db"].dispose()

@@ -33,15 +33,17 @@ def thinned(ids: list) -> list:
     return ids
 
 
-def append(conn, job_id: str, points: Iterable[tuple[int, float]]) -> None:
-    """Add ``points`` to the job's history (in the caller's transaction) and thin it."""
+def append(conn, job_id: str, points: Iterable[tuple[int, float]], *, had: int | None = None) -> None:
+    """Add ``points`` to the job's history (in the caller's transaction) and thin it.
+    ``had``: the points the job had, when the caller read it in this transaction."""
     added = 0
     for step, loss in points:
         conn.execute(_INSERT, {"job_id": job_id, "step": step, "loss": loss})
         added += 1
     if not added:
         return
-    if conn.execute(_COUNT, {"job_id": job_id}).first()[0] <= MAX_POINTS:
+    total = had + added if had is not None else conn.execute(_COUNT, {"job_id": job_id}).first()[0]
+    if total <= MAX_POINTS:
         return
     ids = [row[0] for row in conn.execute(_IDS, {"job_id": job_id}).all()]
     for gone in set(ids) - set(thinned(ids)):

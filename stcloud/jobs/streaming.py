@@ -36,6 +36,7 @@ class JobState:
     started_at: datetime | None
     rate_usd_per_second: float | None
     provider_data_stored: str | dict | None
+    loss_points: int  # points in the job's loss history (jobs/loss_points.py)
 
     @property
     def progress(self) -> dict | None:
@@ -51,8 +52,10 @@ def _decoded(stored):
 
 
 _STATE_COLUMNS = dict(id=String(), status=String(), log_size=Integer(), progress=String(),
-                      started_at=UTCDateTime(), rate_usd_per_second=Float(), provider_data=String())
-_STATE_SQL = ("SELECT id, status, log_size, progress, started_at, rate_usd_per_second, provider_data FROM jobs "
+                      started_at=UTCDateTime(), rate_usd_per_second=Float(), provider_data=String(),
+                      loss_points=Integer())
+_STATE_SQL = ("SELECT id, status, log_size, progress, started_at, rate_usd_per_second, provider_data, "
+              "(SELECT count(*) FROM job_loss_points WHERE job_id = jobs.id) AS loss_points FROM jobs "
               "WHERE provider = :provider AND provider_job_id = :provider_job_id LIMIT 1")
 _STATE = text(_STATE_SQL).columns(**_STATE_COLUMNS)
 _STATE_FOR_UPDATE = text(_STATE_SQL + " FOR UPDATE").columns(**_STATE_COLUMNS)
@@ -111,7 +114,7 @@ def apply_streaming(s: Session, job: JobState, update: JobUpdate) -> ApplyResult
         folded = progress_mod.parse(data.decode("utf-8", "replace"), job.progress)
         if folded is not None:
             progress = folded.progress
-            loss_points.append(conn, job.id, folded.points)
+            loss_points.append(conn, job.id, folded.points, had=job.loss_points)
     started_at = job.started_at
     if update.started_at and (started_at is None or update.started_at < started_at):
         started_at = update.started_at

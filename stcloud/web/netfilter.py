@@ -9,6 +9,7 @@ so they are never read. A peer that is not trusted gets its ``X-Forwarded-For`` 
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -27,6 +28,7 @@ def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a webhook or a proxied request parses the same few peers
 def parse_address(value: str | None) -> IPAddress | None:
     """An address from a socket peer or an ``X-Forwarded-For`` entry; None if unparsable.
 

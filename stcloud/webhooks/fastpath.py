@@ -15,7 +15,6 @@ job's status keep the ORM path. ``transaction()`` yields an object with ``connec
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import weakref
@@ -23,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import Engine
+
+from stcloud import sqlite_wal
 
 
 class _Compiled:
@@ -85,19 +86,14 @@ class _Tx:
 
 
 class _Writers:
-    """This process's idle fast-path connections and its share of the writers' lock.
+    """This process's idle fast-path connections (and their compiled statements).
 
     The connections come from the engine (its connect event set WAL, foreign keys and the
     busy timeout) and are detached from the pool: taking one is a list pop, not a pool
     checkout with its reset-on-return (two of them were a tenth of a delivery).
 
-    The lock serialises fast-path writers across server processes before they ask SQLite
-    for its write lock. SQLite's lock does not block: a writer that finds it taken polls
-    with sleeps (``db.begin_immediate``), and with ``gunicorn -w 2`` the waiting worker slept
-    past most releases. ``flock`` on ``<database>-writer`` sleeps in the kernel and wakes
-    at the release. (A BSD lock on its own file: an fcntl lock on the database file
-    would be dropped with SQLite's own when any descriptor of that file is closed.)
-    Writers outside the fast path do not take it and keep SQLite's lock with its polling.
+    Transactions run under ``sqlite_wal.writer_lock``: fast-path writers queue in the kernel
+    (woken at the release) instead of polling SQLite's lock with sleeps.
     """
 
     MAX_IDLE = 8
@@ -108,12 +104,6 @@ class _Writers:
         self._engine, self.pid = weakref.ref(engine), os.getpid()
         self.idle: list = []
         self.cache: dict = {}
-        self.thread_lock = threading.Lock()
-        self.lock_file = None
-        path = engine.url.database
-        if path and path != ":memory:" and not path.startswith("file:"):
-            fd = os.open(os.path.abspath(path) + "-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self.lock_file = os.fdopen(fd, "r+b", buffering=0)
 
     def take(self):
         try:
@@ -121,27 +111,13 @@ class _Writers:
         except IndexError:
             pooled = self._engine().raw_connection()
             pooled.detach()  # no longer the pool's: the sqlite3 connection is ours to close
-            conn = pooled.dbapi_connection
-            conn.execute("PRAGMA mmap_size=268435456")
-            return conn
+            return pooled.dbapi_connection
 
     def give(self, conn) -> None:
         if len(self.idle) < self.MAX_IDLE:
             self.idle.append(conn)
         else:
             conn.close()
-
-    @contextmanager
-    def write_lock(self) -> Iterator[None]:
-        with self.thread_lock:  # flock is per open file: threads of one process queue here
-            if self.lock_file is None:
-                yield
-                return
-            fcntl.flock(self.lock_file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self.lock_file, fcntl.LOCK_UN)
 
 
 _writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Engine -> _Writers
@@ -184,7 +160,7 @@ def transaction(engine: Engine) -> Iterator[_Tx]:
     w = _for(engine)
     conn = w.take()
     try:
-        with w.write_lock():
+        with sqlite_wal.writer_lock(engine):
             # the other fast-path writers are behind the lock: SQLite's lock is free unless a
             # writer outside the fast path holds it, and then its busy timeout waits
             conn.execute("BEGIN IMMEDIATE")

@@ -12,6 +12,7 @@ decides when to ask.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -48,6 +49,7 @@ class SecretCache:
         self.fetches = 0
 
     @staticmethod
+    @functools.lru_cache(maxsize=16)  # one sha256 per token, not per delivery
     def _key(token: str, base_url: str) -> tuple[str, str]:
         return base_url.rstrip("/"), hashlib.sha256(token.encode()).hexdigest()
 
