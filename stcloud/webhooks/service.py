@@ -102,26 +102,30 @@ def _fetch_secret(token: str, base_url: str) -> str:
     return registry.get(PROVIDER).webhook_secret()
 
 
-def receiver_config() -> dict:
-    """The Replicate settings, re-read only when the stored row changed.
+def receiver_config(*, fresh: bool = True) -> tuple[object, dict]:
+    """``(version, settings)``: the Replicate settings, re-read only when the stored row changed.
 
-    One indexed read of ``provider_configs.updated_at`` per delivery instead of a session
-    that loads and merges the settings: a change made on the Providers page (allowlist,
-    signature requirement) applies to the next delivery, in every server process.
+    ``fresh``: read ``provider_configs.updated_at`` now (one indexed read). A delivery asks
+    with ``fresh=False`` and gets this process's cached settings: its transaction reads the
+    version again before it writes anything (``_record``), and a changed one makes
+    ``receive`` check the delivery again under the new settings. Either way a change made on
+    the Providers page (allowlist, signature requirement) applies to the next delivery, in
+    every server process.
     """
+    cached = current_app.extensions.get("stcloud.webhook_config")
+    if cached is not None and not fresh:
+        return cached
     engine = db.get_db().engine
     if fastpath.available(engine):
         version = fastpath.scalar(engine, _CONFIG_VERSION, {"provider": PROVIDER})
     else:
         with engine.connect() as conn:
             version = conn.execute(_CONFIG_VERSION, {"provider": PROVIDER}).scalar()
-    cached = current_app.extensions.get("stcloud.webhook_config")
     if cached is not None and cached[0] == version:
-        return cached[1]
-    cfg = provider_config.get_config(PROVIDER)
-    current_app.extensions["stcloud.webhook_config"] = (version, cfg)
+        return cached
+    cached = current_app.extensions["stcloud.webhook_config"] = (version, provider_config.get_config(PROVIDER))
     current_app.extensions.pop("stcloud.webhook_adapter", None)  # rebuilt with the new settings
-    return cfg
+    return cached
 
 
 def adapter():
@@ -145,12 +149,28 @@ def receive(*, headers: Mapping[str, str], peer: str | None, forwarded_for: Iter
     Unavailable (secret cannot be fetched: Replicate retries), BadRequest (authentic but
     not a JSON object).
     """
-    cfg = receiver_config()
-    client_ip = check_source(cfg, peer, forwarded_for)
-    body = read_body(max_body_bytes())
-    webhook_id = authenticate(cfg, headers, body)
-    payload = _parse(body)
-    return record(webhook_id, payload, client_ip)
+    version, cfg = receiver_config(fresh=False)
+    fresh, body = False, None
+    while True:
+        try:
+            client_ip = check_source(cfg, peer, forwarded_for)
+            if body is None:
+                body = read_body(max_body_bytes())
+            webhook_id = authenticate(cfg, headers, body)
+        except (Forbidden, Unauthorized):
+            if fresh:
+                raise
+            # refused under the cached settings: the stored ones may have been loosened
+            stored, fresh = receiver_config(), True
+            if stored[0] == version:
+                raise
+            version, cfg = stored
+            continue
+        payload = _parse(body)
+        try:
+            return record(webhook_id, payload, client_ip, config_version=version)
+        except _StaleConfig:  # the settings changed: check this delivery again under them
+            (version, cfg), fresh = receiver_config(), True
 
 
 @functools.lru_cache(maxsize=16)
@@ -242,18 +262,27 @@ _EXISTING = select(WebhookDelivery.received_at, WebhookDelivery.job_id).where(
     WebhookDelivery.webhook_id == bindparam("webhook_id"))
 
 
+_UNCHECKED = object()  # record() called without a settings version to hold it to
+
+
+class _StaleConfig(Exception):
+    """Raised inside the delivery's transaction, before any write: the settings it was
+    checked under are no longer the stored ones."""
+
+
 class _Duplicate(Exception):
     """Raised inside the delivery's transaction to undo it: the id was taken meanwhile."""
 
 
-def record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
+def record(webhook_id: str, payload: dict, client_ip: str | None, *, config_version=_UNCHECKED) -> Receipt:
     """Apply ``payload`` and record the delivery in one short transaction, deduplicated on
     ``webhook_id``: the delivery row is inserted last with ``ON CONFLICT DO NOTHING``; when
     the id is already taken (a replay, or a concurrent copy that committed first — SQLite's
     write lock and PostgreSQL's primary key serialise them) the whole transaction is undone
-    and the answer is ``duplicate``."""
+    and the answer is ``duplicate``. ``config_version``: the settings version the delivery
+    was checked under (``_StaleConfig`` when the stored one differs)."""
     try:
-        return _record(webhook_id, payload, client_ip)
+        return _record(webhook_id, payload, client_ip, config_version)
     except _Duplicate:
         with db.session() as s:
             existing = s.execute(_EXISTING, {"webhook_id": webhook_id}).first()
@@ -265,7 +294,15 @@ class _NotStreaming(Exception):
     """The fast transaction cannot apply this delivery: undone, the ORM path takes it."""
 
 
-def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
+def _check_config(s, config_version) -> None:
+    if config_version is _UNCHECKED:
+        return
+    row = s.connection().execute(_CONFIG_VERSION, {"provider": PROVIDER}).first()
+    if (row[0] if row is not None else None) != config_version:
+        raise _StaleConfig()
+
+
+def _record(webhook_id: str, payload: dict, client_ip: str | None, config_version) -> Receipt:
     pred_id = _short(payload.get("id"), 128)
     raw_status = _short(payload.get("status"), 32)
     is_test = payload.get(TEST_MARKER) is True
@@ -280,6 +317,7 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
             # pooled sqlite3 connection, no ORM session (fastpath.py)
             try:
                 with fastpath.transaction(engine) as s:
+                    _check_config(s, config_version)
                     state = streaming.state_by_provider_id(s, PROVIDER, pred_id)
                     result = streaming.apply_streaming(s, state, update) if state is not None else None
                     if result is None:
@@ -288,6 +326,7 @@ def _record(webhook_id: str, payload: dict, client_ip: str | None) -> Receipt:
             except _NotStreaming:
                 pass
     with db.transaction() as s:
+        _check_config(s, config_version)
         result = None
         if update is not None:
             state = streaming.state_by_provider_id(s, PROVIDER, pred_id)

@@ -374,3 +374,23 @@ def test_start_before_the_submit_path_stored_the_prediction_id(wh_app, wh_client
     r = send(wh_client, fake.webhook_secret, prediction("y" * 26, "succeeded", input={"stcloud_job_id": other}))
     assert r.get_json()["outcome"] == "ignored"
     assert get_job(wh_app, other).provider_job_id == "x" * 26
+
+
+def test_a_settings_change_applies_to_the_next_delivery(wh_app, wh_client, fake):
+    """The receiver checks a delivery under its cached settings and re-reads their version
+    inside the delivery's transaction: a change made since is seen before anything is written,
+    on the streaming fast path and on the ORM path (a status change) alike."""
+    make_job(wh_app, PID)
+    assert send(wh_client, fake.webhook_secret, prediction(PID)).status_code == 200  # settings cached
+    stored = len(deliveries(wh_app))
+    configure(wh_app, webhook_allowed_ips=SEEDS)
+    for body in (prediction(PID, logs="step 1/2 loss=0.5\n"), prediction(PID, "succeeded", output=[])):
+        assert_problem(send(wh_client, fake.webhook_secret, body), 403)
+    assert len(deliveries(wh_app)) == stored
+    configure(wh_app, webhook_allowed_ips=[])
+    r = send(wh_client, fake.webhook_secret, prediction(PID, logs="step 1/2 loss=0.5\n"))
+    assert r.status_code == 200 and r.get_json()["outcome"] == "applied"
+    configure(wh_app, webhook_require_signature=False)
+    r = post(wh_client, json.dumps(prediction(PID, logs="step 1/2 loss=0.5\nstep 2/2 loss=0.4\n")),
+             {"webhook-id": "msg_unsigned_after_change"})
+    assert r.status_code == 200 and r.get_json()["outcome"] == "applied"
