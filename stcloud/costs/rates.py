@@ -53,7 +53,7 @@ def hardware_profiles(provider: str) -> dict[str, dict]:
     """``{name: {label, vram_gb, gpu_count}}`` of ``provider``: the adapter's profiles and
     any profile with a configured rate."""
     out = {hw: {"label": p["label"] or hw, "vram_gb": p["vram_gb"], "gpu_count": p["gpu_count"] or 1}
-           for (prov, hw), p in provider_profiles(provider).items() if prov == provider}
+           for (_, hw), p in provider_profiles(provider).items()}
     with db.session() as s:
         for row in s.scalars(select(HardwareRate).where(HardwareRate.provider == provider)):
             out.setdefault(row.hardware, {"label": row.label or row.hardware, "vram_gb": row.vram_gb,
