@@ -16,38 +16,22 @@ from click.testing import CliRunner
 from standardwebhooks import Webhook
 
 from stcloud.cli import main
-from tests.notify.test_notify import Receiver
 from tests.web.walkthrough import (
     EVERY,
     LEARNING_RATES,
     STEP_DELAY,
     STEPS,
     job_end_messages,
+    receiver,  # noqa: F401 - fixture
     screenshot_dir,
-    start_server,
+    server,  # noqa: F401 - fixture
     wait_for,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 TOKEN = "walkthrough-cli-token"
+SERVER_ENV = {"STCLOUD_ADMIN_TOKEN": TOKEN}  # a deployed server's admin token (the `server` fixture)
 
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    for var in ("STCLOUD_PUBLIC_URL", "STCLOUD_DATABASE_URL", "REPLICATE_API_TOKEN", "STCLOUD_AUTH"):
-        monkeypatch.delenv(var, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    proc = start_server(home, env={"STCLOUD_ADMIN_TOKEN": TOKEN})
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
 
 
 def test_three_learning_rates_in_the_terminal(server, receiver, tmp_path):

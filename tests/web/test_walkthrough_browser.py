@@ -14,38 +14,19 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
-from tests.notify.test_notify import Receiver
 from tests.web.walkthrough import (
     EVERY,
     LEARNING_RATES,
     STEP_DELAY,
     STEPS,
     job_end_messages,
+    receiver,  # noqa: F401 - fixture
     screenshot_dir,
-    start_server,
+    server,  # noqa: F401 - fixture
     wait_for,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    for var in ("STCLOUD_ADMIN_TOKEN", "STCLOUD_PUBLIC_URL", "STCLOUD_DATABASE_URL", "REPLICATE_API_TOKEN",
-                "STCLOUD_AUTH"):
-        monkeypatch.delenv(var, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    proc = start_server(home)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
 
 
 def _field(page, name):

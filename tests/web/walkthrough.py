@@ -7,9 +7,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import ServeProcess
+from tests.notify.test_notify import Receiver
 
 # Three learning rates, a small run each (well under a minute for the three).
 LEARNING_RATES = (0.0003, 0.003, 0.03)
@@ -41,6 +43,28 @@ def start_server(home: Path, env: dict | None = None) -> ServeProcess:
     except BaseException:
         proc.stop()
         raise
+
+
+@pytest.fixture
+def server(request, tmp_path, monkeypatch):
+    """The walk-through's server (imported by each walk-through module); a module's
+    ``SERVER_ENV`` is added to its environment (the CLI walk-through's admin token)."""
+    for var in ("STCLOUD_ADMIN_TOKEN", "STCLOUD_PUBLIC_URL", "STCLOUD_DATABASE_URL", "REPLICATE_API_TOKEN",
+                "STCLOUD_AUTH"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_server(home, env=getattr(request.module, "SERVER_ENV", None))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def receiver():
+    """A notification receiver (Slack-style and signed webhooks) on loopback."""
+    r = Receiver()
+    yield r
+    r.stop()
 
 
 def wait_for(predicate, timeout: float, what: str):
