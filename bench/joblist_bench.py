@@ -1,6 +1,7 @@
 """The job list and log reads at a million jobs / a million log lines, SQLite and PostgreSQL.
 
-Ours: ``listing.list_jobs`` (page + count, ORM objects) and ``service.read_log``, each beside
+Ours: what the routes call, in the read session they open (``db.read()``):
+``listing.list_jobs`` (page + count, rows decoded when read) and ``service.read_log``, each beside
 the best bare indexed SQL for the same rows run on the raw driver connection (the peer),
 interleaved. Also the whole API request (Flask test client, JSON) as an absolute p50 for the
 issue's < 20 ms goal. Datasets come from bench/dataset.py (SQLite cached between runs).
@@ -74,7 +75,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
             kwargs["cursor"] = cursor
 
         def ours(f=f, kwargs=kwargs):
-            with app.app_context(), db.session() as s:
+            with app.app_context(), db.read() as s:
                 page = listing.list_jobs(s, f, limit=PAGE, **kwargs)
                 assert page.jobs
 
@@ -94,7 +95,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
     for label, offset in (("log ?offset= middle (1 MiB read)", log_bytes // 2),
                           ("log ?offset= near the end (poll)", log_bytes - 300)):
         def ours(offset=offset):
-            with app.app_context(), db.session() as s:
+            with app.app_context(), db.read() as s:
                 assert service.read_log(s, dataset.LOG_JOB, offset)["next_offset"] > offset
 
         mark = "?" if dialect == "sqlite" else "%s"
@@ -122,7 +123,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
          f"SELECT * FROM job_events WHERE job_id = {mark} ORDER BY id DESC LIMIT 100", (dataset.LOG_JOB,)),
     ):
         def ours(fn=ours_fn):
-            with app.app_context(), db.session() as s:
+            with app.app_context(), db.read() as s:
                 assert fn(s)
 
         def peer(sql=sql, params=params):

@@ -57,11 +57,15 @@ class Database:
         self._immediate_maker = sessionmaker(
             bind=self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
-        # SQLite: our "begin" hook skips its BEGIN (the driver's implicit one is off already);
-        # PostgreSQL: the driver in autocommit sends no BEGIN/COMMIT
-        reads = (self.engine.execution_options(stcloud_read=True) if self.is_sqlite
-                 else self.engine.execution_options(isolation_level="AUTOCOMMIT"))
-        self._read_maker = sessionmaker(bind=reads, expire_on_commit=False)
+        # SQLite: our "begin" hook skips its BEGIN (the driver's implicit one is off already).
+        # PostgreSQL: a pool of its own whose connections stay in autocommit (no BEGIN/COMMIT
+        # round trips, nothing to roll back at checkin, no mode switch per checkout).
+        if self.is_sqlite:
+            self.read_engine = self.engine.execution_options(stcloud_read=True)
+        else:
+            self.read_engine = create_engine(url, **kwargs, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+            _ping_when_idle(self.read_engine)
+        self._read_maker = sessionmaker(bind=self.read_engine, expire_on_commit=False)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -98,6 +102,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if not self.is_sqlite:
+            self.read_engine.dispose()
 
 
 def owner_only(path: str | None) -> None:
@@ -198,16 +204,18 @@ class _Compiled:
         self.names = [n for n in compiled.positiontup or () if n not in self.literals]
         self.dialect = dialect
         self.statement = statement
-        self.columns: dict[str, tuple[int, object]] | None = None  # from the first cursor's description
+        self.row_class: type[LazyRow] | None = None  # built from the first cursor's description
 
-    def decoders(self, description) -> dict[str, tuple[int, object]]:
-        """Column key -> (index, result processor), as SQLAlchemy picks them (some depend on
-        the type the driver reports, e.g. PostgreSQL numerics)."""
-        if self.columns is None:
+    def decoders(self, description) -> type[LazyRow]:
+        """A LazyRow class for this statement's rows: column key -> (index, result processor),
+        as SQLAlchemy picks them (some depend on the type the driver reports, e.g. PostgreSQL
+        numerics)."""
+        if self.row_class is None:
             cols = self.statement.selected_columns
-            self.columns = {c.key: (i, c.type._cached_result_processor(self.dialect, description[i][1]))
-                            for i, c in enumerate(cols)}
-        return self.columns
+            columns = {c.key: (i, c.type._cached_result_processor(self.dialect, description[i][1]))
+                       for i, c in enumerate(cols)}
+            self.row_class = type("LazyRow", (LazyRow,), {"__slots__": (), "_columns": columns})
+        return self.row_class
 
     def args(self, params: dict) -> tuple[str, object]:
         values = self.compiled.construct_params(params, _check=False)
@@ -242,8 +250,8 @@ class Prepared:
 
     def objects(self, s: Session, params: dict | None = None) -> list[LazyRow]:
         """The rows as ``LazyRow`` objects (attribute access, each column decoded when read)."""
-        raw, columns = self._run(s, params, decoders=True)
-        return [LazyRow(columns, r) for r in raw]
+        raw, row_class = self._run(s, params, decoders=True)
+        return list(map(row_class, raw))
 
     def rows(self, s: Session, params: dict | None = None) -> list[tuple]:
         return self._run(s, params)[0]
@@ -275,15 +283,19 @@ class LazyRow:
     a caller pays only for the columns it uses. A column the query did not select is an
     AttributeError."""
 
-    __slots__ = ("_columns", "_raw", "_seen")
+    __slots__ = ("_raw", "_seen")
+    _columns: dict[str, tuple[int, object]] = {}  # key -> (index, result processor); set per statement
 
-    def __init__(self, columns: dict[str, tuple[int, object]], raw: tuple):
-        self._columns, self._raw, self._seen = columns, raw, {}
+    def __init__(self, raw: tuple):
+        self._raw = raw
 
     def __getattr__(self, name: str):
-        if name.startswith("_"):  # a slot not set yet (copy, pickle): never a column
+        if name.startswith("_"):  # a slot not set yet (_seen before the first read, copy): never a column
             raise AttributeError(name)
-        seen = self._seen
+        try:
+            seen = self._seen
+        except AttributeError:
+            seen = self._seen = {}
         if name in seen:
             return seen[name]
         try:
