@@ -1,7 +1,8 @@
 """The job list and log reads at a million jobs / a million log lines, SQLite and PostgreSQL.
 
 Ours: what the routes call, in the read session they open (``db.read()``):
-``listing.list_jobs`` (page + count, rows decoded when read) and ``service.read_log``, each beside
+``listing.list_jobs`` (page + count, rows decoded when read), ``logread.read_log`` (the logs
+API's reader), ``listing.list_events`` / ``recent_events``, each beside
 the best bare indexed SQL for the same rows run on the raw driver connection (the peer),
 interleaved. Also the whole API request (Flask test client, JSON) as an absolute p50 for the
 issue's < 20 ms goal. Datasets come from bench/dataset.py (SQLite cached between runs).
@@ -22,7 +23,7 @@ from pathlib import Path
 from bench import dataset, pg
 from bench.report import ROWS, Row, interleaved, med
 from stcloud import create_app, db
-from stcloud.jobs import listing, service
+from stcloud.jobs import listing, logread
 from stcloud.jobs.listing import Filters
 from stcloud.models import Job
 
@@ -96,7 +97,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
                           ("log ?offset= near the end (poll)", log_bytes - 300)):
         def ours(offset=offset):
             with app.app_context(), db.read() as s:
-                assert service.read_log(s, dataset.LOG_JOB, offset)["next_offset"] > offset
+                assert logread.read_log(s, dataset.LOG_JOB, offset)["next_offset"] > offset
 
         mark = "?" if dialect == "sqlite" else "%s"
         sql = (f'SELECT "offset", data FROM job_log_chunks WHERE job_id = {mark} AND "offset" >= '
@@ -105,7 +106,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
 
         def peer(offset=offset, sql=sql):
             cur = raw_conn.cursor()
-            cur.execute(sql, (dataset.LOG_JOB, dataset.LOG_JOB, offset, offset + service.MAX_LOG_READ))
+            cur.execute(sql, (dataset.LOG_JOB, dataset.LOG_JOB, offset, offset + logread.MAX_LOG_READ))
             assert cur.fetchall()
             cur.close()
 

@@ -9,7 +9,7 @@ from stcloud.api import validation
 from stcloud.api.schemas import jobs as schemas
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
-from stcloud.jobs import enforce, listing, metrics, service
+from stcloud.jobs import enforce, listing, logread, metrics, service
 from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
 from stcloud.web import conditional
@@ -82,7 +82,7 @@ def job_logs(job_id):
     validation.query(schemas.LogQuery)
     offset = int_arg("offset", 0, 0)
     with db.read() as s:
-        return jsonify(service.read_log(s, job_id, offset))
+        return jsonify(logread.read_log(s, job_id, offset))
 
 
 @api.get("/<job_id>/events")

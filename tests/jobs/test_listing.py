@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, event, select, text
 
 from stcloud import db
 from stcloud.cli import alembic_config
-from stcloud.jobs import listing, metrics, service
+from stcloud.errors import BadRequest, NotFound
+from stcloud.jobs import listing, logread, metrics, service
 from stcloud.jobs.listing import Filters
 from stcloud.models import Job, JobEvent, utcnow
 from tests.jobs.factories import make_job
@@ -220,6 +221,7 @@ def test_log_reads_at_any_offset(app, client):
         for offset in [0, 1, len(full) - 1, len(full), len(full) + 50] + [rng.randrange(len(full)) for _ in range(200)]:
             limit = rng.choice([1, 3, 64, 10_000])
             got = service.read_log(s, jid, offset, limit=limit)
+            assert logread.read_log(s, jid, offset, limit=limit) == got  # the API's reader: the same answer
             start = min(offset, len(full))
             assert start <= got["next_offset"] <= start + limit and got["size"] == len(full)
             assert got["text"] == full[start:got["next_offset"]].decode("utf-8", "replace")
@@ -227,6 +229,14 @@ def test_log_reads_at_any_offset(app, client):
                 assert got["next_offset"] > start
     body = client.get(f"/api/cloud/jobs/{jid}/logs?offset=0").get_json()
     assert body["text"].encode() == full and body["next_offset"] == len(full)
+    with app.app_context(), db.read() as s:
+        for offset in (0, 5, len(full) // 2, len(full)):
+            assert logread.read_log(s, jid, offset) == service.read_log(s, jid, offset)
+        with pytest.raises(NotFound):
+            logread.read_log(s, "job_missing", 0)
+        with pytest.raises(BadRequest):
+            logread.read_log(s, jid, -1)
+    assert client.get("/api/cloud/jobs/job_missing/logs").status_code == 404
 
 
 def test_job_page_opens_on_the_tail_of_a_long_log(app, client, monkeypatch):

@@ -38,7 +38,7 @@ def test_pg_indexes_and_trigram(pg_app, pg_url):  # noqa: F811
 
 
 def test_pg_cursor_filters_search_and_logs(pg_app):
-    from stcloud.jobs import service
+    from stcloud.jobs import logread, service
 
     seed(pg_app, 70, names=lambda i: ["flux lora", "sdxl style", "100% cat_face"][i % 3] + f" {i}")
     client = pg_app.test_client()
@@ -60,6 +60,7 @@ def test_pg_cursor_filters_search_and_logs(pg_app):
         with db.session() as s:
             for offset in (0, 7, 100, len(full) - 3, len(full)):
                 got = service.read_log(s, jid, offset, limit=20)
+                assert logread.read_log(s, jid, offset, limit=20) == got
                 assert got["text"].encode() == full[offset:offset + 20]
 
 
