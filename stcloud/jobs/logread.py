@@ -21,9 +21,12 @@ from stcloud.models import Job, JobLogChunk
 MAX_LOG_READ = 1024 * 1024  # bytes returned by one logs call (as service.MAX_LOG_READ)
 
 _JOB = db.Prepared(select(Job.status, Job.log_size, Job.owner_id).where(Job.id == bindparam("job_id")))
-_first_chunk = (select(func.coalesce(func.max(JobLogChunk.offset), 0))
-                .where(JobLogChunk.job_id == bindparam("job_id"), JobLogChunk.offset <= bindparam("offset"))
-                .scalar_subquery())
+# a bare max() inside the subquery: SQLite answers it with one index probe (coalesce around
+# the max would make it walk every chunk before the offset)
+_first_chunk = func.coalesce(
+    select(func.max(JobLogChunk.offset))
+    .where(JobLogChunk.job_id == bindparam("job_id"), JobLogChunk.offset <= bindparam("offset"))
+    .scalar_subquery(), 0)
 _CHUNKS = db.Prepared(
     select(JobLogChunk.offset, JobLogChunk.data)
     .where(JobLogChunk.job_id == bindparam("job_id"), JobLogChunk.offset >= _first_chunk,
