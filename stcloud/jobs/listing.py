@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from stcloud import db
@@ -94,12 +95,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
 
 # ---- search -----------------------------------------------------------------------------
 
-_fts_present: dict[str, bool] = {}
+_fts_present: dict[URL, bool] = {}
 
 
 def _has_fts(s: Session) -> bool:
     bind = s.get_bind()
-    key = str(bind.engine.url)
+    key = bind.engine.url  # a URL is a hashable tuple: no rendering per request
     if key not in _fts_present:
         _fts_present[key] = bind.dialect.name == "sqlite" and s.scalar(text(
             "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_fts'")) == 1
@@ -132,7 +133,7 @@ def _search_plan(s: Session, q: str) -> str:
     if len(q) < FTS_MIN_TERM or not _has_fts(s):
         return "like"
     cap = FTS_SPARSE_MAX + 1
-    n = _cached((str(s.get_bind().engine.url), "fts-cap", cap, q), lambda: s.scalar(
+    n = _cached((s.get_bind().engine.url, "fts-cap", cap, q), lambda: s.scalar(
         text("SELECT count(*) FROM (SELECT 1 FROM jobs_fts WHERE jobs_fts MATCH :fts_q LIMIT :cap)"),
         {"fts_q": _fts_phrase(q), "cap": cap}))
     return "fts" if n <= FTS_SPARSE_MAX else "like"
@@ -266,7 +267,7 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
 def _first_page_count(s: Session, f: Filters, owner_id: str | None, plan: str | None, n: int) -> tuple[int, bool]:
     if plan == "like" or n > COUNT_EXACT_MAX:
         return count_jobs(s, f, owner_id=owner_id, plan=plan)
-    hit = _fresh((str(s.get_bind().engine.url), f, owner_id))
+    hit = _fresh((s.get_bind().engine.url, f, owner_id))
     if hit is not None and hit > COUNT_EXACT_MAX:
         return hit, True
     return n, False
@@ -321,7 +322,7 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: str | None = None,
     """
     if filters.q and plan is None:
         plan = _search_plan(s, filters.q)
-    url = str(s.get_bind().engine.url)
+    url = s.get_bind().engine.url
     if plan == "like":
         return _estimate_like(s, filters, owner_id, url), True
     if (hit := _fresh((url, filters, owner_id))) is not None and hit > COUNT_EXACT_MAX:
@@ -337,7 +338,7 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: str | None = None,
 SAMPLE = 10_000  # newest jobs looked at to estimate a short term's share
 
 
-def _estimate_like(s: Session, filters: Filters, owner_id: str | None, url: str) -> int:
+def _estimate_like(s: Session, filters: Filters, owner_id: str | None, url: URL) -> int:
     unsearched = Filters(status=filters.status, provider=filters.provider)
     base_n, _ = count_jobs(s, unsearched, owner_id=owner_id)
     if _has_fts(s) and len(filters.q) >= FTS_MIN_TERM:
