@@ -13,8 +13,9 @@ Never hold any across an HTTP call.
 PostgreSQL connections are not pinged at every checkout (``pool_pre_ping`` is a round trip
 per request): one that sat idle in the pool longer than ``IDLE_PING_SECONDS`` is pinged
 (a dead one is replaced before use, as the pre-ping did), one used a moment ago is not; a
-statement that fails on a dropped connection invalidates the pool (SQLAlchemy's disconnect
-handling), and ``pool_recycle`` retires connections before server-side idle timeouts.
+statement that fails on a dropped connection invalidates it (SQLAlchemy's disconnect
+handling; the next checkout connects anew), and ``pool_recycle`` retires connections before
+server-side idle timeouts.
 
 ``Prepared``: a Core select compiled once per dialect and run on the session's DBAPI cursor
 (no statement construction, cache-key lookup or Row building per call); the hot list reads
@@ -233,8 +234,8 @@ class Prepared:
 
     ``rows(s, params)`` gives the driver's tuples, undecoded; ``objects(s, params)`` gives
     ``LazyRow`` objects that decode a value (datetime, JSON) with SQLAlchemy's own result
-    processor when it is first read. A driver error comes
-    out as SQLAlchemy's ``DBAPIError``; one that means the connection dropped invalidates it.
+    processor when it is first read. A driver error comes out as SQLAlchemy's ``DBAPIError``;
+    one that means the connection dropped invalidates it.
     """
 
     def __init__(self, statement):
@@ -256,7 +257,8 @@ class Prepared:
     def rows(self, s: Session, params: dict | None = None) -> list[tuple]:
         return self._run(s, params)[0]
 
-    def _run(self, s: Session, params: dict | None, decoders: bool = False) -> tuple[list[tuple], dict | None]:
+    def _run(self, s: Session, params: dict | None,
+             decoders: bool = False) -> tuple[list[tuple], type[LazyRow] | None]:
         conn = s.connection()
         dialect = conn.dialect
         compiled = self._for(dialect)

@@ -147,9 +147,14 @@ _LIST_COLUMNS = tuple(c for c in Job.__table__.columns if c.key not in _UNLISTED
 _ORDER_DESC = (Job.created_at.desc(), Job.id.desc())
 
 
+def _statuses(f: Filters) -> tuple[str, ...]:
+    """The status filter without repeats (``status=failed,failed`` is one more shape otherwise)."""
+    return tuple(dict.fromkeys(f.status))
+
+
 def _filter_params(f: Filters, owner_id: str | None, plan: str | None) -> dict:
     """The bound values of the filters; their names make the statement's shape."""
-    params = {f"status_{i}": status for i, status in enumerate(f.status)}
+    params = {f"status_{i}": status for i, status in enumerate(_statuses(f))}
     if f.provider:
         params["provider"] = f.provider
     if owner_id is not None:
@@ -165,7 +170,7 @@ def _filter_params(f: Filters, owner_id: str | None, plan: str | None) -> dict:
 def _where(stmt, f: Filters, owner_id: str | None, plan: str | None):
     p = _filter_params(f, owner_id, plan)
     if f.status:
-        binds = [bindparam(f"status_{i}", p[f"status_{i}"]) for i in range(len(f.status))]
+        binds = [bindparam(f"status_{i}", p[f"status_{i}"]) for i in range(len(_statuses(f)))]
         stmt = stmt.where(Job.status == binds[0]) if len(binds) == 1 else stmt.where(Job.status.in_(binds))
     if f.provider:
         stmt = stmt.where(Job.provider == bindparam("provider", p["provider"]))
@@ -190,7 +195,7 @@ _prepared_lock = threading.Lock()
 
 def _statement(kind: str, f: Filters, owner_id: str | None, plan: str | None) -> db.Prepared:
     """The compiled statement of one query shape: ``kind`` × which filters are set × plan."""
-    key = (kind, len(f.status), bool(f.provider), owner_id is not None, plan if f.q else None)
+    key = (kind, len(_statuses(f)), bool(f.provider), owner_id is not None, plan if f.q else None)
     stmt = _prepared.get(key)
     if stmt is None:
         with _prepared_lock:

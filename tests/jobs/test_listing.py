@@ -393,6 +393,9 @@ def test_list_shapes_and_first_page_count(app, monkeypatch):
             assert [j.id for j in listing.list_jobs(s, f, limit=4, offset=2).jobs] == want[2:6], f
         small = listing.list_jobs(s, Filters(status=("failed",)), limit=50)
         assert (small.total, small.count_is_estimate) == (len(small.jobs), False)
+        shapes = len(listing._prepared)
+        again = listing.list_jobs(s, Filters(status=("failed",) * 7), limit=50)  # repeats: the same shape
+        assert [j.id for j in again.jobs] == [j.id for j in small.jobs] and len(listing._prepared) == shapes
     monkeypatch.setattr(listing, "COUNT_EXACT_MAX", 5)
     listing._count_cache.clear()
     with app.app_context(), db.read() as s:
