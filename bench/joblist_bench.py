@@ -1,6 +1,8 @@
 """The job list and log reads at a million jobs / a million log lines, SQLite and PostgreSQL.
 
-Ours: ``listing.list_jobs`` (page + count, ORM objects) and ``service.read_log``, each beside
+Ours: what the routes call, in the read session they open (``db.read()``):
+``listing.list_jobs`` (page + count, rows decoded when read), ``logread.read_log`` (the logs
+API's reader), ``listing.list_events`` / ``recent_events``, each beside
 the best bare indexed SQL for the same rows run on the raw driver connection (the peer),
 interleaved. Also the whole API request (Flask test client, JSON) as an absolute p50 for the
 issue's < 20 ms goal. Datasets come from bench/dataset.py (SQLite cached between runs).
@@ -21,7 +23,7 @@ from pathlib import Path
 from bench import dataset, pg
 from bench.report import ROWS, Row, interleaved, med
 from stcloud import create_app, db
-from stcloud.jobs import listing, service
+from stcloud.jobs import listing, logread
 from stcloud.jobs.listing import Filters
 from stcloud.models import Job
 
@@ -74,7 +76,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
             kwargs["cursor"] = cursor
 
         def ours(f=f, kwargs=kwargs):
-            with app.app_context(), db.session() as s:
+            with app.app_context(), db.read() as s:
                 page = listing.list_jobs(s, f, limit=PAGE, **kwargs)
                 assert page.jobs
 
@@ -94,8 +96,8 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
     for label, offset in (("log ?offset= middle (1 MiB read)", log_bytes // 2),
                           ("log ?offset= near the end (poll)", log_bytes - 300)):
         def ours(offset=offset):
-            with app.app_context(), db.session() as s:
-                assert service.read_log(s, dataset.LOG_JOB, offset)["next_offset"] > offset
+            with app.app_context(), db.read() as s:
+                assert logread.read_log(s, dataset.LOG_JOB, offset)["next_offset"] > offset
 
         mark = "?" if dialect == "sqlite" else "%s"
         sql = (f'SELECT "offset", data FROM job_log_chunks WHERE job_id = {mark} AND "offset" >= '
@@ -104,7 +106,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
 
         def peer(offset=offset, sql=sql):
             cur = raw_conn.cursor()
-            cur.execute(sql, (dataset.LOG_JOB, dataset.LOG_JOB, offset, offset + service.MAX_LOG_READ))
+            cur.execute(sql, (dataset.LOG_JOB, dataset.LOG_JOB, offset, offset + logread.MAX_LOG_READ))
             assert cur.fetchall()
             cur.close()
 
@@ -122,7 +124,7 @@ def measure(app, raw_conn, n: int, log_bytes: int, dialect: str, rounds: int, pe
          f"SELECT * FROM job_events WHERE job_id = {mark} ORDER BY id DESC LIMIT 100", (dataset.LOG_JOB,)),
     ):
         def ours(fn=ours_fn):
-            with app.app_context(), db.session() as s:
+            with app.app_context(), db.read() as s:
                 assert fn(s)
 
         def peer(sql=sql, params=params):

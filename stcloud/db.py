@@ -1,12 +1,25 @@
 """Engine and sessions. SQLite gets WAL, busy_timeout and foreign keys.
 
-Two ways in, both short:
+Three ways in, all short:
+- ``read()``: pure reads (the job list, log and event pages): no transaction, so no
+  BEGIN/COMMIT statements (round trips on PostgreSQL); each statement sees its own snapshot.
 - ``session()``: reads (and simple writes); commits on clean exit.
 - ``transaction()``: read-then-write critical sections. On SQLite it starts with
   ``BEGIN IMMEDIATE`` so the write lock is taken up front — a deferred transaction that
   reads and then writes fails with SQLITE_BUSY (no waiting) when another writer got in
   between. On PostgreSQL callers lock rows with ``with_for_update()``.
-Never hold either across an HTTP call.
+Never hold any across an HTTP call.
+
+PostgreSQL connections are not pinged at every checkout (``pool_pre_ping`` is a round trip
+per request): one that sat idle in the pool longer than ``IDLE_PING_SECONDS`` is pinged
+(a dead one is replaced before use, as the pre-ping did), one used a moment ago is not; a
+statement that fails on a dropped connection invalidates it (SQLAlchemy's disconnect
+handling; the next checkout connects anew), and ``pool_recycle`` retires connections before
+server-side idle timeouts.
+
+``Prepared``: a Core select compiled once per dialect and run on the session's DBAPI cursor
+(no statement construction, cache-key lookup or Row building per call); the hot list reads
+use it.
 """
 from __future__ import annotations
 
@@ -17,12 +30,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from stcloud import sqlite_wal
 
 BUSY_TIMEOUT_MS = 30_000
+IDLE_PING_SECONDS = 10.0  # PostgreSQL: a connection idle longer is pinged at checkout
+POOL_RECYCLE_SECONDS = 1800  # PostgreSQL: connections are replaced after this long
 
 
 class Database:
@@ -33,15 +49,35 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
         else:
-            kwargs["pool_pre_ping"] = True
+            kwargs["pool_recycle"] = POOL_RECYCLE_SECONDS
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             owner_only(self.engine.url.database)
             _sqlite_setup(self.engine)
+        else:
+            _ping_when_idle(self.engine)
         self._maker = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._immediate_maker = sessionmaker(
             bind=self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
+        # SQLite: our "begin" hook skips its BEGIN (the driver's implicit one is off already).
+        # PostgreSQL: a pool of its own whose connections stay in autocommit (no BEGIN/COMMIT
+        # round trips, nothing to roll back at checkin, no mode switch per checkout).
+        if self.is_sqlite:
+            self.read_engine = self.engine.execution_options(stcloud_read=True)
+        else:
+            self.read_engine = create_engine(url, **kwargs, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+            _ping_when_idle(self.read_engine)
+        self._read_maker = sessionmaker(bind=self.read_engine, expire_on_commit=False)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads only: no transaction (nothing it does is ever committed)."""
+        s = self._read_maker()
+        try:
+            yield s
+        finally:
+            s.close()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -70,6 +106,8 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         sqlite_wal.stop(self.engine)
+        if not self.is_sqlite:
+            self.read_engine.dispose()
 
 
 def owner_only(path: str | None) -> None:
@@ -103,10 +141,33 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        if conn.get_execution_options().get("sqlite_immediate"):
+        options = conn.get_execution_options()
+        if options.get("sqlite_immediate"):
             begin_immediate(conn.connection.driver_connection)
-        else:
+        elif not options.get("stcloud_read"):
             conn.exec_driver_sql("BEGIN")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle longer than
+    IDLE_PING_SECONDS; a dead one raises DisconnectionError, on which the pool connects anew
+    (SQLAlchemy retries the checkout)."""
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn, record):
+        if record is not None:
+            record.info["stcloud_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):
+        since = record.info.pop("stcloud_idle_since", None)
+        if since is None or time.monotonic() - since <= IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise sa_exc.DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise sa_exc.DisconnectionError("connection did not answer a ping")
 
 
 def begin_immediate(dbapi_conn, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
@@ -134,6 +195,130 @@ def begin_immediate(dbapi_conn, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None
         dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
+class _Compiled:
+    def __init__(self, statement, dialect: Dialect):
+        self.compiled = compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.positional = compiled.positiontup is not None
+        self.binds = {}  # name -> bind processor
+        self.literals = {}  # name -> type of a parameter rendered into the SQL (literal_execute)
+        for name, bind in compiled.binds.items():
+            if bind.literal_execute:
+                self.literals[name] = bind.type
+            elif (proc := bind.type._cached_bind_processor(dialect)) is not None:
+                self.binds[name] = proc
+        self.names = [n for n in compiled.positiontup or () if n not in self.literals]
+        self.dialect = dialect
+        self.statement = statement
+        self.row_class: type[LazyRow] | None = None  # built from the first cursor's description
+
+    def decoders(self, description) -> type[LazyRow]:
+        """A LazyRow class for this statement's rows: column key -> (index, result processor),
+        as SQLAlchemy picks them (some depend on the type the driver reports, e.g. PostgreSQL
+        numerics)."""
+        if self.row_class is None:
+            cols = self.statement.selected_columns
+            columns = {c.key: (i, c.type._cached_result_processor(self.dialect, description[i][1]))
+                       for i, c in enumerate(cols)}
+            self.row_class = type("LazyRow", (LazyRow,), {"__slots__": (), "_columns": columns})
+        return self.row_class
+
+    def args(self, params: dict) -> tuple[str, object]:
+        values = self.compiled.construct_params(params, _check=False)
+        sql = self.sql
+        for name, type_ in self.literals.items():
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", self.compiled.render_literal_value(values.pop(name), type_))
+        for name, proc in self.binds.items():
+            if values.get(name) is not None:
+                values[name] = proc(values[name])
+        return sql, [values[n] for n in self.names] if self.positional else values
+
+
+class Prepared:
+    """A Core select compiled once per dialect and run on the session's own DBAPI cursor.
+
+    ``rows(s, params)`` gives the driver's tuples, undecoded; ``objects(s, params)`` gives
+    ``LazyRow`` objects that decode a value (datetime, JSON) with SQLAlchemy's own result
+    processor when it is first read. A driver error comes out as SQLAlchemy's ``DBAPIError``;
+    one that means the connection dropped invalidates it.
+    """
+
+    def __init__(self, statement):
+        self.statement = statement
+        self._by_dialect: dict[tuple, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        c = self._by_dialect.get(key)
+        if c is None:
+            c = self._by_dialect.setdefault(key, _Compiled(self.statement, dialect))
+        return c
+
+    def objects(self, s: Session, params: dict | None = None) -> list[LazyRow]:
+        """The rows as ``LazyRow`` objects (attribute access, each column decoded when read)."""
+        raw, row_class = self._run(s, params, decoders=True)
+        return list(map(row_class, raw))
+
+    def rows(self, s: Session, params: dict | None = None) -> list[tuple]:
+        return self._run(s, params)[0]
+
+    def _run(self, s: Session, params: dict | None,
+             decoders: bool = False) -> tuple[list[tuple], type[LazyRow] | None]:
+        conn = s.connection()
+        dialect = conn.dialect
+        compiled = self._for(dialect)
+        sql, args = compiled.args(params or {})
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, args)
+            rows = cursor.fetchall()
+            columns = compiled.decoders(cursor.description) if decoders else None
+        except dialect.loaded_dbapi.Error as exc:
+            dropped = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+            cursor.close()
+            if dropped:
+                conn.invalidate(exc)
+            raise sa_exc.DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error,
+                                             connection_invalidated=dropped, dialect=dialect) from exc
+        cursor.close()
+        return rows, columns
+
+
+class LazyRow:
+    """A read-only row with attribute access like a mapped object's (``row.created_at``); a
+    column is decoded by SQLAlchemy's result processor (datetime, JSON…) when first read, so
+    a caller pays only for the columns it uses. A column the query did not select is an
+    AttributeError."""
+
+    __slots__ = ("_raw", "_seen")
+    _columns: dict[str, tuple[int, object]] = {}  # key -> (index, result processor); set per statement
+
+    def __init__(self, raw: tuple):
+        self._raw = raw
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # a slot not set yet (_seen before the first read, copy): never a column
+            raise AttributeError(name)
+        try:
+            seen = self._seen
+        except AttributeError:
+            seen = self._seen = {}
+        if name in seen:
+            return seen[name]
+        try:
+            index, proc = self._columns[name]
+        except KeyError:
+            raise AttributeError(f"{name!r} was not read") from None
+        value = self._raw[index]
+        if proc is not None and value is not None:
+            value = proc(value)
+        seen[name] = value
+        return value
+
+    def __repr__(self) -> str:
+        return f"<LazyRow {dict(zip(self._columns, self._raw, strict=True))!r}>"
+
+
 def get_db() -> Database:
     """The current app's database (needs an app context)."""
     from flask import current_app
@@ -143,6 +328,10 @@ def get_db() -> Database:
 
 def session():
     return get_db().session()
+
+
+def read():
+    return get_db().read()
 
 
 def transaction():

@@ -13,8 +13,13 @@ that order (migration 0007), so a page is an index walk that stops after ``limit
   (``LIKE``), which finds a page of matches after a short walk. Terms shorter than three
   characters, and SQLite builds without FTS5, use ``LIKE``. PostgreSQL: ``ILIKE`` served by
   the ``pg_trgm`` GIN index.
-- Counts: exact up to ``COUNT_EXACT_MAX`` (a bounded count); beyond, a cached count per
-  filter (``COUNT_TTL_SECONDS``), reported with ``count_is_estimate = True``.
+- Counts: exact up to ``COUNT_EXACT_MAX`` (a bounded count; a first page that holds every
+  match is its own count); beyond, a cached count per filter (``COUNT_TTL_SECONDS``),
+  reported with ``count_is_estimate = True``.
+- Rows: the list's statements are compiled once per filter shape (``db.Prepared``) and read
+  into ``db.LazyRow`` objects (attribute access like a ``Job``; a datetime or JSON column is
+  decoded when first read), not ORM objects: building 51 ``Job`` instances cost five times
+  the index walk itself. The name search's plan (the FTS match count) is cached like a count.
 """
 from __future__ import annotations
 
@@ -27,8 +32,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
 
+from stcloud import db
 from stcloud.accounts import scope
 from stcloud.errors import BadRequest, NotFound
 from stcloud.models import Job, JobEvent
@@ -49,7 +56,7 @@ class Filters:
 
 @dataclass
 class Page:
-    jobs: list[Job]
+    jobs: list[db.LazyRow]  # read-only rows with a Job's attributes (not config/dataloader_config/data_summary)
     total: int
     count_is_estimate: bool
     next_cursor: str | None = None  # older jobs
@@ -63,7 +70,8 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat()
 
 
-def encode_cursor(job: Job, direction: str) -> str:
+def encode_cursor(job, direction: str) -> str:
+    """The cursor of ``job`` (a Job or a list row)."""
     raw = json.dumps({"k": [_iso(job.created_at), job.id], "d": direction}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -87,12 +95,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
 
 # ---- search -----------------------------------------------------------------------------
 
-_fts_present: dict[str, bool] = {}
+_fts_present: dict[URL, bool] = {}
 
 
 def _has_fts(s: Session) -> bool:
     bind = s.get_bind()
-    key = str(bind.engine.url)
+    key = bind.engine.url  # a URL is a hashable tuple: no rendering per request
     if key not in _fts_present:
         _fts_present[key] = bind.dialect.name == "sqlite" and s.scalar(text(
             "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_fts'")) == 1
@@ -107,50 +115,116 @@ def _fts_phrase(q: str) -> str:
     return '"' + q.replace('"', '""') + '"'
 
 
-def _fts_ids(q: str):
-    """job ids whose name contains ``q`` (FTS5 trigram), as a subquery."""
+def _fts_ids(phrase: str):
+    """job ids whose name matches the FTS5 ``phrase`` (trigram), as a subquery."""
     return text(
         "SELECT job_id FROM job_search WHERE id IN "
         "(SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH :fts_q)"
-    ).bindparams(fts_q=_fts_phrase(q)).columns(literal_column("job_id"))
+    ).bindparams(bindparam("fts_q", phrase)).columns(literal_column("job_id"))
 
 
 def _search_plan(s: Session, q: str) -> str:
-    """fts (few matches: list them from the FTS index), like (walk the list index) or trgm."""
+    """fts (few matches: list them from the FTS index), like (walk the list index) or trgm.
+    The capped match count behind the choice is cached like a count (both plans list the
+    same jobs; only the speed differs)."""
     dialect = s.get_bind().dialect.name
     if dialect == "postgresql":
         return "trgm"
     if len(q) < FTS_MIN_TERM or not _has_fts(s):
         return "like"
-    n = s.scalar(text("SELECT count(*) FROM (SELECT 1 FROM jobs_fts WHERE jobs_fts MATCH :fts_q LIMIT :cap)"),
-                 {"fts_q": _fts_phrase(q), "cap": FTS_SPARSE_MAX + 1})
+    cap = FTS_SPARSE_MAX + 1
+    n = _cached((s.get_bind().engine.url, "fts-cap", cap, q), lambda: s.scalar(
+        text("SELECT count(*) FROM (SELECT 1 FROM jobs_fts WHERE jobs_fts MATCH :fts_q LIMIT :cap)"),
+        {"fts_q": _fts_phrase(q), "cap": cap}))
     return "fts" if n <= FTS_SPARSE_MAX else "like"
 
 
 # ---- queries ----------------------------------------------------------------------------
 
-# what a list row never shows: left unloaded (read on access inside the session if ever)
-_LIST_OPTIONS = (defer(Job.config), defer(Job.dataloader_config), defer(Job.data_summary))
+# what a list row never shows: not read
+_UNLISTED = ("config", "dataloader_config", "data_summary")
+_LIST_COLUMNS = tuple(c for c in Job.__table__.columns if c.key not in _UNLISTED)
+_ORDER_DESC = (Job.created_at.desc(), Job.id.desc())
+
+
+def _statuses(f: Filters) -> tuple[str, ...]:
+    """The status filter without repeats (``status=failed,failed`` is one more shape otherwise)."""
+    return tuple(dict.fromkeys(f.status))
+
+
+def _filter_params(f: Filters, owner_id: str | None, plan: str | None) -> dict:
+    """The bound values of the filters; their names make the statement's shape."""
+    params = {f"status_{i}": status for i, status in enumerate(_statuses(f))}
+    if f.provider:
+        params["provider"] = f.provider
+    if owner_id is not None:
+        params["owner_id"] = owner_id
+    if f.q:
+        if plan == "fts":
+            params["fts_q"] = _fts_phrase(f.q)
+        else:
+            params["pattern"] = _like_pattern(f.q)
+    return params
 
 
 def _where(stmt, f: Filters, owner_id: str | None, plan: str | None):
+    p = _filter_params(f, owner_id, plan)
     if f.status:
-        stmt = stmt.where(Job.status == f.status[0]) if len(f.status) == 1 else stmt.where(Job.status.in_(f.status))
+        binds = [bindparam(f"status_{i}", p[f"status_{i}"]) for i in range(len(_statuses(f)))]
+        stmt = stmt.where(Job.status == binds[0]) if len(binds) == 1 else stmt.where(Job.status.in_(binds))
     if f.provider:
-        stmt = stmt.where(Job.provider == f.provider)
+        stmt = stmt.where(Job.provider == bindparam("provider", p["provider"]))
     if owner_id is not None:
-        stmt = stmt.where(Job.owner_id == owner_id)
+        stmt = stmt.where(Job.owner_id == bindparam("owner_id", owner_id))
     if f.q:
         if plan == "fts":
-            stmt = stmt.where(Job.id.in_(_fts_ids(f.q)))
+            stmt = stmt.where(Job.id.in_(_fts_ids(p["fts_q"])))
         elif plan == "trgm":
             # the pattern is inlined (escaped by the driver's literal rendering): a prepared
             # statement's generic plan cannot see how selective it is and walks the whole
             # created_at index for a rare name instead of using the trigram index
-            stmt = stmt.where(Job.name.ilike(bindparam(None, _like_pattern(f.q), literal_execute=True), escape="\\"))
+            stmt = stmt.where(Job.name.ilike(bindparam("pattern", p["pattern"], literal_execute=True), escape="\\"))
         else:
-            stmt = stmt.where(Job.name.ilike(_like_pattern(f.q), escape="\\"))
+            stmt = stmt.where(Job.name.ilike(bindparam("pattern", p["pattern"]), escape="\\"))
     return stmt
+
+
+_prepared: dict[tuple, db.Prepared] = {}
+_prepared_lock = threading.Lock()
+
+
+def _statement(kind: str, f: Filters, owner_id: str | None, plan: str | None) -> db.Prepared:
+    """The compiled statement of one query shape: ``kind`` × which filters are set × plan."""
+    key = (kind, len(_statuses(f)), bool(f.provider), owner_id is not None, plan if f.q else None)
+    stmt = _prepared.get(key)
+    if stmt is None:
+        with _prepared_lock:
+            stmt = _prepared.get(key) or _prepared.setdefault(key, db.Prepared(_build(kind, f, owner_id, plan)))
+    return stmt
+
+
+def _build(kind: str, f: Filters, owner_id: str | None, plan: str | None):
+    limit = bindparam("limit")
+    if kind == "count":
+        return select(func.count()).select_from(
+            _where(select(literal_column("1")).select_from(Job), f, owner_id, plan).subquery())
+    if kind == "bounded":
+        # ordered like the list, so both databases walk the same composite index (PostgreSQL's
+        # generic plan for a prepared count would otherwise scan the table for a rare status)
+        first = _where(select(literal_column("1")).select_from(Job), f, owner_id, plan).order_by(*_ORDER_DESC)
+        return select(func.count()).select_from(first.limit(limit).subquery())
+    page = _where(select(*_LIST_COLUMNS), f, owner_id, plan)
+    if kind == "offset":
+        # the page's ids come from the covering index; only those rows are read
+        ids = _where(select(Job.id), f, owner_id, plan).order_by(*_ORDER_DESC).limit(limit).offset(bindparam("offset"))
+        return select(*_LIST_COLUMNS).where(Job.id.in_(ids)).order_by(*_ORDER_DESC)
+    if kind in ("next", "prev"):
+        key = tuple_(Job.created_at, Job.id)
+        boundary = tuple_(bindparam("at", type_=Job.__table__.c.created_at.type), bindparam("at_id"))
+        if kind == "next":
+            return page.where(key < boundary).order_by(*_ORDER_DESC).limit(limit)
+        return page.where(key > boundary).order_by(Job.created_at.asc(), Job.id.asc()).limit(limit)
+    return page.order_by(*_ORDER_DESC).limit(limit)
 
 
 def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | None = None,
@@ -162,17 +236,12 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
     if cursor and offset:
         raise BadRequest("give cursor or offset, not both", extra={"parameter": "cursor"})
     plan = _search_plan(s, filters.q) if filters.q else None
-    order_desc = (Job.created_at.desc(), Job.id.desc())
+    params = _filter_params(filters, owner_id, plan)
+    params["limit"] = limit + 1
     if cursor:
         at, job_id, direction = decode_cursor(cursor)
-        key = tuple_(Job.created_at, Job.id)
-        boundary = tuple_(_bound_created_at(at), job_id)
-        stmt = _where(select(Job).options(*_LIST_OPTIONS), filters, owner_id, plan)
-        if direction == "next":
-            stmt = stmt.where(key < boundary).order_by(*order_desc)
-        else:
-            stmt = stmt.where(key > boundary).order_by(Job.created_at.asc(), Job.id.asc())
-        rows = list(s.scalars(stmt.limit(limit + 1)))
+        params["at"], params["at_id"] = at, job_id
+        rows = _statement(direction, filters, owner_id, plan).objects(s, params)
         more = len(rows) > limit
         rows = rows[:limit]
         if direction == "prev":
@@ -181,20 +250,17 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
         has_newer = True if direction == "next" else more
     else:
         if offset:
-            # the page's ids come from the covering index; only those rows are read
-            ids = _where(select(Job.id), filters, owner_id, plan).order_by(*order_desc)
-            id_rows = list(s.scalars(ids.limit(limit + 1).offset(offset)))
-            by_id = {j.id: j for j in s.scalars(select(Job).options(*_LIST_OPTIONS)
-                                                .where(Job.id.in_(id_rows[:limit])))}
-            rows = [by_id[i] for i in id_rows[:limit] if i in by_id]
-            more = len(id_rows) > limit
-        else:
-            rows = list(s.scalars(_where(select(Job).options(*_LIST_OPTIONS), filters, owner_id, plan)
-                                  .order_by(*order_desc).limit(limit + 1)))
-            more = len(rows) > limit
-            rows = rows[:limit]
+            params["offset"] = offset
+        rows = _statement("offset" if offset else "first", filters, owner_id, plan).objects(s, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
         has_older, has_newer = more, offset > 0
-    total, estimated = count_jobs(s, filters, owner_id=owner_id, plan=plan)
+    if not cursor and not offset and not more:
+        # the first page holds every match: it is the exact count (unless a large count of
+        # this filter is cached: that one is shown until it expires, as count_jobs would)
+        total, estimated = _first_page_count(s, filters, owner_id, plan, len(rows))
+    else:
+        total, estimated = count_jobs(s, filters, owner_id=owner_id, plan=plan)
     return Page(
         jobs=rows, total=total, count_is_estimate=estimated,
         next_cursor=encode_cursor(rows[-1], "next") if rows and has_older else None,
@@ -203,9 +269,13 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
     )
 
 
-def _bound_created_at(at: datetime):
-    """created_at bound in the column's own type (SQLite compares the same text form)."""
-    return bindparam(None, at, type_=Job.__table__.c.created_at.type)
+def _first_page_count(s: Session, f: Filters, owner_id: str | None, plan: str | None, n: int) -> tuple[int, bool]:
+    if plan == "like" or n > COUNT_EXACT_MAX:
+        return count_jobs(s, f, owner_id=owner_id, plan=plan)
+    hit = _fresh((s.get_bind().engine.url, f, owner_id))
+    if hit is not None and hit > COUNT_EXACT_MAX:
+        return hit, True
+    return n, False
 
 
 def count_label(total: int, estimate: bool) -> str:
@@ -257,26 +327,23 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: str | None = None,
     """
     if filters.q and plan is None:
         plan = _search_plan(s, filters.q)
-    url = str(s.get_bind().engine.url)
+    url = s.get_bind().engine.url
     if plan == "like":
         return _estimate_like(s, filters, owner_id, url), True
     if (hit := _fresh((url, filters, owner_id))) is not None and hit > COUNT_EXACT_MAX:
         return hit, True  # a large count cached a moment ago: not even the bounded walk
-    base = _where(select(literal_column("1")).select_from(Job), filters, owner_id, plan)
-    # ordered like the list, so both databases walk the same composite index (PostgreSQL's
-    # generic plan for a prepared count would otherwise scan the table for a rare status)
-    first = base.order_by(Job.created_at.desc(), Job.id.desc()).limit(COUNT_EXACT_MAX + 1)
-    bounded = s.scalar(select(func.count()).select_from(first.subquery()))
+    params = _filter_params(filters, owner_id, plan)
+    bounded = _statement("bounded", filters, owner_id, plan).rows(s, {**params, "limit": COUNT_EXACT_MAX + 1})[0][0]
     if bounded <= COUNT_EXACT_MAX:
         return int(bounded), False
     return _cached((url, filters, owner_id),
-                   lambda: s.scalar(select(func.count()).select_from(base.subquery()))), True
+                   lambda: _statement("count", filters, owner_id, plan).rows(s, params)[0][0]), True
 
 
 SAMPLE = 10_000  # newest jobs looked at to estimate a short term's share
 
 
-def _estimate_like(s: Session, filters: Filters, owner_id: str | None, url: str) -> int:
+def _estimate_like(s: Session, filters: Filters, owner_id: str | None, url: URL) -> int:
     unsearched = Filters(status=filters.status, provider=filters.provider)
     base_n, _ = count_jobs(s, unsearched, owner_id=owner_id)
     if _has_fts(s) and len(filters.q) >= FTS_MIN_TERM:
@@ -317,19 +384,25 @@ def job_version(s: Session, job_id: str) -> Version:
 
 # ---- events -----------------------------------------------------------------------------
 
-def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 1000) -> tuple[list[JobEvent], int | None]:
+_EVENTS_AFTER = db.Prepared(select(*JobEvent.__table__.columns).where(
+    JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after"))
+    .order_by(JobEvent.id).limit(bindparam("limit")))
+_EVENTS_NEWEST = db.Prepared(select(*JobEvent.__table__.columns).where(
+    JobEvent.job_id == bindparam("job_id")).order_by(JobEvent.id.desc()).limit(bindparam("limit")))
+
+
+def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 1000) -> tuple[list[db.LazyRow], int | None]:
     """Events of one job in order, from the (job_id, id) index: ``(events, next_after)``;
-    ``next_after`` is None on the last page."""
-    rows = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
-                          .order_by(JobEvent.id).limit(limit + 1)))
+    ``next_after`` is None on the last page. The events are read-only rows with a
+    ``JobEvent``'s attributes."""
+    rows = _EVENTS_AFTER.objects(s, {"job_id": job_id, "after": after, "limit": limit + 1})
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].id if more else None)
 
 
-def recent_events(s: Session, job_id: str, limit: int = 100) -> list[JobEvent]:
+def recent_events(s: Session, job_id: str, limit: int = 100) -> list[db.LazyRow]:
     """The newest ``limit`` events of one job, oldest first (the job page's timeline)."""
-    rows = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
-                          .order_by(JobEvent.id.desc()).limit(limit)))
+    rows = _EVENTS_NEWEST.objects(s, {"job_id": job_id, "limit": limit})
     rows.reverse()
     return rows

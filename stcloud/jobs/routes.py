@@ -9,7 +9,7 @@ from stcloud.api import validation
 from stcloud.api.schemas import jobs as schemas
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
-from stcloud.jobs import enforce, listing, loss_points, metrics, service
+from stcloud.jobs import enforce, listing, logread, loss_points, metrics, service
 from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
 from stcloud.web import conditional
@@ -44,7 +44,7 @@ def list_jobs():
     f = _filters()
     limit = int_arg("limit", 50, 1, 500)
     offset = int_arg("offset", 0, 0)
-    with db.session() as s:
+    with db.read() as s:
         page = listing.list_jobs(s, f, limit=limit, cursor=request.args.get("cursor") or None, offset=offset,
                                  owner_id=scope.owner_filter())
         items = [service.to_dict(j, include_config=False) for j in page.jobs]
@@ -81,8 +81,8 @@ def delete_job(job_id):
 def job_logs(job_id):
     validation.query(schemas.LogQuery)
     offset = int_arg("offset", 0, 0)
-    with db.session() as s:
-        return jsonify(service.read_log(s, job_id, offset))
+    with db.read() as s:
+        return jsonify(logread.read_log(s, job_id, offset))
 
 
 @api.get("/<job_id>/events")
@@ -91,7 +91,7 @@ def job_events(job_id):
     validation.query(schemas.EventsQuery)
     after = int_arg("after", 0, 0)
     limit = int_arg("limit", 1000, 1, 5000)
-    with db.session() as s:
+    with db.read() as s:
         service.get_job(s, job_id)
         events, next_after = listing.list_events(s, job_id, after=after, limit=limit)
         return jsonify({"events": [service.event_to_dict(e) for e in events], "next_after": next_after})
@@ -105,7 +105,7 @@ def job_list():
     f = _filters()
     cursor = request.args.get("cursor") or None
     offset = (int_arg("page", 1, 1) - 1) * PAGE_SIZE  # old ?page= links still work
-    with db.session() as s:
+    with db.read() as s:
         page = listing.list_jobs(s, f, limit=PAGE_SIZE, cursor=cursor, offset=0 if cursor else offset,
                                  owner_id=scope.owner_filter())
         return render("jobs/list.html", block="job_table", jobs=page.jobs, page=page,

@@ -9,11 +9,12 @@ from datetime import timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, select, text
 
 from stcloud import db
 from stcloud.cli import alembic_config
-from stcloud.jobs import listing, service
+from stcloud.errors import BadRequest, NotFound
+from stcloud.jobs import listing, logread, metrics, service
 from stcloud.jobs.listing import Filters
 from stcloud.models import Job, JobEvent, utcnow
 from tests.jobs.factories import make_job
@@ -220,6 +221,7 @@ def test_log_reads_at_any_offset(app, client):
         for offset in [0, 1, len(full) - 1, len(full), len(full) + 50] + [rng.randrange(len(full)) for _ in range(200)]:
             limit = rng.choice([1, 3, 64, 10_000])
             got = service.read_log(s, jid, offset, limit=limit)
+            assert logread.read_log(s, jid, offset, limit=limit) == got  # the API's reader: the same answer
             start = min(offset, len(full))
             assert start <= got["next_offset"] <= start + limit and got["size"] == len(full)
             assert got["text"] == full[start:got["next_offset"]].decode("utf-8", "replace")
@@ -227,6 +229,14 @@ def test_log_reads_at_any_offset(app, client):
                 assert got["next_offset"] > start
     body = client.get(f"/api/cloud/jobs/{jid}/logs?offset=0").get_json()
     assert body["text"].encode() == full and body["next_offset"] == len(full)
+    with app.app_context(), db.read() as s:
+        for offset in (0, 5, len(full) // 2, len(full)):
+            assert logread.read_log(s, jid, offset) == service.read_log(s, jid, offset)
+        with pytest.raises(NotFound):
+            logread.read_log(s, "job_missing", 0)
+        with pytest.raises(BadRequest):
+            logread.read_log(s, jid, -1)
+    assert client.get("/api/cloud/jobs/job_missing/logs").status_code == 404
 
 
 def test_job_page_opens_on_the_tail_of_a_long_log(app, client, monkeypatch):
@@ -294,3 +304,102 @@ def test_queries_use_the_composite_indexes(app):
             sql = str(stmt.compile(dialect=s.get_bind().dialect, compile_kwargs={"literal_binds": True}))
             plan = " ".join(r[3] for r in s.execute(text("EXPLAIN QUERY PLAN " + sql)))
             assert "USE TEMP B-TREE" not in plan and "_created_id" in plan, (f, plan)
+
+
+def _rich_jobs(app) -> list[str]:
+    """Jobs whose columns hold every kind of value a list row shows (JSON, datetimes, floats,
+    NULLs, an owner, an error)."""
+    ids = [make_job(app, status, provider=p, name=f"rich {status} {p}")
+           for status in ("running", "completed", "failed", "queued") for p in ("replicate", "worker")]
+    with app.app_context(), db.transaction() as s:
+        for k, jid in enumerate(ids):
+            job = s.get(Job, jid)
+            job.progress = {"step": 3 + k, "total_steps": 10, "loss": 0.5 / (k + 1), "stage": "train",
+                            "best_loss": 0.4}
+            job.outputs = [{"key": f"out/{k}.safetensors", "size": k}]
+            job.cost_usd, job.estimated_cost_usd, job.hardware = (0.25 * k or None), 1.5, "gpu-a100"
+            job.estimate = {"basis": "rate", "p50": 1.0}
+            job.provider_data = {"approval": {"state": "approved", "expected_dataset_sha256": "x"}} if k % 2 else None
+            job.error = "boom\nmore" if job.status == "failed" else None
+            job.checkpoint = {"key": "ck", "step": 2} if k % 3 == 0 else None
+    return ids
+
+
+def test_list_rows_read_like_orm_jobs(app):
+    """A list row (read with the compiled statement, decoded lazily) has the ORM Job's values
+    for every column it reads, and to_dict of it is the same answer; the columns a list never
+    shows are not read."""
+    _rich_jobs(app)
+    with app.app_context(), db.read() as s:
+        rows = listing.list_jobs(s, Filters(), limit=50).jobs
+        events, _ = listing.list_events(s, rows[0].id)
+        newest = listing.recent_events(s, rows[0].id, limit=2)
+    assert len(rows) == 8
+    with app.app_context(), db.session() as s:
+        for row in rows:
+            job = s.get(Job, row.id)
+            for col in listing._LIST_COLUMNS:
+                assert getattr(row, col.key) == getattr(job, col.key), col.key
+            ours, theirs = (service.to_dict(j, include_config=False) for j in (row, job))
+            assert ours.pop("metrics") and theirs.pop("metrics")  # durations of running jobs: now-dependent
+            assert ours == theirs
+            now = utcnow()
+            assert metrics.compute(row, now=now) == metrics.compute(job, now=now)
+            assert row.created_at.tzinfo is not None
+            with pytest.raises(AttributeError):
+                row.config  # noqa: B018 - not read by the list
+        orm_events = s.scalars(select(JobEvent).where(JobEvent.job_id == rows[0].id).order_by(JobEvent.id)).all()
+        assert [service.event_to_dict(e) for e in events] == [service.event_to_dict(e) for e in orm_events]
+        assert [e.id for e in newest] == [e.id for e in orm_events[-2:]]
+        assert all(isinstance(e.accepted, bool) for e in events)
+
+
+def test_read_session_opens_no_transaction(app):
+    """db.read() sends no BEGIN (SQLite's driver-level BEGIN is off; our begin hook skips it);
+    db.session() still does."""
+    seed(app, 5)
+    sent = []
+    with app.app_context():
+        engine = db.get_db().engine
+
+        def record(_conn, _cursor, statement, *_args):
+            sent.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            with db.read() as s:
+                assert len(listing.list_jobs(s, Filters(q="job")).jobs) == 5
+                assert not s.connection().connection.driver_connection.in_transaction
+            assert not any(st.strip().upper().startswith("BEGIN") for st in sent), sent
+            with db.session() as s:
+                listing.list_jobs(s, Filters())
+            assert any(st.strip().upper() == "BEGIN" for st in sent)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+def test_list_shapes_and_first_page_count(app, monkeypatch):
+    """Every filter shape compiles once and gives the ORM query's rows; a first page that holds
+    every match is its own exact count, and a cached large count still wins while fresh."""
+    seed(app, 30)
+    with app.app_context(), db.read() as s:
+        for f in [Filters(status=("failed", "queued")), Filters(status=("running",), provider="worker"),
+                  Filters(provider="local", q="job 1")]:
+            page = listing.list_jobs(s, f, limit=4)
+            want = expected_order(app, lambda j, f=f: (not f.status or j.status in f.status)
+                                  and (not f.provider or j.provider == f.provider)
+                                  and (not f.q or f.q in j.name))
+            assert [j.id for j in page.jobs] == want[:4] and page.total == len(want), f
+            assert [j.id for j in listing.list_jobs(s, f, limit=4, offset=2).jobs] == want[2:6], f
+        small = listing.list_jobs(s, Filters(status=("failed",)), limit=50)
+        assert (small.total, small.count_is_estimate) == (len(small.jobs), False)
+        shapes = len(listing._prepared)
+        again = listing.list_jobs(s, Filters(status=("failed",) * 7), limit=50)  # repeats: the same shape
+        assert [j.id for j in again.jobs] == [j.id for j in small.jobs] and len(listing._prepared) == shapes
+    monkeypatch.setattr(listing, "COUNT_EXACT_MAX", 5)
+    listing._count_cache.clear()
+    with app.app_context(), db.read() as s:
+        assert listing.list_jobs(s, Filters(), limit=50).total == 30  # counted: 30 > 5, an estimate
+        make_job(app, "queued", name="later")
+        page = listing.list_jobs(s, Filters(), limit=50)
+        assert len(page.jobs) == 31 and (page.total, page.count_is_estimate) == (30, True)

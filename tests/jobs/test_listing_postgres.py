@@ -38,7 +38,7 @@ def test_pg_indexes_and_trigram(pg_app, pg_url):  # noqa: F811
 
 
 def test_pg_cursor_filters_search_and_logs(pg_app):
-    from stcloud.jobs import service
+    from stcloud.jobs import logread, service
 
     seed(pg_app, 70, names=lambda i: ["flux lora", "sdxl style", "100% cat_face"][i % 3] + f" {i}")
     client = pg_app.test_client()
@@ -60,6 +60,7 @@ def test_pg_cursor_filters_search_and_logs(pg_app):
         with db.session() as s:
             for offset in (0, 7, 100, len(full) - 3, len(full)):
                 got = service.read_log(s, jid, offset, limit=20)
+                assert logread.read_log(s, jid, offset, limit=20) == got
                 assert got["text"].encode() == full[offset:offset + 20]
 
 
@@ -91,3 +92,82 @@ def test_pg_polls_are_conditional(pg_app):
     client, hx = pg_app.test_client(), {"HX-Request": "true"}
     tag, weak = client.get(f"/jobs/{jid}/row", headers=hx).get_etag()
     assert weak and client.get(f"/jobs/{jid}/row", headers={**hx, "If-None-Match": f'W/"{tag}"'}).status_code == 304
+
+
+def test_pg_list_rows_read_like_orm_jobs_without_a_transaction(pg_app):
+    """On PostgreSQL too: list rows and events equal the ORM's values, and a read session runs
+    in autocommit (no BEGIN/COMMIT round trips, no transaction left open)."""
+    from sqlalchemy import select
+
+    from stcloud.jobs import listing, metrics, service
+    from stcloud.jobs.listing import Filters
+    from stcloud.models import JobEvent, utcnow
+    from tests.jobs.test_listing import _rich_jobs
+
+    _rich_jobs(pg_app)
+    with pg_app.app_context(), db.read() as s:
+        rows = listing.list_jobs(s, Filters(), limit=50).jobs
+        events, _ = listing.list_events(s, rows[0].id)
+        driver = s.connection().connection.driver_connection
+        assert driver.autocommit and driver.info.transaction_status == 0  # IDLE: nothing open
+    with pg_app.app_context(), db.session() as s:
+        now = utcnow()
+        for row in rows:
+            job = s.get(Job, row.id)
+            for col in listing._LIST_COLUMNS:
+                assert getattr(row, col.key) == getattr(job, col.key), col.key
+            ours, theirs = (service.to_dict(j, include_config=False) for j in (row, job))
+            assert ours.pop("metrics") and theirs.pop("metrics")
+            assert ours == theirs and metrics.compute(row, now=now) == metrics.compute(job, now=now)
+        orm_events = s.scalars(select(JobEvent).where(JobEvent.job_id == rows[0].id).order_by(JobEvent.id)).all()
+        assert [service.event_to_dict(e) for e in events] == [service.event_to_dict(e) for e in orm_events]
+
+
+def _kill_pooled_backend(app, pg_url) -> int:  # noqa: F811
+    """Terminate the server process behind the read pool's (only) connection; its pid."""
+    from stcloud.jobs import listing
+
+    with app.app_context(), db.read() as s:
+        listing.list_jobs(s, listing.Filters())
+        pid = s.connection().connection.driver_connection.info.backend_pid
+    eng = create_engine(pg_url)
+    with eng.connect() as c:
+        assert c.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    eng.dispose()
+    return pid
+
+
+def test_pg_idle_connection_is_pinged_and_replaced(pg_app, pg_url, monkeypatch):  # noqa: F811
+    """A pooled connection idle longer than IDLE_PING_SECONDS is pinged at checkout: a dead
+    one is replaced before use, so the request does not fail."""
+    from stcloud.jobs import listing
+
+    seed(pg_app, 3)
+    monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
+    dead = _kill_pooled_backend(pg_app, pg_url)
+    with pg_app.app_context(), db.read() as s:
+        assert len(listing.list_jobs(s, listing.Filters()).jobs) == 3
+        assert s.connection().connection.driver_connection.info.backend_pid != dead
+
+
+def test_pg_recent_connection_not_pinged_recovers_after_one_error(pg_app, pg_url, monkeypatch):  # noqa: F811
+    """A connection used a moment ago is not pinged (no round trip); if it died meanwhile the
+    statement fails once with the connection invalidated, and the next request reconnects."""
+    from sqlalchemy import exc
+
+    from stcloud.jobs import listing
+
+    seed(pg_app, 3)
+    monkeypatch.setattr(db, "IDLE_PING_SECONDS", 3600.0)
+    pings = []
+    engine = pg_app.extensions["stcloud.db"].read_engine
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(1) or real_ping(conn))
+    dead = _kill_pooled_backend(pg_app, pg_url)
+    with pg_app.app_context(), db.read() as s, pytest.raises(exc.DBAPIError) as failed:
+        listing.list_jobs(s, listing.Filters())
+    assert failed.value.connection_invalidated
+    with pg_app.app_context(), db.read() as s:
+        assert len(listing.list_jobs(s, listing.Filters()).jobs) == 3
+        assert s.connection().connection.driver_connection.info.backend_pid != dead
+    assert pings == []
