@@ -5,8 +5,8 @@ owner; then the chunk holding byte ``offset`` and the chunks up to ``offset + li
 ranges of the ``(job_id, offset)`` index in one statement, never a walk from the start of a
 long log. The chunks are joined once (``b"".join``), not appended one by one.
 
-Same answer as ``service.read_log`` (``tests/jobs/test_listing.py`` compares them at every
-offset); the API's ``GET /api/cloud/jobs/<id>/logs`` reads through it.
+The one log reader: the API's ``GET /api/cloud/jobs/<id>/logs``, the job page and its log
+tail, the CLI through the API.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stcloud.accounts import scope
 from stcloud.errors import BadRequest, NotFound
 from stcloud.models import Job, JobLogChunk
 
-MAX_LOG_READ = 1024 * 1024  # bytes returned by one logs call (as service.MAX_LOG_READ)
+MAX_LOG_READ = 1024 * 1024  # bytes returned by one logs call
 
 _JOB = db.Prepared(select(Job.status, Job.log_size, Job.owner_id).where(Job.id == bindparam("job_id")))
 # a bare max() inside the subquery: SQLite answers it with one index probe (coalesce around

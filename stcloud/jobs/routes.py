@@ -165,7 +165,7 @@ def job_page(job_id):
         log, log_start = None, 0
         if not fragment:  # the panel shows no log
             log_start = max(0, job.log_size - LOG_PAGE_TAIL)
-            log = service.read_log(s, job_id, log_start)
+            log = logread.read_log(s, job_id, log_start)
             if log_start:  # start on a whole line
                 log["text"] = log["text"][log["text"].find("\n") + 1:]
         resp = render("jobs/detail.html", block="status_panel", job=job, events=events, log=log,
@@ -179,7 +179,7 @@ def job_log_tail(job_id):
     job runs and no byte was added since ``offset``: 204 (nothing swapped, the poller slows)."""
     offset = int_arg("offset", 0, 0)
     with db.session() as s:
-        log = service.read_log(s, job_id, offset)
+        log = logread.read_log(s, job_id, offset)
         if log["next_offset"] == offset and not log["complete"] and offset >= log["size"]:
             return "", 204
         job = service.get_job(s, job_id)

@@ -11,12 +11,12 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import delete as sa_delete
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stcloud import db, states
 from stcloud.accounts import audit, scope
-from stcloud.errors import BadRequest, Conflict, NotConfigured, NotFound, ProviderError
+from stcloud.errors import Conflict, NotConfigured, NotFound, ProviderError
 from stcloud.jobs import job_secrets, loss_points, metrics, upload_cleanup
 from stcloud.jobs import progress as progress_mod
 from stcloud.models import Job, JobEvent, JobLogChunk, JobLossPoint, utcnow
@@ -27,7 +27,6 @@ from stcloud.redact import redact
 
 log = logging.getLogger(__name__)
 
-MAX_LOG_READ = 1024 * 1024  # bytes returned by one logs call
 
 
 @dataclass(frozen=True)
@@ -209,38 +208,6 @@ def newest_job_id(s: Session) -> str | None:
     if (owner := scope.owner_filter()) is not None:
         stmt = stmt.where(Job.owner_id == owner)
     return s.scalar(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(1))
-
-
-def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
-    """Log text from byte ``offset``: ``{text, next_offset, complete, size}``."""
-    job = s.execute(select(Job.status, Job.log_size, Job.owner_id).where(Job.id == job_id)).first()
-    if job is None or not scope.may_see(job.owner_id):  # members: others' jobs do not exist
-        raise NotFound(f"job {job_id} not found")
-    if offset < 0:
-        raise BadRequest("offset must be >= 0")
-    offset = min(offset, job.log_size)
-    # The chunk holding byte ``offset`` and those up to ``offset + limit``: two ranges of the
-    # (job_id, offset) index, never a walk from the start of a long log.
-    start = s.scalar(select(func.max(JobLogChunk.offset)).where(
-        JobLogChunk.job_id == job_id, JobLogChunk.offset <= offset)) or 0
-    chunks = s.execute(
-        select(JobLogChunk.offset, JobLogChunk.data)
-        .where(JobLogChunk.job_id == job_id, JobLogChunk.offset >= start,
-               JobLogChunk.offset < offset + limit)
-        .order_by(JobLogChunk.offset)
-    )
-    buf = bytearray()
-    for chunk_offset, data in chunks:
-        buf += data[max(0, offset - chunk_offset):]
-    if len(buf) > limit:
-        cut = limit
-        while cut > 0 and (buf[cut] & 0xC0) == 0x80:  # do not split a UTF-8 sequence
-            cut -= 1
-        buf = buf[:cut]
-    next_offset = offset + len(buf)
-    complete = states.is_terminal(job.status) and next_offset >= job.log_size
-    return {"text": bytes(buf).decode("utf-8", "replace"), "next_offset": next_offset,
-            "complete": complete, "size": job.log_size}
 
 
 def cancel(job_id: str, *, source: str = "api", reason: str | None = None) -> Job:

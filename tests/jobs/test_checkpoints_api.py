@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from stcloud import db
-from stcloud.jobs import resume
+from stcloud.jobs import logread, resume
 from stcloud.jobs import service as jobs_service
 from stcloud.models import Job
 from stcloud.storage import backend as bk
@@ -197,7 +197,7 @@ def test_auto_resume_stops_at_max_attempts(app, client):
         assert resume.auto_resume_due() == []  # the chain holds 2 attempts: max_attempts reached
         with db.session() as s:
             assert s.scalar(db_count_resumed(second)) == 0
-            log = jobs_service.read_log(s, second, 0)["text"]
+            log = logread.read_log(s, second, 0)["text"]
     assert "automatic resume stopped: the chain has 2 attempt(s), max_attempts is 2" in log
     assert client.get(f"/api/cloud/jobs/{second}/chain").json["attempts"][0]["job_id"] == jid
 

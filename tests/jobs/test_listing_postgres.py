@@ -59,8 +59,7 @@ def test_pg_cursor_filters_search_and_logs(pg_app):
         full = "".join(f"line {k}\n" for k in range(50)).encode()
         with db.session() as s:
             for offset in (0, 7, 100, len(full) - 3, len(full)):
-                got = service.read_log(s, jid, offset, limit=20)
-                assert logread.read_log(s, jid, offset, limit=20) == got
+                got = logread.read_log(s, jid, offset, limit=20)
                 assert got["text"].encode() == full[offset:offset + 20]
 
 
