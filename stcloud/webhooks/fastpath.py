@@ -37,16 +37,14 @@ class _Compiled:
             if proc is not None:
                 procs[name] = proc
         self.bind = procs
+        self.plan = tuple((name, procs.get(name)) for name in self.names)
         cols = getattr(statement, "selected_columns", None)
-        self.results = [c.type._cached_result_processor(dialect, None) for c in cols] if cols is not None else []
+        results = [c.type._cached_result_processor(dialect, None) for c in cols] if cols is not None else []
+        self.results = results if any(p is not None for p in results) else []
 
     def params(self, values: dict) -> list:
-        out = []
-        for name in self.names:
-            v = values[name]
-            proc = self.bind.get(name)
-            out.append(proc(v) if proc is not None and v is not None else v)
-        return out
+        return [v if proc is None or v is None else proc(v)
+                for name, proc in self.plan for v in (values[name],)]
 
     def row(self, raw: tuple | None) -> tuple | None:
         if raw is None or not self.results:

@@ -23,6 +23,24 @@ log = logging.getLogger(__name__)
 PATH = "/api/webhooks/replicate"
 
 
+def _read_sized(environ, limit: int) -> bytes | None:
+    """A body with a ``Content-Length`` within ``limit``, read straight from the server's
+    input (what Replicate sends); None for anything else (chunked, too large, malformed),
+    which the route's reader takes. A body that ends early is a 400, as in the view."""
+    if environ.get("HTTP_TRANSFER_ENCODING"):
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+    if not 0 < length <= limit:
+        return None
+    data = environ["wsgi.input"].read(length)
+    if len(data) != length:
+        raise errors.BadRequest(f"the request body ended after {len(data)} of its {length} bytes")
+    return data
+
+
 class SignedDeliveries:
     def __init__(self, app: Flask, wsgi_app, read_body):
         self.app = app
@@ -41,7 +59,7 @@ class SignedDeliveries:
                     headers=req.headers,
                     peer=req.remote_addr,  # the socket peer: no ProxyFix, see netfilter.py
                     forwarded_for=[forwarded] if forwarded is not None else [],
-                    read_body=lambda limit: self.read_body(req, limit))
+                    read_body=lambda limit: _read_sized(environ, limit) or self.read_body(req, limit))
                 # The answer of every accepted delivery: the bytes and headers jsonify() and
                 # security_headers() make, without building a Response object.
                 body = (self.app.json.dumps(receipt.to_dict(), separators=(",", ":")) + "\n").encode()

@@ -143,3 +143,23 @@ def fastpath_select():
     from sqlalchemy import text
 
     return text("SELECT 1")
+
+
+def test_a_body_shorter_than_its_content_length_is_a_400(wh_app):
+    """The shortcut reads a sized body straight from the server's input; one that ends early
+    (the client went away) is a problem+json 400, not a 500."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    env = EnvironBuilder(path="/api/webhooks/replicate", method="POST", data=b"{}",
+                         headers={"Content-Type": "application/json"}).get_environ()
+    env["CONTENT_LENGTH"], env["wsgi.input"] = "100", io.BytesIO(b'{"id": "x"')
+    got = {}
+
+    def start_response(status, headers, exc_info=None):
+        got["status"], got["headers"] = status, dict(headers)
+
+    body = b"".join(wh_app.wsgi_app(env, start_response))
+    assert got["status"].startswith("400") and got["headers"]["Content-Type"] == "application/problem+json"
+    assert b"ended after 10 of its 100 bytes" in body
