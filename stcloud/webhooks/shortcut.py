@@ -9,9 +9,12 @@ the same security headers. Any other request passes through untouched.
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 
 from flask import Flask
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wrappers import Request
 
 from stcloud import errors
@@ -21,6 +24,9 @@ from stcloud.webhooks import service
 log = logging.getLogger(__name__)
 
 PATH = "/api/webhooks/replicate"
+# jsonify's encoding of a receipt (Flask's provider: sorted keys, ASCII; compact as jsonify
+# makes it outside debug) without the provider's per-call keyword handling
+_dumps = functools.partial(json.dumps, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
 
 
 def _read_sized(environ, limit: int) -> bytes | None:
@@ -50,19 +56,18 @@ class SignedDeliveries:
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
             return self.wsgi_app(environ, start_response)
-        req = Request(environ)
         with self.app.app_context():
             try:
                 # WSGI joins repeated header lines into one value: the list getlist() makes
                 forwarded = environ.get("HTTP_X_FORWARDED_FOR")
                 receipt = service.receive(
-                    headers=req.headers,
-                    peer=req.remote_addr,  # the socket peer: no ProxyFix, see netfilter.py
+                    headers=EnvironHeaders(environ),  # what Request.headers is, without a Request
+                    peer=environ.get("REMOTE_ADDR"),  # the socket peer: no ProxyFix, see netfilter.py
                     forwarded_for=[forwarded] if forwarded is not None else [],
-                    read_body=lambda limit: _read_sized(environ, limit) or self.read_body(req, limit))
+                    read_body=lambda limit: _read_sized(environ, limit) or self.read_body(Request(environ), limit))
                 # The answer of every accepted delivery: the bytes and headers jsonify() and
                 # security_headers() make, without building a Response object.
-                body = (self.app.json.dumps(receipt.to_dict(), separators=(",", ":")) + "\n").encode()
+                body = (_dumps(receipt.to_dict()) + "\n").encode()
                 start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                                           *security.ALL_HEADERS.items()])
                 return [body]
