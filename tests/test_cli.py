@@ -248,3 +248,6 @@ def test_completion_of_commands_and_job_ids(app, live_server):
     assert sorted(complete(f"stcloud jobs show --server {live_server} job_")) == sorted([a, b])
     assert complete("stcloud jobs logs " + a[:-1], env={"STCLOUD_SERVER": live_server}) == [a]
     assert complete("stcloud jobs wait --server http://127.0.0.1:1 job_") == []  # no server: nothing offered
+    # compare takes several: each word completes, without the ids already on the line
+    assert sorted(complete(f"stcloud jobs compare --server {live_server} job_")) == sorted([a, b])
+    assert complete(f"stcloud jobs compare --server {live_server} {a} job_") == [b]

@@ -13,9 +13,9 @@ import time
 from pathlib import Path, PurePosixPath
 
 import click
-from click.shell_completion import CompletionItem
 from tqdm import tqdm
 
+from stcloud.cli_completion import complete_job_id
 from stcloud.cli_options import call, fail, json_opt, server_opt, token_opt
 from stcloud.cli_output import (
     bytes_h,
@@ -36,18 +36,6 @@ from stcloud.jobs.cli_submit import submit_command
 
 EXIT_COMPLETED, EXIT_ENDED_BADLY, EXIT_TIMEOUT = 0, 1, 2
 LOG_TAIL_BYTES = 16 * 1024
-
-
-def complete_job_id(ctx, param, incomplete):
-    """Shell completion of JOB_ID: the newest job ids the server knows (nothing when it
-    cannot be reached)."""
-    try:
-        data = Client(ctx.params.get("server"), ctx.params.get("token"), timeout=3).get(
-            "/api/cloud/jobs", params={"limit": 50})
-    except ApiError:
-        return []
-    return [CompletionItem(j["id"], help=f"{j['status']} {j['name']}")
-            for j in data.get("jobs", []) if j["id"].startswith(incomplete)]
 
 
 job_id_arg = click.argument("job_id", shell_complete=complete_job_id)

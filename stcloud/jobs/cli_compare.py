@@ -7,6 +7,7 @@ import json
 
 import click
 
+from stcloud.cli_completion import complete_job_id
 from stcloud.cli_options import call, fail, json_opt, server_opt, token_opt
 from stcloud.cli_output import duration, echo_json, money, table
 from stcloud.client import Client
@@ -43,7 +44,7 @@ def _row(j: dict, best_id: str | None) -> list[str]:
 @click.command("compare")
 @server_opt
 @token_opt
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=complete_job_id)
 @click.option("--diff", "pair", default=None, metavar="A,B", help="diff the configs of these two jobs only")
 @json_opt
 def compare_command(server, token, job_ids, pair, as_json):
