@@ -31,16 +31,16 @@ def test_connections_leave_checkpoints_to_the_thread_and_the_wal_stays_small(tmp
         cp = sqlite_wal._running[str(path)]
         wal = str(path) + "-wal"
         sizes = []
-        for _ in range(40):  # 4,000 pages written in 2 s: without checkpoints the WAL would hold them all
+        for _ in range(80):  # ~24 MB through the WAL in ~4 s: without checkpoints it would hold them all
             with database.engine.begin() as conn:
                 for _ in range(100):
                     conn.exec_driver_sql("INSERT INTO t (data) VALUES (zeroblob(3000))")
             sizes.append(os.path.getsize(wal))
             time.sleep(0.05)
         assert cp.runs > 5
-        assert max(sizes) < 1000 * 4096  # 12 MB went through it: it started over again and again
+        assert max(sizes) < 12 * 1024 * 1024  # copied and started over again and again
         with database.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 4000
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 8000
     finally:
         database.dispose()
     assert str(path) not in sqlite_wal._running and not cp.alive()
