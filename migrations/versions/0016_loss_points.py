@@ -54,11 +54,17 @@ def upgrade() -> None:
     jobs = sa.table("jobs", sa.column("id", sa.String), sa.column("progress", sa.JSON))
     points = sa.table("job_loss_points", sa.column("job_id", sa.String), sa.column("step", sa.Integer),
                       sa.column("loss", sa.Float))
-    # only rows whose progress mentions a history (a text test: works on both dialects)
-    rows = conn.execute(sa.select(jobs.c.id, jobs.c.progress)
-                        .where(sa.cast(jobs.c.progress, sa.Text).like('%"losses"%'))).all()
-    for start in range(0, len(rows), BATCH):
-        for job_id, raw in rows[start:start + BATCH]:
+    # only rows whose progress mentions a history (a text test: works on both dialects), in
+    # batches by id: a large instance's histories never sit in memory all at once
+    mentions = sa.cast(jobs.c.progress, sa.Text).like('%"losses"%')
+    last = ""
+    while True:
+        rows = conn.execute(sa.select(jobs.c.id, jobs.c.progress).where(jobs.c.id > last, mentions)
+                            .order_by(jobs.c.id).limit(BATCH)).all()
+        if not rows:
+            break
+        last = rows[-1][0]
+        for job_id, raw in rows:
             progress = _progress(raw)
             if progress is None or "losses" not in progress:
                 continue

@@ -75,7 +75,21 @@ def test_migration_moves_the_history_out_of_progress_and_back(tmp_path):
                 "(:id, 'n', 'worker', 'completed', '{}', '[]', 1, '2026-01-01 00:00:00.000000', "
                 "'2026-01-01 00:00:00.000000', :progress, '[]', 1, 1, 0, 0, 0)"),
                 {"id": job_id, "progress": json.dumps(progress)})
+        # more than one batch of the migration (500 rows) with a history
+        conn.execute(text(
+            "INSERT INTO jobs (id, name, provider, status, config, dataloader_config, gpu_count, created_at, "
+            "updated_at, progress, outputs, attempt, max_attempts, log_size, log_seq, poll_failures) VALUES "
+            "(:id, 'n', 'worker', 'completed', '{}', '[]', 1, '2026-01-01 00:00:00.000000', "
+            "'2026-01-01 00:00:00.000000', :progress, '[]', 1, 1, 0, 0, 0)"),
+            [{"id": f"job_m{i:04d}", "progress": json.dumps({"loss": 0.2, "losses": [[1, 0.3], [2, 0.2]]})}
+             for i in range(520)])
     command.upgrade(cfg, "0016_loss_points")
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM job_loss_points WHERE job_id LIKE 'job_m%'")).scalar() == 1040
+        assert conn.execute(text("SELECT count(*) FROM jobs WHERE progress LIKE '%losses%'")).scalar() == 0
+        conn.execute(text("DELETE FROM job_loss_points WHERE job_id LIKE 'job_m%'"))
+        conn.execute(text("DELETE FROM jobs WHERE id LIKE 'job_m%'"))
+        conn.commit()
     with Session(eng) as s:
         a, b = s.get(Job, "job_a").progress, s.get(Job, "job_b").progress
         rows = s.execute(select(JobLossPoint.job_id, JobLossPoint.step, JobLossPoint.loss)
