@@ -33,6 +33,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
 
 from stcloud import sqlite_wal
 
@@ -195,7 +197,12 @@ def begin_immediate(dbapi_conn, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None
         dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-class _Compiled:
+class Compiled:
+    """A statement compiled once for a dialect, run on a DBAPI cursor: the SQL, the parameters
+    in the driver's form (SQLAlchemy's own bind processors), and the rows decoded by its
+    result processors. ``Prepared`` (selects on a session) and the webhook fast path (writes
+    on its own sqlite3 connection) both run statements through it."""
+
     def __init__(self, statement, dialect: Dialect):
         self.compiled = compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
@@ -208,9 +215,17 @@ class _Compiled:
             elif (proc := bind.type._cached_bind_processor(dialect)) is not None:
                 self.binds[name] = proc
         self.names = [n for n in compiled.positiontup or () if n not in self.literals]
+        # A textual statement whose values all come from the caller by name (the webhook fast
+        # path's): its arguments are built straight from a plan, without construct_params.
+        self.plan = None
+        if self.positional and not self.literals and isinstance(statement, (TextClause, TextualSelect)) and all(
+                compiled.binds[n].value is None and compiled.binds[n].callable is None
+                and not compiled.binds[n].expanding for n in self.names):
+            self.plan = tuple((n, self.binds.get(n)) for n in self.names)
         self.dialect = dialect
         self.statement = statement
         self.row_class: type[LazyRow] | None = None  # built from the first cursor's description
+        self.results: list | None = None  # row()'s decoders, made at its first use
 
     def decoders(self, description) -> type[LazyRow]:
         """A LazyRow class for this statement's rows: column key -> (index, result processor),
@@ -223,7 +238,20 @@ class _Compiled:
             self.row_class = type("LazyRow", (LazyRow,), {"__slots__": (), "_columns": columns})
         return self.row_class
 
+    def row(self, raw: tuple | None) -> tuple | None:
+        """A row decoded at once, every column (the fast path's small reads on SQLite)."""
+        if self.results is None:
+            cols = getattr(self.statement, "selected_columns", None)
+            procs = [c.type._cached_result_processor(self.dialect, None) for c in cols] if cols is not None else []
+            self.results = procs if any(p is not None for p in procs) else []
+        if raw is None or not self.results:
+            return raw
+        return tuple(p(v) if p is not None else v for p, v in zip(self.results, raw, strict=True))
+
     def args(self, params: dict) -> tuple[str, object]:
+        if self.plan is not None:
+            return self.sql, [v if proc is None or v is None else proc(v)
+                              for name, proc in self.plan for v in (params.get(name),)]
         values = self.compiled.construct_params(params, _check=False)
         sql = self.sql
         for name, type_ in self.literals.items():
@@ -245,13 +273,13 @@ class Prepared:
 
     def __init__(self, statement):
         self.statement = statement
-        self._by_dialect: dict[tuple, _Compiled] = {}
+        self._by_dialect: dict[tuple, Compiled] = {}
 
-    def _for(self, dialect: Dialect) -> _Compiled:
+    def _for(self, dialect: Dialect) -> Compiled:
         key = (dialect.name, dialect.driver, dialect.paramstyle)
         c = self._by_dialect.get(key)
         if c is None:
-            c = self._by_dialect.setdefault(key, _Compiled(self.statement, dialect))
+            c = self._by_dialect.setdefault(key, Compiled(self.statement, dialect))
         return c
 
     def objects(self, s: Session, params: dict | None = None) -> list[LazyRow]:

@@ -60,7 +60,8 @@ def sqlite_path(database_url: str) -> Path | None:
 def _db_files(db_path: Path | None) -> set[Path]:
     if db_path is None:
         return set()
-    return {db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm"), Path(f"{db_path}-journal")}
+    return {db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm"), Path(f"{db_path}-journal"),
+            Path(f"{db_path}-writer")}  # the writers' lock file (sqlite_wal.py)
 
 
 def _revision(conn: sqlite3.Connection) -> str | None:

@@ -3,10 +3,11 @@
 A webhook delivery that only streams log and progress (most of them) runs four prepared
 statements (``jobs.streaming`` and the delivery row) in one ``BEGIN IMMEDIATE``
 transaction. Through an ORM session and SQLAlchemy's execution machinery those cost more
-than half of a delivery; here the same statements, compiled once for the engine's dialect,
-run on the DBAPI connection (``_Writers``: taken from a list, not a pool checkout; fast-path
-writers queue on a blocking file lock across processes), with the same bind and result processors SQLAlchemy
-applies (so the rows are byte for byte what the ORM path writes; tests/webhooks check it).
+than half of a delivery; here the same statements, compiled once for the engine's dialect
+(``db.Compiled``), run on the DBAPI connection (``_Writers``: taken from a list, not a pool
+checkout; fast-path writers queue on a blocking file lock across processes), with the same
+bind and result processors SQLAlchemy applies (so the rows are byte for byte what the ORM
+path writes; tests/webhooks check it).
 
 Only SQLite takes this path (``available``); PostgreSQL and every delivery that changes a
 job's status keep the ORM path. ``transaction()`` yields an object with ``connection()``
@@ -23,37 +24,11 @@ from contextlib import contextmanager
 
 from sqlalchemy.engine import Engine
 
-from stcloud import sqlite_wal
-
-
-class _Compiled:
-    def __init__(self, statement, dialect):
-        compiled = statement.compile(dialect=dialect)
-        self.sql = compiled.string
-        self.names = list(compiled.positiontup or ())
-        procs = {}
-        for name, bind in compiled.binds.items():
-            proc = bind.type._cached_bind_processor(dialect)
-            if proc is not None:
-                procs[name] = proc
-        self.bind = procs
-        self.plan = tuple((name, procs.get(name)) for name in self.names)
-        cols = getattr(statement, "selected_columns", None)
-        results = [c.type._cached_result_processor(dialect, None) for c in cols] if cols is not None else []
-        self.results = results if any(p is not None for p in results) else []
-
-    def params(self, values: dict) -> list:
-        return [v if proc is None or v is None else proc(v)
-                for name, proc in self.plan for v in (values[name],)]
-
-    def row(self, raw: tuple | None) -> tuple | None:
-        if raw is None or not self.results:
-            return raw
-        return tuple(p(v) if p is not None else v for p, v in zip(self.results, raw, strict=True))
+from stcloud import db, sqlite_wal
 
 
 class _Result:
-    def __init__(self, cursor, compiled: _Compiled):
+    def __init__(self, cursor, compiled: db.Compiled):
         self._cursor, self._compiled = cursor, compiled
         self.rowcount = cursor.rowcount
 
@@ -71,8 +46,9 @@ class _Connection:
     def execute(self, statement, params: dict | None = None) -> _Result:
         compiled = self._cache.get(statement)
         if compiled is None:
-            compiled = self._cache.setdefault(statement, _Compiled(statement, self.dialect))
-        return _Result(self._conn.execute(compiled.sql, compiled.params(params or {})), compiled)
+            compiled = self._cache.setdefault(statement, db.Compiled(statement, self.dialect))
+        sql, args = compiled.args(params or {})
+        return _Result(self._conn.execute(sql, args), compiled)
 
 
 class _Tx:

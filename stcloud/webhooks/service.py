@@ -262,9 +262,6 @@ _EXISTING = select(WebhookDelivery.received_at, WebhookDelivery.job_id).where(
     WebhookDelivery.webhook_id == bindparam("webhook_id"))
 
 
-_UNCHECKED = object()  # record() called without a settings version to hold it to
-
-
 class _StaleConfig(Exception):
     """Raised inside the delivery's transaction, before any write: the settings it was
     checked under are no longer the stored ones."""
@@ -274,7 +271,7 @@ class _Duplicate(Exception):
     """Raised inside the delivery's transaction to undo it: the id was taken meanwhile."""
 
 
-def record(webhook_id: str, payload: dict, client_ip: str | None, *, config_version=_UNCHECKED) -> Receipt:
+def record(webhook_id: str, payload: dict, client_ip: str | None, *, config_version) -> Receipt:
     """Apply ``payload`` and record the delivery in one short transaction, deduplicated on
     ``webhook_id``: the delivery row is inserted last with ``ON CONFLICT DO NOTHING``; when
     the id is already taken (a replay, or a concurrent copy that committed first — SQLite's
@@ -295,8 +292,6 @@ class _NotStreaming(Exception):
 
 
 def _check_config(s, config_version) -> None:
-    if config_version is _UNCHECKED:
-        return
     row = s.connection().execute(_CONFIG_VERSION, {"provider": PROVIDER}).first()
     if (row[0] if row is not None else None) != config_version:
         raise _StaleConfig()
