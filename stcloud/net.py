@@ -12,6 +12,11 @@ Traps:
 * An httpx client given its own ``transport=`` (the ``replicate`` client always is) ignores
   the proxy variables entirely. So every client here gets an explicit proxy (or none) and
   ``trust_env`` never decides.
+* A proxy or server may close a kept-alive connection right after an answer without saying
+  so (tinyproxy does, after every request). A request sent on it in that instant fails with
+  "disconnected without sending a response". The routing transport sends such a request once
+  more on a fresh connection when that is safe: an idempotent method and a body held in memory
+  (Go's net/http has the same rule). Other requests fail, and their caller's retry decides.
 * ``NO_PROXY`` entries: ``*`` (everything), host names (``example.com`` and ``.example.com``
   both match the domain and its subdomains), optional ``:port``, IP addresses and CIDR ranges
   (``10.0.0.0/8``). Loopback is *not* exempt unless listed (curl's rule).
@@ -19,6 +24,7 @@ Traps:
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -29,6 +35,10 @@ import httpx
 import requests
 
 SCHEMES = ("http", "https")
+# Methods whose repetition does no harm (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+log = logging.getLogger(__name__)
 
 
 def _split_no_proxy(value: str | None) -> tuple[str, ...]:
@@ -163,7 +173,25 @@ class _Routing:
         transport = self._transports.get(proxy)
         if transport is None:
             transport = self._transports[proxy] = self._factory(proxy=proxy, **self._kwargs)
-        return transport.handle_request(request)
+        try:
+            return transport.handle_request(request)
+        except Exception as exc:
+            if not (_closed_before_answer(exc) and _replayable(request)):
+                raise
+            log.info("%s %s: the connection closed before an answer; sending it again", request.method, request.url)
+            return transport.handle_request(request)
+
+
+def _closed_before_answer(exc: BaseException) -> bool:
+    """httpx's (and httpx2's) error for a connection the other side closed before a byte of
+    the answer came."""
+    return type(exc).__name__ == "RemoteProtocolError" and "without sending a response" in str(exc)
+
+
+def _replayable(request) -> bool:
+    # httpx reads a body given as bytes into ``_content`` when the request is built; a
+    # streamed body (a generator, a file) has none and cannot be sent twice.
+    return request.method in IDEMPOTENT and hasattr(request, "_content")
 
     def close(self) -> None:
         for transport in self._transports.values():

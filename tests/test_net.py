@@ -52,3 +52,100 @@ def test_botocore_proxies():
     p = net.Proxies.from_env(ENV)
     assert net.botocore_proxies(p, None) == {"http": "http://secure:3128", "https": "http://secure:3128"}
     assert net.botocore_proxies(p, "http://10.1.1.1:9000") == {}
+
+
+class _ClosesKeptConnections:
+    """An HTTP/1.1 server on loopback that answers the first request on each connection
+    (keep-alive, no ``Connection: close``) and drops the connection when a second one comes
+    on it: the instant tinyproxy closes a kept-alive connection, made certain."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answered: list[str] = []
+        self.dropped: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _read_request(self, f) -> str | None:
+        line = f.readline().decode()
+        if not line:
+            return None
+        length, chunked = 0, False
+        while (header := f.readline()) not in (b"\r\n", b""):
+            name, _, value = header.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            chunked = chunked or (name.lower() == "transfer-encoding" and "chunked" in value)
+        f.read(length)
+        while chunked and (size := int(f.readline().split(b";")[0], 16)):
+            f.read(size + 2)
+        if chunked:
+            f.readline()
+        return line.split()[0]
+
+    def _connection(self, conn):
+        with conn, conn.makefile("rb") as f:
+            method = self._read_request(f)
+            if method is None:
+                return
+            self.answered.append(method)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            method = self._read_request(f)
+            if method is not None:
+                self.dropped.append(method)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def closing_server():
+    server = _ClosesKeptConnections()
+    yield server
+    server.close()
+
+
+def test_an_idempotent_request_on_a_dropped_kept_connection_is_sent_again(closing_server):
+    with net.httpx_client(net.DIRECT) as client:
+        assert client.get(closing_server.url + "/a").text == "ok"
+        assert client.put(closing_server.url + "/b", content=b"body").text == "ok"
+    # The PUT went out on the kept connection, was dropped, and went again on a new one.
+    assert closing_server.dropped == ["PUT"]
+    assert closing_server.answered == ["GET", "PUT"]
+
+
+def test_a_post_on_a_dropped_kept_connection_is_not_sent_twice(closing_server):
+    import httpx
+    with net.httpx_client(net.DIRECT) as client:
+        assert client.get(closing_server.url + "/a").text == "ok"
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.post(closing_server.url + "/b", content=b"body")
+    assert closing_server.dropped == ["POST"] and closing_server.answered == ["GET"]
+
+
+def test_a_streamed_body_is_not_sent_twice(closing_server):
+    import httpx
+    with net.httpx_client(net.DIRECT) as client:
+        client.get(closing_server.url + "/a")
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.put(closing_server.url + "/b", content=iter([b"part"]))
+    assert closing_server.answered == ["GET"]
+
+
+def test_the_hub_client_sends_an_idempotent_request_again_too(closing_server):
+    client = net.hf_client_factory(net.DIRECT)()
+    with client:
+        assert client.get(closing_server.url + "/a").text == "ok"
+        assert client.head(closing_server.url + "/b").status_code == 200
+    assert closing_server.dropped == ["HEAD"] and closing_server.answered == ["GET", "HEAD"]

@@ -76,12 +76,28 @@ def _deliveries(app, home, filehost, moto_server, hub, monkeypatch):
                 s.flush()
                 ids.append(job.id)
         secrets.put(home, f"delivery_s3_secret:{ids[0]}", "testing")
-        publishing.deliver_pending()
+        _deliver_through_retries(ids)
         with db.session() as s:
             for job_id in ids:
                 job = s.get(Job, job_id)
                 assert job.delivery["state"] == "delivered", job.delivery_error
     assert hub.repos["me/lora"]["files"]["lora.safetensors"] == b"weights" * 1000
+
+
+def _deliver_through_retries(ids: list[str]) -> None:
+    """Run the scheduler's delivery pass until nothing is left to retry. tinyproxy closes every
+    connection after one answer without saying so; a POST (the Hub's commit) sent on it in that
+    instant is lost, is not sent twice by the transport, and the delivery's own retry sends it
+    again. Only that error may cause a retry here, and the backoff is skipped."""
+    for _ in range(publishing.MAX_ATTEMPTS):
+        publishing.deliver_pending()
+        with db.transaction() as s:
+            waiting = [job for job in (s.get(Job, i) for i in ids) if job.delivery["state"] == "retry"]
+            for job in waiting:
+                assert "without sending a response" in job.delivery["last_error"], job.delivery_error
+                job.delivery = {**job.delivery, "next_attempt_at": None}
+        if not waiting:
+            return
 
 
 def test_every_outbound_call_goes_through_the_environment_proxy(
