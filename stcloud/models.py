@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -151,6 +152,33 @@ class JobLogChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_job_log_chunks_job_offset", "job_id", "offset", unique=True),)
+
+
+class JobCount(Base):
+    """How many jobs each ``(owner_key, provider, status)`` group holds (``owner_key`` is the
+    owner's id or ``''``). Written only by the triggers of migration 0017 on ``jobs`` (and by
+    ``jobs.counts.fold``); read through ``jobs.counts``."""
+
+    __tablename__ = "job_counts"
+
+    owner_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobCountDelta(Base):
+    """PostgreSQL's triggers append a ``+1``/``-1`` per job written (no lock on a shared
+    counter row); ``jobs.counts.fold`` moves them into ``job_counts``. Empty on SQLite."""
+
+    __tablename__ = "job_count_deltas"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    owner_key: Mapped[str] = mapped_column(String(40))
+    provider: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    d: Mapped[int] = mapped_column(Integer)
 
 
 class JobLossPoint(Base):

@@ -41,6 +41,7 @@ PERIODIC = [
     ("delete_dataset_links", "stcloud.jobs.dataset_url:cleanup", 60),
     ("auto_resume", "stcloud.jobs.resume:auto_resume_due", 15),
     ("release_waiting_jobs", "stcloud.pipelines.service:tick", 3),
+    ("fold_job_counts", "stcloud.jobs.counts:fold", 5),  # PostgreSQL's count deltas (jobs/counts.py)
 ]
 
 HEARTBEAT_KEY = "scheduler_heartbeat"

@@ -13,9 +13,15 @@ that order (migration 0007), so a page is an index walk that stops after ``limit
   (``LIKE``), which finds a page of matches after a short walk. Terms shorter than three
   characters, and SQLite builds without FTS5, use ``LIKE``. PostgreSQL: ``ILIKE`` served by
   the ``pg_trgm`` GIN index.
-- Counts: exact up to ``COUNT_EXACT_MAX`` (a bounded count; a first page that holds every
-  match is its own count); beyond, a cached count per filter (``COUNT_TTL_SECONDS``),
-  reported with ``count_is_estimate = True``.
+- Counts: status, provider and owner filters are counted exactly from ``job_counts``
+  (``jobs/counts.py``: kept by triggers, a sum over a few rows). A name search is counted
+  exactly up to ``COUNT_EXACT_MAX`` (a bounded count; a first page that holds every match is
+  its own count); beyond, a cached count per filter (``COUNT_TTL_SECONDS``), reported with
+  ``count_is_estimate = True``.
+- ``offset`` in the second half of a list without a name search: the exact count says where
+  the page is from the other end, and the page is read walking the index from there (the
+  oldest jobs first). A page near the end costs what a page near the start costs; an offset
+  at or past the end answers an empty page without walking at all.
 - Rows: the list's statements are compiled once per filter shape (``db.Prepared``) and read
   into ``db.LazyRow`` objects (attribute access like a ``Job``; a datetime or JSON column is
   decoded when first read), not ORM objects: building 51 ``Job`` instances cost five times
@@ -38,6 +44,7 @@ from sqlalchemy.orm import Session
 from stcloud import db
 from stcloud.accounts import scope
 from stcloud.errors import BadRequest, NotFound
+from stcloud.jobs import counts
 from stcloud.models import Job, JobEvent
 
 COUNT_EXACT_MAX = 1000  # counted exactly at most this many rows per request
@@ -214,9 +221,10 @@ def _build(kind: str, f: Filters, owner_id: str | None, plan: str | None):
         first = _where(select(literal_column("1")).select_from(Job), f, owner_id, plan).order_by(*_ORDER_DESC)
         return select(func.count()).select_from(first.limit(limit).subquery())
     page = _where(select(*_LIST_COLUMNS), f, owner_id, plan)
-    if kind == "offset":
+    if kind in ("offset", "offset_from_end"):
         # the page's ids come from the covering index; only those rows are read
-        ids = _where(select(Job.id), f, owner_id, plan).order_by(*_ORDER_DESC).limit(limit).offset(bindparam("offset"))
+        order = _ORDER_DESC if kind == "offset" else (Job.created_at.asc(), Job.id.asc())
+        ids = _where(select(Job.id), f, owner_id, plan).order_by(*order).limit(limit).offset(bindparam("offset"))
         return select(*_LIST_COLUMNS).where(Job.id.in_(ids)).order_by(*_ORDER_DESC)
     if kind in ("next", "prev"):
         key = tuple_(Job.created_at, Job.id)
@@ -248,6 +256,13 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
             rows.reverse()
         has_older = more if direction == "next" else True
         has_newer = True if direction == "next" else more
+    elif offset and not filters.q:
+        total = counts.count(s, filters.status, filters.provider, owner_id)
+        rows = _offset_page(s, filters, owner_id, params, offset, limit, total)
+        more = offset + limit < total
+        return Page(jobs=rows, total=total, count_is_estimate=False,
+                    next_cursor=encode_cursor(rows[-1], "next") if rows and more else None,
+                    prev_cursor=encode_cursor(rows[0], "prev") if rows else None)
     else:
         if offset:
             params["offset"] = offset
@@ -267,6 +282,20 @@ def list_jobs(s: Session, filters: Filters, *, limit: int = 50, cursor: str | No
         prev_cursor=encode_cursor(rows[0], "prev") if rows and has_newer else None,
         search=plan,
     )
+
+
+def _offset_page(s: Session, f: Filters, owner_id: str | None, params: dict, offset: int, limit: int,
+                 total: int) -> list[db.LazyRow]:
+    """Jobs ``offset .. offset+limit-1`` (newest first) of ``total``: walked from the newest
+    end in the first half of the list, from the oldest end in the second."""
+    if offset >= total:
+        return []
+    if offset + limit <= total // 2:
+        params = {**params, "offset": offset, "limit": limit}
+        return _statement("offset", f, owner_id, None).objects(s, params)
+    last = min(offset + limit, total) - 1  # the page's oldest job, counted from the newest
+    params = {**params, "offset": total - 1 - last, "limit": last - offset + 1}
+    return _statement("offset_from_end", f, owner_id, None).objects(s, params)
 
 
 def _first_page_count(s: Session, f: Filters, owner_id: str | None, plan: str | None, n: int) -> tuple[int, bool]:
@@ -319,13 +348,16 @@ def count_jobs(s: Session, filters: Filters, *, owner_id: str | None = None,
                plan: str | None = None) -> tuple[int, bool]:
     """``(count, is_estimate)``.
 
-    Exact when at most COUNT_EXACT_MAX jobs match (a bounded count). Beyond, an estimate:
+    Without a name search: exact, from ``job_counts``. With one: exact when at most
+    COUNT_EXACT_MAX jobs match (a bounded count). Beyond, an estimate:
     the filter's count cached for COUNT_TTL_SECONDS; for a name term matching many jobs
     (plan ``like``), the term's FTS match count scaled by the share of jobs the other
     filters keep (or, without FTS, the share of matches among the newest SAMPLE jobs) — the
     term is never tested against every row.
     """
-    if filters.q and plan is None:
+    if not filters.q:
+        return counts.count(s, filters.status, filters.provider, owner_id), False
+    if plan is None:
         plan = _search_plan(s, filters.q)
     url = s.get_bind().engine.url
     if plan == "like":

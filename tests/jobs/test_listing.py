@@ -165,24 +165,26 @@ def test_search_plans_agree(app, client, monkeypatch):
     assert run() == expected
 
 
-def test_counts_above_the_exact_limit_are_labelled_estimates(app, client, monkeypatch):
+def test_filter_counts_are_exact_and_large_search_counts_are_labelled_estimates(app, client, monkeypatch):
     seed(app, 40, names=lambda i: f"lora {i}" if i % 2 else f"other {i}")
     monkeypatch.setattr(listing, "COUNT_EXACT_MAX", 10)
     body = client.get("/api/cloud/jobs?limit=5").get_json()
-    assert body["total"] == 40 and body["count_is_estimate"] is True
+    assert body["total"] == 40 and body["count_is_estimate"] is False  # job_counts: exact at any size
     body = client.get("/api/cloud/jobs?status=failed&provider=local").get_json()  # 3 or 4 rows
     assert body["count_is_estimate"] is False and body["total"] == len(body["jobs"])
+    make_job(app, "queued", name="one more")
+    assert client.get("/api/cloud/jobs?limit=5").get_json()["total"] == 41  # at once, not after a TTL
     monkeypatch.setattr(listing, "FTS_SPARSE_MAX", 3)
     body = client.get("/api/cloud/jobs?q=lora").get_json()
     assert body["count_is_estimate"] is True and body["total"] == 20
-    page = client.get("/jobs").get_data(as_text=True)
-    assert 'data-estimate="true"' in page and "about 40 jobs" in page
-    # cached: a new job shows up in the estimate only after the TTL
-    make_job(app, "queued", name="one more")
-    assert client.get("/api/cloud/jobs").get_json()["total"] == 40
+    page = client.get("/jobs?q=lora").get_data(as_text=True)
+    assert 'data-estimate="true"' in page and "about 20 jobs" in page
+    # a search's estimate is cached: a new match shows up only after the TTL
+    make_job(app, "queued", name="lora more")
+    assert client.get("/api/cloud/jobs?q=lora").get_json()["total"] == 20
     now = listing._clock()
     monkeypatch.setattr(listing, "_clock", lambda: now + listing.COUNT_TTL_SECONDS + 1)
-    assert client.get("/api/cloud/jobs").get_json()["total"] == 41
+    assert client.get("/api/cloud/jobs?q=lora").get_json()["total"] == 21
 
 
 def test_count_label():
@@ -398,7 +400,7 @@ def test_list_shapes_and_first_page_count(app, monkeypatch):
     monkeypatch.setattr(listing, "COUNT_EXACT_MAX", 5)
     listing._count_cache.clear()
     with app.app_context(), db.read() as s:
-        assert listing.list_jobs(s, Filters(), limit=50).total == 30  # counted: 30 > 5, an estimate
-        make_job(app, "queued", name="later")
-        page = listing.list_jobs(s, Filters(), limit=50)
+        assert listing.list_jobs(s, Filters(q="job"), limit=50).total == 30  # a search counted: 30 > 5, cached
+        make_job(app, "queued", name="job later")
+        page = listing.list_jobs(s, Filters(q="job"), limit=50)
         assert len(page.jobs) == 31 and (page.total, page.count_is_estimate) == (30, True)
