@@ -23,6 +23,7 @@ Traps:
 """
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import logging
 import os
@@ -33,6 +34,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError
+from urllib3.util.retry import Retry
 
 SCHEMES = ("http", "https")
 # Methods whose repetition does no harm (RFC 9110 §9.2.2).
@@ -153,8 +157,26 @@ class _ProxiedSession(requests.Session):
         return settings
 
 
+class _ResendDropped(Retry):
+    """urllib3's side of ``send``: one more try for an idempotent request whose kept-alive
+    connection closed before any answer; every other failure fails at once, as requests'
+    default (``Retry(0, read=False)``) does."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        dropped = (isinstance(error, ProtocolError) and len(error.args) > 1
+                   and isinstance(error.args[1], http.client.RemoteDisconnected))
+        if not dropped or (method or "").upper() not in IDEMPOTENT:
+            return Retry(0, read=False).increment(method, url, response, error, _pool, _stacktrace)
+        log.info("%s %s: the connection closed before an answer; sending it again", method, url)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 def requests_session(proxies: Proxies) -> requests.Session:
-    return _ProxiedSession(proxies)
+    session = _ProxiedSession(proxies)
+    adapter = HTTPAdapter(max_retries=_ResendDropped(total=1, connect=0, read=1, status=0, other=0, redirect=0))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 # ---- httpx ---------------------------------------------------------------------------------
@@ -173,13 +195,20 @@ class _Routing:
         transport = self._transports.get(proxy)
         if transport is None:
             transport = self._transports[proxy] = self._factory(proxy=proxy, **self._kwargs)
-        try:
-            return transport.handle_request(request)
-        except Exception as exc:
-            if not (_closed_before_answer(exc) and _replayable(request)):
-                raise
-            log.info("%s %s: the connection closed before an answer; sending it again", request.method, request.url)
-            return transport.handle_request(request)
+        return send(transport.handle_request, request)
+
+
+def send(handle: Callable[[Any], Any], request) -> Any:
+    """``handle(request)`` (an httpx or httpx2 transport's), sent once more when a kept-alive
+    connection was closed before any answer and the request is safe to repeat. Every
+    transport that sends our outbound requests goes through here."""
+    try:
+        return handle(request)
+    except Exception as exc:
+        if not (_closed_before_answer(exc) and _replayable(request)):
+            raise
+        log.info("%s %s: the connection closed before an answer; sending it again", request.method, request.url)
+        return handle(request)
 
 
 def _closed_before_answer(exc: BaseException) -> bool:

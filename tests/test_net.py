@@ -149,3 +149,30 @@ def test_the_hub_client_sends_an_idempotent_request_again_too(closing_server):
         assert client.get(closing_server.url + "/a").text == "ok"
         assert client.head(closing_server.url + "/b").status_code == 200
     assert closing_server.dropped == ["HEAD"] and closing_server.answered == ["GET", "HEAD"]
+
+
+def test_a_requests_session_sends_an_idempotent_request_again_and_not_a_post(closing_server):
+    import requests
+    with net.requests_session(net.DIRECT) as http:
+        assert http.get(closing_server.url + "/a", timeout=5).text == "ok"
+        assert http.get(closing_server.url + "/b", timeout=5).text == "ok"
+        assert closing_server.dropped == ["GET"] and closing_server.answered == ["GET", "GET"]
+        with pytest.raises(requests.ConnectionError):
+            http.post(closing_server.url + "/c", data=b"body", timeout=5)
+    assert closing_server.dropped == ["GET", "POST"] and closing_server.answered == ["GET", "GET"]
+
+
+@pytest.mark.parametrize("make", ["routing", "replicate", "replicate_secret"])
+def test_every_outbound_transport_sends_a_dropped_get_again(closing_server, make):
+    import httpx
+
+    from stcloud.providers import replicate, replicate_webhook
+    transport = {
+        "routing": lambda: net.RoutingTransport(net.DIRECT),
+        "replicate": lambda: replicate._Transport(timeouts={}, retry_after_cap=1),
+        "replicate_secret": lambda: replicate_webhook._SingleAttempt(),
+    }[make]()
+    with httpx.Client(transport=transport) as client:
+        assert client.get(closing_server.url + "/a").text == "ok"
+        assert client.get(closing_server.url + "/b").text == "ok"
+    assert closing_server.dropped == ["GET"] and closing_server.answered == ["GET", "GET"]

@@ -42,6 +42,7 @@ import replicate
 from replicate.exceptions import ReplicateError
 from replicate.version import Versions
 
+from stcloud import net
 from stcloud.providers.base import (
     CloudJobInfo,
     CloudTrainerService,
@@ -159,7 +160,7 @@ class _Transport(httpx.HTTPTransport):
         ext = request.extensions.get("timeout")
         if isinstance(ext, dict):
             request.extensions["timeout"] = {k: (self._timeouts.get(k) if v is None else v) for k, v in ext.items()}
-        response = super().handle_request(request)
+        response = net.send(super().handle_request, request)
         if response.status_code in (429, 503, 504):
             original = response.headers.get("Retry-After")
             seconds = _parse_retry_after(original)

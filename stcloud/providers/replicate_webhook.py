@@ -14,6 +14,7 @@ import httpx
 import replicate
 from replicate.exceptions import ReplicateError
 
+from stcloud import net
 from stcloud.providers.base import SecretUnavailable
 
 FETCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -33,7 +34,7 @@ class _SingleAttempt(httpx.BaseTransport):
         self._inner = httpx.HTTPTransport(proxy=proxy)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
+        response = net.send(self._inner.handle_request, request)
         if response.status_code in (429, 503, 504):
             retry_after = response.headers.get("Retry-After")
             response.close()
