@@ -154,7 +154,8 @@ def run_submit(client: Client, body: dict, *, show_progress: bool = True, interv
 @click.option("--config", "config_path", required=True, help="training config (JSON file)")
 @click.option("--dataloader", "dataloader_path", required=True, help="dataloader config (JSON list file)")
 @click.option("--name", default=None, help="job name")
-@click.option("--hardware", default=None, help="hardware profile (Replicate), e.g. gpu-l40s, gpu-a100-large")
+@click.option("--hardware", default=None,
+              help="the provider's hardware profile (`stcloud cost rates` lists them), e.g. gpu-l40s")
 @click.option("--max-cost", "max_cost", type=float, default=None, help="per-job cost cap in USD")
 @click.option("--idempotency-key", "idempotency_key", default=None,
               help="retrying with the same key within 24 h returns the first job")
