@@ -7,7 +7,7 @@
       - name: finetune
         depends_on: [base]          # step names, or ids of existing jobs
         on: completed               # completed (default) | any
-        inputs: {init_lora_weights: {from: base}}
+        inputs: {init_lora_weights: {from: base}}   # or resume_from_checkpoint: {from: base}
         config: {max_train_steps: 40}
 
 A step is a submit body (merged over ``defaults``; ``config`` is merged key by key).
@@ -26,7 +26,7 @@ from stcloud.errors import BadRequest, ValidationError
 
 DEP_KEYS = ("depends_on", "on", "inputs")
 ON_CHOICES = ("completed", "any")
-INPUT_NAMES = ("init_lora_weights",)
+INPUT_NAMES = ("init_lora_weights", "resume_from_checkpoint")
 MAX_STEPS = 100
 
 
