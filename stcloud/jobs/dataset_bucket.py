@@ -120,14 +120,15 @@ def cleanup() -> int:
             continue
         if place.where not in in_use and place.where not in gone:
             try:
-                s3.delete_object(place.client(), place.bucket, place.key, endpoint_url=place.endpoint_url)
+                existed = s3.delete_object(place.client(), place.bucket, place.key, endpoint_url=place.endpoint_url)
             except s3.S3DeliveryError as exc:
                 log.warning("job %s: the stored dataset could not be deleted (retrying): %s", job_id, exc)
                 continue
             gone.add(place.where)  # once, for every ended job that shared it
-            deleted += 1
-            log.info("deleted the dataset %s from the delivery bucket %s (job %s ended)", place.key,
-                     place.bucket, job_id)
+            if existed:
+                deleted += 1
+                log.info("deleted the dataset %s from the delivery bucket %s (job %s ended)", place.key,
+                         place.bucket, job_id)
         secrets.delete(home, SECRET_PREFIX + job_id)
         with db.transaction() as s:
             job = s.get(Job, job_id)

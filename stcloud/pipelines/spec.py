@@ -82,7 +82,8 @@ def dependency_fields(body: dict) -> tuple[list[str], str, dict]:
         raise ValidationError(f"on must be one of {', '.join(ON_CHOICES)}", extra={"field": "on"})
     raw_inputs = body.get("inputs") or {}
     if not isinstance(raw_inputs, dict):
-        raise ValidationError("inputs must be an object: {init_lora_weights: {from: <job or step>}}",
+        raise ValidationError("inputs must be an object: {init_lora_weights | resume_from_checkpoint: "
+                              "{from: <job or step>}}",
                               extra={"field": "inputs"})
     inputs = {}
     for name, ref in raw_inputs.items():

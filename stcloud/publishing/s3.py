@@ -77,11 +77,17 @@ def presigned_get(c, bucket: str, key: str, ttl_seconds: int) -> str:
     return c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_seconds)
 
 
-def delete_object(c, bucket: str, key: str, *, endpoint_url: str | None = None) -> None:
-    """Delete one object (absent is fine). Raises S3DeliveryError."""
+def delete_object(c, bucket: str, key: str, *, endpoint_url: str | None = None) -> bool:
+    """Delete one object. Returns False when the bucket does not exist (nothing to delete);
+    an absent key is a success, as S3 answers it. Raises S3DeliveryError."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         c.delete_object(Bucket=bucket, Key=key)
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) == "NoSuchBucket":
+            return False
         raise _failure("deleting from", bucket, endpoint_url, exc) from exc
+    except BotoCoreError as exc:
+        raise _failure("deleting from", bucket, endpoint_url, exc) from exc
+    return True

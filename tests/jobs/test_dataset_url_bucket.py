@@ -115,3 +115,23 @@ def test_over_the_limit_goes_through_the_delivery_bucket(rapp, rclient, fake, bi
             with db.session() as s:
                 assert s.get(Job, job["id"]).provider_data["dataset_url"]["deleted"] is True
         assert bucket.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_a_bucket_that_refuses_the_dataset_fails_the_job_with_the_reason(rapp, rclient, fake, big_dataset,  # noqa: F811
+                                                                         moto_server):
+    delivery = {**_delivery(moto_server), "bucket": "no-such-bucket"}
+    with serve_in_thread(rapp) as url:
+        rapp.config["STCLOUD_PUBLIC_URL"] = url
+        set_consent(rclient, "allow")
+        r = rclient.post(SUBMIT, json=submit_body(big_dataset, delivery=delivery))
+        assert r.status_code == 400, dump(r)
+        problem = r.get_json()
+        assert "could not be put in the delivery bucket" in problem["detail"] and "no-such-bucket" in problem["detail"]
+        assert problem["field"] == "delivery"
+        assert not fake.predictions and _files_calls(fake) == 0
+        job_id = problem["job_id"]
+        failed = job_of(rclient, job_id)
+        assert failed["status"] == "failed" and "delivery bucket" in failed["error"]
+        with rapp.app_context():
+            assert dataset_url.cleanup() == 0  # nothing was stored; its record goes
+            assert not secrets.get_many(rapp.config["STCLOUD_HOME"], dataset_bucket.SECRET_PREFIX)
