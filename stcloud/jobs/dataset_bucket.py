@@ -74,9 +74,9 @@ def publish(job_id: str, delivery: dict, archive, ttl_seconds: int) -> tuple[str
     if not secret:
         raise BadRequest("the delivery bucket's secret key is gone; submit the job again",
                          extra={"field": "delivery"})
-    place = Place(delivery.get("endpoint_url") or None, delivery["bucket"], _key(delivery.get("prefix"),
-                                                                                 archive.sha256),
-                  delivery.get("region") or "us-east-1", delivery["access_key_id"], secret)
+    place = Place(endpoint_url=delivery.get("endpoint_url") or None, bucket=delivery["bucket"],
+                  key=_key(delivery.get("prefix"), archive.sha256), region=delivery.get("region") or "us-east-1",
+                  access_key=delivery["access_key_id"], secret_key=secret)
     # Remembered before the upload: a half-written object is cleaned up like a whole one.
     secrets.put(home, SECRET_PREFIX + job_id, json.dumps(asdict(place)))
     client = place.client()

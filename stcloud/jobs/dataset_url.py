@@ -5,12 +5,12 @@ When the instance has a public URL and the provider takes a dataset URL as an in
 larger than the provider's upload limit (Replicate: 100 MiB) is put on the built-in S3
 endpoint — bucket ``stcloud-datasets``, key ``<dataset sha256>.zip``, so a re-run of the
 same data reuses the stored object — and the provider receives a presigned GET URL under
-the public URL. A job that delivers to an S3 bucket has it put in that bucket instead
-(``stcloud.jobs.dataset_bucket``). The link is signed with a read-only key minted for the job and scoped to
+the public URL. The link is signed with a read-only key minted for the job and scoped to
 that one object; it expires after ``STCLOUD_DATASET_URL_TTL`` seconds (default 24 h, so a
 long queue does not outlive it; SigV4 allows at most 7 days), and with the job (the key of
 a finished job stops working after the storage grace period). ``cleanup`` (scheduler)
-deletes an object once no unfinished job uses its data.
+deletes an object once no unfinished job uses its data. A job that delivers to an S3
+bucket has its dataset put in that bucket instead (``stcloud.jobs.dataset_bucket``).
 
 Without a public URL the provider's limit stays (413) and the message says how to lift it.
 """
