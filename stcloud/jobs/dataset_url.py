@@ -9,7 +9,8 @@ the public URL. The link is signed with a read-only key minted for the job and s
 that one object; it expires after ``STCLOUD_DATASET_URL_TTL`` seconds (default 24 h, so a
 long queue does not outlive it; SigV4 allows at most 7 days), and with the job (the key of
 a finished job stops working after the storage grace period). ``cleanup`` (scheduler)
-deletes an object once no unfinished job uses its data.
+deletes an object once no unfinished job uses its data. A job that delivers to an S3
+bucket has its dataset put in that bucket instead (``stcloud.jobs.dataset_bucket``).
 
 Without a public URL the provider's limit stays (413) and the message says how to lift it.
 """
@@ -23,6 +24,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from stcloud import db, states
+from stcloud.jobs import dataset_bucket
 from stcloud.models import Job
 from stcloud.providers.base import CloudTrainerService
 from stcloud.storage import backend as storage_backend
@@ -66,9 +68,12 @@ def goes_by_url(service: CloudTrainerService, size: int) -> bool:
     return available(service) and size > service.max_upload_bytes
 
 
-def destination(service: CloudTrainerService, archive_bytes: int) -> str:
-    """Where the data goes, for the consent summary."""
+def destination(service: CloudTrainerService, archive_bytes: int, delivery: dict | None = None) -> str:
+    """Where the data goes, for the consent summary (``delivery``: the submit body's)."""
     if goes_by_url(service, archive_bytes):
+        if dataset_bucket.is_bucket(delivery):
+            return (f"your delivery bucket {dataset_bucket.describe(delivery)}, and from there {service.label}, "
+                    f"which downloads it through a presigned link (valid {ttl_seconds() // 3600} h)")
         return (f"{service.label}, which downloads it through a presigned link (valid "
                 f"{ttl_seconds() // 3600} h) to this server's storage endpoint at "
                 f"{credentials.public_base_url()}{credentials.ENDPOINT_PATH}")
@@ -109,16 +114,26 @@ def inputs_for(job_id: str, service: CloudTrainerService, archive, inputs: dict)
     """The provider inputs, with the dataset URL when the archive is over the upload limit."""
     if archive is None or not goes_by_url(service, archive.size):
         return inputs
-    url = publish(job_id, archive)
+    with db.session() as s:
+        delivery = s.get(Job, job_id).delivery
+    if dataset_bucket.is_bucket(delivery):  # the job's own delivery bucket: jobs/dataset_bucket.py
+        url, record = dataset_bucket.publish(job_id, delivery, archive, ttl_seconds())
+    else:
+        url = publish(job_id, archive)
+        record = {"bucket": BUCKET, "key": f"{archive.sha256}.zip", "expires_in": ttl_seconds()}
     with db.transaction() as s:
         job = s.get(Job, job_id)
-        job.provider_data = {**(job.provider_data or {}), "dataset_url": {
-            "bucket": BUCKET, "key": f"{archive.sha256}.zip", "expires_in": ttl_seconds()}}
+        job.provider_data = {**(job.provider_data or {}), "dataset_url": record}
     return {**inputs, service.dataset_url_input: url}
 
 
 def cleanup() -> int:
-    """Delete stored datasets no unfinished job uses (scheduler). Returns how many."""
+    """Delete stored datasets no unfinished job uses (scheduler), here and in delivery
+    buckets. Returns how many."""
+    return _cleanup_builtin() + dataset_bucket.cleanup()
+
+
+def _cleanup_builtin() -> int:
     store = storage_service.backend()
     if not store.bucket_exists(BUCKET):
         return 0

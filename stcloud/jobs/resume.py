@@ -131,7 +131,7 @@ def plan(job_id: str, provider: str | None = None, step: int | None = None, *, a
                     checkpoints=tuple(c.step for c in stored))
 
 
-def _resume_url(job_id: str, step: int) -> str:
+def checkpoint_url(job_id: str, step: int) -> str:
     """A presigned GET URL of ``<job>/checkpoints/resume-<step>.zip`` (made once) with a
     read-only key for that object alone."""
     key = f"{job_id}/checkpoints/resume-{step}.zip"
@@ -181,7 +181,7 @@ def _body(p: Plan, *, data_consent: bool | None, idempotency_key: str | None) ->
     if service.uploads_data and not body.get("delivery"):
         body["delivery"] = {"type": "builtin"}  # its checkpoints come back here: resumable again
     if service.uploads_data:
-        config["resume_from_checkpoint"] = _resume_url(p.job_id, p.step)
+        config["resume_from_checkpoint"] = checkpoint_url(p.job_id, p.step)
     else:
         # The agent downloads the copied checkpoint with the job's key and points
         # resume_from_checkpoint at the unpacked folder (resume_links.record).

@@ -159,7 +159,8 @@ def preview(body: dict) -> dict:
         "upload_limit_bytes": limit,
         "estimated_archive_bytes": summary.estimated_archive_bytes,
         "within_limit": limit is None or summary.min_archive_bytes <= limit,
-        "destination": dataset_url.destination(service, summary.estimated_archive_bytes) if uploads else None,
+        "destination": (dataset_url.destination(service, summary.estimated_archive_bytes, body.get("delivery"))
+                        if uploads else None),
     }
 
 
@@ -217,7 +218,7 @@ def submit(body: dict, *, source: str = "api", job_id: str | None = None) -> Sub
     summary = scan(req.dataloader_config)
     has_local = summary.dataset_count > 0
     if service.uploads_data and has_local:
-        where = dataset_url.destination(service, summary.estimated_archive_bytes)
+        where = dataset_url.destination(service, summary.estimated_archive_bytes, req.delivery)
         consent.check(where, req.data_consent, {**summary.to_dict(), "destination": where})
         limit = _upload_limit(service)
         if limit is not None and summary.min_archive_bytes > limit:

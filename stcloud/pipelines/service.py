@@ -22,7 +22,7 @@ from stcloud.jobs import service as jobs_service
 from stcloud.jobs import submit as submit_mod
 from stcloud.jobs.request import parse_body
 from stcloud.models import Job, JobDependency, JobEvent, Pipeline, User, new_id, utcnow
-from stcloud.pipelines import placement, spec
+from stcloud.pipelines import placement, resume_input, spec
 from stcloud.providers import registry
 from stcloud.publishing import service as publishing
 from stcloud.storage import service as storage_service
@@ -251,8 +251,11 @@ def release(job_id: str, *, strict: bool = False):
             body["provider"] = decision.provider
             if decision.hardware and not body.get("hardware"):
                 body["hardware"] = decision.hardware
+        resume_parent = inputs.pop(resume_input.NAME, None)
         if inputs:
             body["config"] = {**(body.get("config") or {}), **_resolve_inputs(job_id, inputs, body["provider"])}
+        if resume_parent:
+            body = resume_input.apply(body, resume_parent)
         with db.transaction() as s:
             job, dep = s.get(Job, job_id), s.get(JobDependency, job_id)
             if job is None or job.status != states.WAITING or dep.released_at is not None:

@@ -7,7 +7,7 @@
       - name: finetune
         depends_on: [base]          # step names, or ids of existing jobs
         on: completed               # completed (default) | any
-        inputs: {init_lora_weights: {from: base}}
+        inputs: {init_lora_weights: {from: base}}   # or resume_from_checkpoint: {from: base}
         config: {max_train_steps: 40}
 
 A step is a submit body (merged over ``defaults``; ``config`` is merged key by key).
@@ -26,7 +26,7 @@ from stcloud.errors import BadRequest, ValidationError
 
 DEP_KEYS = ("depends_on", "on", "inputs")
 ON_CHOICES = ("completed", "any")
-INPUT_NAMES = ("init_lora_weights",)
+INPUT_NAMES = ("init_lora_weights", "resume_from_checkpoint")
 MAX_STEPS = 100
 
 
@@ -82,7 +82,8 @@ def dependency_fields(body: dict) -> tuple[list[str], str, dict]:
         raise ValidationError(f"on must be one of {', '.join(ON_CHOICES)}", extra={"field": "on"})
     raw_inputs = body.get("inputs") or {}
     if not isinstance(raw_inputs, dict):
-        raise ValidationError("inputs must be an object: {init_lora_weights: {from: <job or step>}}",
+        raise ValidationError("inputs must be an object: {init_lora_weights | resume_from_checkpoint: "
+                              "{from: <job or step>}}",
                               extra={"field": "inputs"})
     inputs = {}
     for name, ref in raw_inputs.items():

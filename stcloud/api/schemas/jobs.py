@@ -134,7 +134,8 @@ class SubmitBody(JobFields):
     depends_on: list[Str(200)] | Str(200) | None = Field(
         None, description="job ids this job waits for (it is `waiting` until they end)")
     on: Str(16) | None = Field(None, description="completed (default) | any")
-    inputs: dict | None = Field(None, description='{"init_lora_weights": {"from": <job id or step>}}')
+    inputs: dict | None = Field(
+        None, description='{"init_lora_weights" | "resume_from_checkpoint": {"from": <job id or step>}}')
     hold: bool | None = Field(None, description="over a spend limit: wait for the period to roll over instead of 402")
     placement: dict | None = Field(None, description='with provider "auto": {"wait_minutes": n}')
     auto_resume: dict | None = Field(None, description='{"max_attempts": n, "provider"?: name}: resume on failure')
