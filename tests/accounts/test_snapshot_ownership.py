@@ -78,6 +78,7 @@ def test_members_see_only_their_own_configs(secure_app, crew, runs):
 
     history = c.get("/api/cloud/configs/shared-lora/history", headers=mia).json["history"]
     assert [h["commit"] for h in history] == [runs["mia2"], runs["mia1"]]
+    assert [h["message"] for h in history] == [None, None]  # the Owner-Id trailer is not the user's message
     assert c.get("/api/cloud/configs/max-only/history", headers=mia).status_code == 404
 
     for sha in (runs["max1"], runs["max2"]):
