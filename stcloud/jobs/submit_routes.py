@@ -31,6 +31,7 @@ from stcloud.jobs import submit as submit_service
 from stcloud.jobs.submit_progress import STAGES
 from stcloud.providers import config as provider_config
 from stcloud.providers import registry
+from stcloud.snapshots import owners as snapshot_owners
 from stcloud.snapshots import service as snapshots
 from stcloud.trainer.sample import ensure_sample
 from stcloud.web.htmx import is_fragment_request, render
@@ -147,7 +148,8 @@ def submit_page():
     name, commit = request.args.get("config_name"), request.args.get("commit")
     if name and commit:
         try:
-            snap = snapshots.files_at(current_app.config["STCLOUD_HOME"], name, commit)
+            snap = snapshots.files_at(current_app.config["STCLOUD_HOME"], name, commit,
+                                      snapshot_owners.commit_filter())  # members: their own
             form = {"config_json": json.dumps(snap["config"], indent=2),
                     "dataloader_json": json.dumps(snap["dataloader_config"], indent=2),
                     "config_name": name, "name": name, "based_on": snap["commit"],

@@ -14,9 +14,20 @@ from flask import current_app
 
 from stcloud import db
 from stcloud.models import Job
+from stcloud.snapshots.owners import job_owner
 from stcloud.snapshots.service import snapshot_for_submit
 
 log = logging.getLogger(__name__)
+
+
+def _owner(job_id: str) -> str | None:
+    """The job's owner (set on its row before the snapshot starts), for the commit's
+    ``Owner-Id``. A failed read leaves it out: the snapshot is then its job's by ``Job-Id``."""
+    try:
+        return job_owner(job_id)
+    except Exception:  # noqa: BLE001 - the snapshot never fails a submit
+        log.exception("could not read the owner of %s", job_id)
+        return None
 
 
 class SnapshotInFlight:
@@ -33,7 +44,8 @@ class SnapshotInFlight:
 
         def take() -> None:
             with app.app_context():
-                self.result = snapshot_for_submit(home, name, config, dataloader_config, job_id, message)
+                self.result = snapshot_for_submit(home, name, config, dataloader_config, job_id, message,
+                                                  owner_id=_owner(job_id))
 
         self._thread = threading.Thread(target=take, name=f"snapshot-{job_id}", daemon=True)
         self._thread.start()

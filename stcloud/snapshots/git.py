@@ -47,7 +47,7 @@ DATALOADER_FILE = "dataloader.json"
 FILES = (CONFIG_FILE, DATALOADER_FILE)
 _SEP_FIELD, _SEP_RECORD = "\x1f", "\x1e"
 _REV_RE = re.compile(r"^[0-9a-fA-F]{4,64}$")
-_TRAILER_LINE = re.compile(r"^(Job-Id|Config-Name):\s")
+_TRAILER_LINE = re.compile(r"^(Job-Id|Config-Name|Owner-Id):\s")
 
 
 class GitError(Exception):
@@ -66,6 +66,7 @@ class Commit:
     name: str | None
     subject: str
     message: str | None  # the user's snapshot message, without our subject and trailers
+    owner_id: str | None = None  # the ``Owner-Id`` trailer: the user whose submit made it (none before owners)
 
 
 def git_path() -> str | None:
@@ -278,7 +279,8 @@ def diff(root: Path, old: str, new: str, paths: list[str]) -> str:
 
 _LOG_FORMAT = _SEP_FIELD.join([
     "%H", "%aI", "%(trailers:key=Job-Id,valueonly,separator=%x2C)",
-    "%(trailers:key=Config-Name,valueonly,separator=%x2C)", "%s", "%b",
+    "%(trailers:key=Config-Name,valueonly,separator=%x2C)",
+    "%(trailers:key=Owner-Id,valueonly,separator=%x2C)", "%s", "%b",
 ]) + _SEP_RECORD
 
 
@@ -295,11 +297,11 @@ def log_commits(root: Path, rev: str = "HEAD", max_count: int | None = None) -> 
         if not record:
             continue
         parts = record.split(_SEP_FIELD)
-        if len(parts) < 6:
+        if len(parts) < 7:
             continue
-        sha, at, job_id, name, subject, body = parts[:6]
+        sha, at, job_id, name, owner_id, subject, body = parts[:7]
         commits.append(Commit(sha=sha, at=at, job_id=job_id.strip() or None, name=name.strip() or None,
-                              subject=subject, message=_user_message(body)))
+                              subject=subject, message=_user_message(body), owner_id=owner_id.strip() or None))
     return commits
 
 
@@ -323,6 +325,24 @@ def contents_by_name(root: Path) -> dict[str, tuple[str | None, ...]]:
         if len(parts) == 2 and parts[1] in FILES:
             blobs.setdefault(parts[0], {})[parts[1]] = meta.split()[2]
     return {name: tuple(files.get(f) for f in FILES) for name, files in blobs.items() if CONFIG_FILE in files}
+
+
+def blobs_at(root: Path, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str | None, ...]]:
+    """``{(sha, name): (config.json blob id, dataloader.json blob id)}`` for each snapshot
+    ``(commit sha, directory)`` (one ``cat-file --batch-check``): equal tuples = byte-identical
+    snapshots."""
+    if not pairs:
+        return {}
+    wanted = [(sha, name, f) for sha, name in pairs for f in FILES]
+    lines = "".join(f"{check_rev(sha)}:{name}/{f}\n" for sha, name, f in wanted)
+    out = run(root, "cat-file", "--batch-check=%(objectname) %(objecttype)", input=lines).splitlines()
+    ids = [line.split()[0] if line.endswith(" blob") else None for line in out]
+    if len(ids) != len(wanted):
+        raise GitError(f"git cat-file answered {len(ids)} lines for {len(wanted)} objects")
+    found: dict[tuple[str, str], list] = {}
+    for (sha, name, _f), oid in zip(wanted, ids, strict=True):
+        found.setdefault((sha, name), []).append(oid)
+    return {key: tuple(v) for key, v in found.items()}
 
 
 def dumps(obj) -> str:

@@ -20,7 +20,7 @@ from stcloud.api.schemas import settings as schemas
 from stcloud.api.spec import operation
 from stcloud.errors import NotFound, StcloudError
 from stcloud.models import Job
-from stcloud.snapshots import service
+from stcloud.snapshots import owners, service
 from stcloud.web.htmx import render
 from stcloud.web.params import bool_value, int_arg
 
@@ -45,7 +45,7 @@ def _configs_state() -> dict:
     configs = []
     if state["git"] and not state["error"]:
         try:
-            configs = service.list_configs(_home())
+            configs = service.list_configs(_home(), owners.commit_filter())
         except StcloudError as exc:
             state["error"] = exc.detail
     return {**state, "configs": configs}
@@ -80,13 +80,14 @@ def api_put_settings():
 def api_history(name):
     validation.query(schemas.HistoryQuery)
     limit = int_arg("limit", 100, 1, 1000)
-    return jsonify({"name": name, "history": service.history(_home(), name, limit=limit)})
+    return jsonify({"name": name, "history": service.history(_home(), name, limit=limit,
+                                                             visible=owners.commit_filter())})
 
 
 @api.get("/api/cloud/configs/<name>/at/<commit>")
 @operation(summary="A config's files at a commit", tags=["configs"], responses={200: schemas.ConfigVersion})
 def api_at(name, commit):
-    data = service.files_at(_home(), name, commit)
+    data = service.files_at(_home(), name, commit, owners.commit_filter())
     data.pop("diff_lines", None)
     return jsonify(data)
 
@@ -94,7 +95,7 @@ def api_at(name, commit):
 @api.get("/api/cloud/jobs/<job_id>/snapshot")
 @operation(summary="The config snapshot of a job", tags=["configs"], responses={200: schemas.JobSnapshot})
 def api_job_snapshot(job_id):
-    data = service.job_snapshot(_home(), _job_ref(job_id))
+    data = service.job_snapshot(_home(), _job_ref(job_id), owners.commit_filter())
     data.pop("diff_lines", None)
     return jsonify(data)
 
@@ -115,14 +116,14 @@ def configs_settings():
 
 @bp.get("/configs/<name>")
 def config_history_page(name):
-    items = service.history(_home(), name, limit=int_arg("limit", 100, 1, 1000))
+    items = service.history(_home(), name, limit=int_arg("limit", 100, 1, 1000), visible=owners.commit_filter())
     return render("snapshots/history.html", block="history", nav="configs", title=f"Config {name}",
                   name=name, history=items)
 
 
 @bp.get("/configs/<name>/at/<commit>")
 def config_version_page(name, commit):
-    data = service.files_at(_home(), name, commit)
+    data = service.files_at(_home(), name, commit, owners.commit_filter())
     return render("snapshots/version.html", block="version", nav="configs", title=f"{name} @ {commit[:10]}",
                   v=data)
 
@@ -130,7 +131,7 @@ def config_version_page(name, commit):
 @bp.get("/jobs/<job_id>/snapshot")
 def job_snapshot_page(job_id):
     ref = _job_ref(job_id)
-    snap = service.job_snapshot(_home(), ref)
+    snap = service.job_snapshot(_home(), ref, owners.commit_filter())
     return render("snapshots/job_snapshot.html", block="snapshot_section", nav="jobs",
                   title=f"Snapshot of {ref.name}", job=ref, snap=snap)
 

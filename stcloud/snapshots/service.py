@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,11 @@ NO_GIT_NOTICE = "git not installed: snapshot skipped"
 SETTING_KEY = "snapshots_enabled"
 MAX_MESSAGE = 4000
 MAX_NAME = 100
+_OWNER_BAD = re.compile(r"[^\w.@-]")
+
+# Which commits the caller may see (``snapshots.owners.commit_filter``): a function from a list
+# of commits to the visible ones, or None for everything (admins, viewers, background code).
+Visible = Callable[[list[git.Commit]], list[git.Commit]] | None
 
 # ---- names -----------------------------------------------------------------------------
 
@@ -93,18 +99,25 @@ def _clean_message(message: str | None) -> str | None:
     return text or None
 
 
-def commit_message(name: str, job_id: str, message: str | None) -> str:
+def commit_message(name: str, job_id: str, message: str | None, owner_id: str | None = None) -> str:
+    """The subject, the user's message, then our trailers (``Job-Id``, ``Config-Name`` and,
+    for a job that has an owner, ``Owner-Id``): the last paragraph, which git reads trailers from."""
     parts = [f"Snapshot {name} for {job_id}"]
     user = _clean_message(message)
     if user:
         parts.append(user)
-    parts.append(f"Job-Id: {job_id}\nConfig-Name: {name}")
+    trailers = f"Job-Id: {job_id}\nConfig-Name: {name}"
+    if owner_id and not _OWNER_BAD.search(owner_id):
+        trailers += f"\nOwner-Id: {owner_id}"
+    parts.append(trailers)
     return "\n\n".join(parts) + "\n"
 
 
 def snapshot_for_submit(home: str, name: str, config: dict, dataloader_config: list,
-                        job_id: str, message: str | None = None) -> tuple[str | None, str | None]:
-    """Commit the job's config and dataloader under ``configs/<safe name>/``.
+                        job_id: str, message: str | None = None,
+                        owner_id: str | None = None) -> tuple[str | None, str | None]:
+    """Commit the job's config and dataloader under ``configs/<safe name>/``; the commit
+    records the job's owner (``Owner-Id``) when it has one.
 
     Returns ``(commit sha, None)``, ``(None, None)`` when the user switched snapshots off,
     or ``(None, error)``. Never raises."""
@@ -118,7 +131,7 @@ def snapshot_for_submit(home: str, name: str, config: dict, dataloader_config: l
             git.CONFIG_FILE: git.dumps(strip_secrets(config if config is not None else {})),
             git.DATALOADER_FILE: git.dumps(strip_secrets(dataloader_config if dataloader_config is not None else [])),
         }
-        sha = git.commit_files(repo_root(home), dir_name, files, commit_message(dir_name, job_id, message))
+        sha = git.commit_files(repo_root(home), dir_name, files, commit_message(dir_name, job_id, message, owner_id))
         return sha, None
     except git.GitMissing:
         return None, NO_GIT_NOTICE
@@ -168,18 +181,28 @@ def _commits(home) -> list[git.Commit]:
     return git.log_commits(root)
 
 
+def _seen(commits: list[git.Commit], visible: Visible, keep: str | None = None) -> list[git.Commit]:
+    """The commits the caller may see (all when ``visible`` is None); ``keep`` (a sha the
+    caller already may see, e.g. their job's snapshot) stays in the list."""
+    if visible is None:
+        return commits
+    shown = {c.sha for c in visible(commits)}
+    return [c for c in commits if c.sha in shown or c.sha == keep]
+
+
 def _commit_dict(c: git.Commit) -> dict:
     return {"commit": c.sha, "short": c.sha[:10], "at": c.at, "job_id": c.job_id,
             "name": c.name, "message": c.message}
 
 
-def list_configs(home: str | Path) -> list[dict]:
+def list_configs(home: str | Path, visible: Visible = None) -> list[dict]:
     """Saved configs, most recently used first: ``[{name, snapshots, last_commit, last_at,
     last_job_id, last_message, same_as}]``; ``same_as`` names the other configs whose latest
-    snapshot is byte-identical to this one's (newest first). Raises Unavailable (no git,
-    broken repository)."""
+    snapshot is byte-identical to this one's (newest first). With ``visible`` only the
+    snapshots it keeps count (a member's own): their latest one is compared. Raises
+    Unavailable (no git, broken repository)."""
     def _list():
-        commits = _commits(home)
+        commits = _seen(_commits(home), visible)
         contents = git.contents_by_name(repo_root(home)) if commits else {}
         names = set(contents)
         out: dict[str, dict] = {}
@@ -193,6 +216,9 @@ def list_configs(home: str | Path) -> list[dict]:
             else:
                 entry["snapshots"] += 1
         listed = [e for e in out.values() if e["name"] in names]
+        if visible is not None:  # the directory at HEAD may hold someone else's newer snapshot
+            latest = git.blobs_at(repo_root(home), [(e["last_commit"], e["name"]) for e in listed])
+            contents = {e["name"]: latest[(e["last_commit"], e["name"])] for e in listed}
         for e in listed:
             e["same_as"] = [o["name"] for o in listed if o is not e and contents[o["name"]] == contents[e["name"]]]
         return listed
@@ -200,10 +226,11 @@ def list_configs(home: str | Path) -> list[dict]:
     return _guard(_list)
 
 
-def history(home: str | Path, name: str, limit: int = 100) -> list[dict]:
-    """Snapshots of config ``name``, newest first. Raises NotFound, Unavailable."""
+def history(home: str | Path, name: str, limit: int = 100, visible: Visible = None) -> list[dict]:
+    """Snapshots of config ``name``, newest first (those ``visible`` keeps). Raises NotFound,
+    Unavailable."""
     dir_name = _checked_name(name)
-    commits = _guard(_commits, home)
+    commits = _guard(lambda: _seen(_commits(home), visible))
     items = [_commit_dict(c) for c in commits if c.name == dir_name]
     if not items:
         raise NotFound(f"no snapshots of config {dir_name!r}")
@@ -244,10 +271,11 @@ def _parse(text: str | None):
         return None
 
 
-def files_at(home: str | Path, name: str, commit: str) -> dict:
+def files_at(home: str | Path, name: str, commit: str, visible: Visible = None) -> dict:
     """The files of config ``name`` at ``commit``: ``{name, commit, files, config,
     dataloader_config, config_blob, job_id, at, message, previous, diff, diff_lines}``.
-    Raises BadRequest, NotFound, Unavailable."""
+    With ``visible``, ``commit`` must be a snapshot of ``name`` it keeps, and ``previous`` is
+    the one before it that it keeps. Raises BadRequest, NotFound, Unavailable."""
     dir_name = _checked_name(name)
     rev = _check_commit(commit)
     root = repo_root(home)
@@ -263,6 +291,10 @@ def files_at(home: str | Path, name: str, commit: str) -> dict:
         if files[git.CONFIG_FILE] is None:
             raise NotFound(f"config {dir_name!r} does not exist at commit {sha[:10]}")
         commits = [c for c in git.log_commits(root, sha) if c.name == dir_name or c.sha == sha]
+        if visible is not None:
+            commits = _seen(commits, visible)
+            if not commits or commits[0].sha != sha or commits[0].name != dir_name:
+                raise NotFound(f"no snapshot of config {dir_name!r} at commit {sha[:10]}")
         meta = commits[0] if commits and commits[0].sha == sha else None
         prev = _previous(commits, sha, dir_name)
         text = git.diff(root, prev.sha, sha, [f"{dir_name}/{f}" for f in git.FILES]) if prev else None
@@ -298,11 +330,12 @@ class JobRef:
                    snapshot_error=job.snapshot_error)
 
 
-def job_snapshot(home: str | Path, ref: JobRef) -> dict:
+def job_snapshot(home: str | Path, ref: JobRef, visible: Visible = None) -> dict:
     """A job's snapshot: ``{job_id, config_name, commit, snapshot_error, files, config_blob,
     diff, previous: {job_id, commit} | None, error}``. ``commit``/``files``/``diff`` are null
     when the job has no snapshot (``snapshot_error`` says why) or the repository cannot be
-    read (``error`` says why); never raises for those."""
+    read (``error`` says why); never raises for those. ``previous`` is the run before it
+    among the snapshots ``visible`` keeps."""
     out = {"job_id": ref.id, "config_name": ref.dir_name, "commit": ref.snapshot,
            "snapshot_error": ref.snapshot_error, "files": None, "config_blob": None, "diff": None,
            "diff_lines": [], "previous": None, "error": None}
@@ -317,7 +350,7 @@ def job_snapshot(home: str | Path, ref: JobRef) -> dict:
         dir_name = out["config_name"] = _dir_at(root, sha, ref.config_name or ref.name)
         out["files"] = {f: git.show(root, sha, f"{dir_name}/{f}") for f in git.FILES}
         out["config_blob"] = git.blob_id(root, sha, f"{dir_name}/{git.CONFIG_FILE}")
-        prev = _previous(git.log_commits(root), sha, dir_name)
+        prev = _previous(_seen(git.log_commits(root), visible, keep=sha), sha, dir_name)
         if prev is not None:
             out["previous"] = {"job_id": prev.job_id, "commit": prev.sha, "at": prev.at}
             paths = [f"{dir_name}/{f}" for f in git.FILES]

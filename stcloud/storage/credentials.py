@@ -187,6 +187,7 @@ def to_public(s, row: StorageCredential, now: datetime | None = None) -> dict:
         "expires_at": _iso(expires),
         "revoked_at": _iso(row.revoked_at),
         "state": state,
+        "owner_id": row.owner_id,
     }
 
 
@@ -285,9 +286,9 @@ def lookup(access_key_id: str, now: datetime | None = None) -> LookupResult | No
 
 def credentials_for_job(job_id: str) -> dict:
     """This job's key for bucket ``outputs``, prefix ``<job_id>/`` (read + write), with its
-    secret: the existing one when it is still usable, else a new one. Also creates the
-    bucket. Returns {access_key_id, secret_access_key, endpoint_url, bucket, prefix, region,
-    expires_at}."""
+    secret: the existing one when it is still usable, else a new one (owned by the job's
+    owner). Also creates the bucket. Returns {access_key_id, secret_access_key, endpoint_url,
+    bucket, prefix, region, expires_at, minted} (``minted``: a new key was made now)."""
     from stcloud.storage import service as storage_service
 
     storage_service.backend().create_bucket(JOB_BUCKET, exist_ok=True)
@@ -305,18 +306,20 @@ def credentials_for_job(job_id: str) -> dict:
             if state == "active" and secret:
                 return {"access_key_id": row.access_key_id, "secret_access_key": secret,
                         "endpoint_url": endpoint_url(), "bucket": JOB_BUCKET, "prefix": prefix,
-                        "region": REGION, "expires_at": _iso(expires)}
+                        "region": REGION, "expires_at": _iso(expires), "minted": False}
         secret = _new_secret()
+        job = s.get(Job, job_id)
         row = StorageCredential(access_key_id=_new_access_key_id(), secret_enc=_encrypt(secret), bucket=JOB_BUCKET,
                                 prefix=prefix, read_only=False, job_id=job_id, description=f"job {job_id}",
-                                created_at=now, expires_at=now + timedelta(seconds=max_age))
+                                created_at=now, expires_at=now + timedelta(seconds=max_age),
+                                owner_id=job.owner_id if job is not None else None)  # a job's key is its owner's
         s.add(row)
         s.flush()
         _state, expires = _effective(s, row, now)
         akid = row.access_key_id
     log.info("storage: minted job key %s for %s", akid, job_id)
     return {"access_key_id": akid, "secret_access_key": secret, "endpoint_url": endpoint_url(),
-            "bucket": JOB_BUCKET, "prefix": prefix, "region": REGION, "expires_at": _iso(expires)}
+            "bucket": JOB_BUCKET, "prefix": prefix, "region": REGION, "expires_at": _iso(expires), "minted": True}
 
 
 def purge_expired() -> int:

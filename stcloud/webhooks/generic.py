@@ -63,7 +63,9 @@ def receive(provider: str, *, headers: Mapping[str, str], read_body: Callable[[i
         raise _unauthorized(verify.VerificationError(
             "no_matching_signature", "webhook-signature does not match the body", "webhook-signature"))
     payload = service._parse(body)
-    return _record(provider, adapter, delivery_key(provider, signed.webhook_id), payload)
+    receipt = _record(provider, adapter, delivery_key(provider, signed.webhook_id), payload)
+    service.audit_cancel(provider, receipt)
+    return receipt
 
 
 def _unauthorized(exc: verify.VerificationError) -> Unauthorized:
@@ -105,7 +107,8 @@ def _record(provider: str, adapter: CloudTrainerService, key: str, payload: dict
     except IntegrityError:
         return service.Receipt(service.DUPLICATE, key, detail="already received")
     return service.Receipt(outcome, key, result.job_id if result is not None else None,
-                           result.status if result is not None else None, detail)
+                           result.status if result is not None else None, detail,
+                           moved_from=result.from_status if result is not None and result.moved else None)
 
 
 def _bind(s, provider: str, adapter: CloudTrainerService, payload: dict, remote_id: str | None) -> Job | None:

@@ -29,7 +29,8 @@ import requests
 from flask import current_app
 from sqlalchemy import bindparam, select, text
 
-from stcloud import db
+from stcloud import db, states
+from stcloud.accounts import audit
 from stcloud.errors import (
     BadRequest,
     Forbidden,
@@ -71,6 +72,7 @@ class Receipt:
     job_id: str | None = None
     job_status: str | None = None
     detail: str | None = None
+    moved_from: str | None = None  # the job's status before this delivery moved it (not in the answer)
 
     def to_dict(self) -> dict:
         # the fields by hand: dataclasses.asdict deep-copies, a measurable share of a delivery
@@ -168,9 +170,26 @@ def receive(*, headers: Mapping[str, str], peer: str | None, forwarded_for: Iter
             continue
         payload = _parse(body)
         try:
-            return record(webhook_id, payload, client_ip, config_version=version)
+            receipt = record(webhook_id, payload, client_ip, config_version=version)
         except _StaleConfig:  # the settings changed: check this delivery again under them
             (version, cfg), fresh = receiver_config(), True
+            continue
+        audit_cancel(PROVIDER, receipt, client_ip)
+        return receipt
+
+
+def audit_cancel(provider: str, receipt: Receipt, client_addr: str | None = None) -> None:
+    """A delivery that cancelled a job (someone stopped it on the provider's side) is
+    recorded as ``job.cancel`` by ``webhook``. Only that status change is: streamed logs and
+    progress never write to the audit log (the fast path stays fast)."""
+    if receipt.moved_from is None or receipt.job_status != states.CANCELLED:
+        return
+    try:
+        audit.record("job.cancel", target=receipt.job_id, actor="webhook", client_addr=client_addr,
+                     detail={"source": "webhook", "provider": provider, "webhook_id": receipt.webhook_id,
+                             "from": receipt.moved_from})
+    except Exception:  # noqa: BLE001 - the delivery is applied; its answer must not fail
+        log.exception("audit record failed for the cancel of %s by a webhook", receipt.job_id)
 
 
 @functools.lru_cache(maxsize=16)
@@ -360,7 +379,8 @@ def _finish(s, webhook_id: str, pred_id: str | None, raw_status: str | None, cli
     if inserted != 1:
         raise _Duplicate(webhook_id)
     return Receipt(outcome, webhook_id, result.job_id if result is not None else None,
-                   result.status if result is not None else None, detail)
+                   result.status if result is not None else None, detail,
+                   moved_from=result.from_status if result is not None and result.moved else None)
 
 
 def _bind_job(s, service, pred_id: str, payload: dict) -> Job | None:

@@ -25,6 +25,7 @@ import os
 
 from flask import Blueprint, g, jsonify, request, send_file
 
+from stcloud.accounts import scope
 from stcloud.api import validation
 from stcloud.api.schemas import workers as schemas
 from stcloud.api.spec import operation
@@ -43,7 +44,9 @@ LATE_REPORTS = frozenset({"workers_api.checkpoint", "workers_api.logs"})
 @bp.before_request
 def _authenticate():
     """A worker token, or a per-job credential (``stj_…`` + ``X-Stcloud-Job``) that reaches
-    only that job: the agent a scheduler (Slurm) started for it."""
+    only that job: the agent a scheduler (Slurm) started for it. The client address is bound
+    for the few things a worker does that the audit log records (``service._audit``)."""
+    scope.bind_client(auth.client_addr())  # the request guard unbinds it when the request ends
     token = auth.bearer()
     if job_tokens.is_job_token(token):
         g.job_scope = request.headers.get(JOB_HEADER)

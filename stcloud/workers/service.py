@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from stcloud import db, secrets, settings, states
+from stcloud.accounts import audit
 from stcloud.costs import service as costs
 from stcloud.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from stcloud.jobs import job_secrets
@@ -225,6 +226,7 @@ def to_dict(w: Worker, now: datetime | None = None, timeout: int | None = None) 
         "agent_version": w.agent_version,
         "current_job_id": w.current_job_id,
         "is_local": bool(w.is_local),
+        "owner_id": w.owner_id,
         "created_at": _iso(w.created_at),
         "registered_at": _iso(w.registered_at),
         "last_heartbeat_at": _iso(w.last_heartbeat_at),
@@ -465,9 +467,28 @@ def register(worker_id: str, info: dict) -> dict:
             abandon.append(current)
         w.current_job_id = resume[0] if resume else None
         w.status = _status_for(w, bool(resume))
-        return {"worker_id": w.id, "name": w.name, "labels": w.labels or {}, "draining": bool(w.draining),
-                "heartbeat_interval": heartbeat_interval(timeout), "lease_seconds": timeout,
-                "resume": resume, "abandon": abandon}
+        out = {"worker_id": w.id, "name": w.name, "labels": w.labels or {}, "draining": bool(w.draining),
+               "heartbeat_interval": heartbeat_interval(timeout), "lease_seconds": timeout,
+               "resume": resume, "abandon": abandon}
+        seen = {"hostname": w.hostname, "agent_version": w.agent_version, "gpu_count": w.gpu_count}
+    # the registration, by the worker itself (its agent started): who it says it is
+    _audit("worker.register", w_name=out["name"], target=out["worker_id"],
+           detail={**seen, "resumed": resume, "abandoned": abandon})
+    return out
+
+
+def actor_of(worker_name: str) -> str:
+    """The audit log's actor for what a worker's agent did itself."""
+    return f"worker:{worker_name}"
+
+
+def _audit(action: str, *, w_name: str, target: str | None, detail: dict | None = None) -> None:
+    """One record of something a worker did on its own (registration, a job's S3 key, a
+    job it cancelled): a few per job, never per log line or heartbeat."""
+    try:
+        audit.record(action, target=target, actor=actor_of(w_name), detail=detail)
+    except Exception:  # noqa: BLE001 - the worker's report is applied; its answer must not fail
+        log.exception("audit record %s by worker %s failed", action, w_name)
 
 
 def heartbeat(worker_id: str, body: dict) -> dict:
@@ -537,6 +558,7 @@ def claim(worker_id: str) -> dict | None:
         timeout = timeout_seconds(s)
         w = _worker(s, worker_id)
         w.last_heartbeat_at = now
+        name = w.name
         held = _held_running(s, worker_id)
         if held:
             raise Conflict(f"worker already holds job {held[0].id}; report its end state first",
@@ -570,7 +592,7 @@ def claim(worker_id: str) -> dict | None:
             break
     if draining:
         raise Draining()
-    return _with_storage(payload)
+    return _with_storage(payload, name)
 
 
 def _take(s: Session, job: Job, w: Worker, now: datetime, lease: datetime, timeout: int) -> dict:
@@ -607,11 +629,11 @@ def _dataloader_for_agent(job: Job) -> list:
     return job_secrets.unseal(job.id, list(job.dataloader_config or []), "dataloader")
 
 
-def _with_storage(payload: dict | None) -> dict | None:
+def _with_storage(payload: dict | None, worker_name: str) -> dict | None:
     if payload is None:
         return None
     # Outside the claim transaction: minting credentials writes in its own transaction.
-    payload["storage"] = storage_for_job(payload["id"])
+    payload["storage"] = storage_for_job(payload["id"], worker_name)
     payload["config"] = with_publishing(payload["config"], payload["storage"])
     return payload
 
@@ -628,6 +650,7 @@ def claim_job(worker_id: str, job_id: str) -> dict | None:
         timeout = timeout_seconds(s)
         w = _worker(s, worker_id)
         w.last_heartbeat_at = now
+        name = w.name
         job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
         if job is not None and job.status == states.RUNNING and job.worker_id is not None:
             _requeue_in(s, job, "the scheduler restarted the job", source=SOURCE)
@@ -641,18 +664,22 @@ def claim_job(worker_id: str, job_id: str) -> dict | None:
         # recorded as the attempt, the status does not move)
         job.worker_id, job.lease_expires_at = worker_id, lease
         payload = _take(s, job, w, now, lease, timeout)
-    return _with_storage(payload)
+    return _with_storage(payload, name)
 
 
-def storage_for_job(job_id: str) -> dict | None:
+def storage_for_job(job_id: str, worker_name: str | None = None) -> dict | None:
     """Per-job S3 credentials for the built-in endpoint (bucket ``outputs``, prefix
-    ``<job_id>/``), or None when they cannot be minted (the job then runs without uploads)."""
+    ``<job_id>/``), or None when they cannot be minted (the job then runs without uploads).
+    A key minted now for the job ``worker_name`` claimed is audited as its doing."""
     try:
         raw = creds_mod.credentials_for_job(job_id)
     except Exception:
         log.exception("could not mint storage credentials for job %s", job_id)
         return None
     get = raw.get
+    if worker_name is not None and get("minted"):
+        _audit("s3.credential.mint", w_name=worker_name, target=get("access_key_id"),
+               detail={"job_id": job_id, "bucket": get("bucket"), "prefix": get("prefix")})
     expires = get("expires_at")
     return {
         "endpoint_path": "/api/cloud/storage",
@@ -793,6 +820,8 @@ def finish(worker_id: str, job_id: str, body: dict) -> dict:
                 error = f"{error}\n{tail}"
         detail = f"worker {w.name}: " + (
             f"trainer exited with code {exit_code}" if exit_code is not None else (body.get("error") or status))
+        cancelled_here = job.status == states.RUNNING and status == states.CANCELLED
+        name = w.name
         if job.status == states.RUNNING:
             # Outputs are not taken from the report: the S3 endpoint lists what really
             # arrived under outputs/<job_id>/ (sync_job_outputs below).
@@ -809,6 +838,9 @@ def finish(worker_id: str, job_id: str, body: dict) -> dict:
         final = job.status
         if is_job_agent(worker_id) and states.is_terminal(final):
             s.delete(w)
+    if cancelled_here and final == states.CANCELLED:  # the worker stopped a running job on its own
+        _audit("job.cancel", w_name=name, target=job_id,
+               detail={"source": SOURCE, "exit_code": exit_code, "reason": str(body.get("error") or "")[:200] or None})
     _sync_outputs(job_id, reported)
     return {"status": final}
 

@@ -205,6 +205,8 @@ class CredentialView(BaseModel):
     expires_at: str | None
     revoked_at: str | None
     state: str = Field(description="active | expired | revoked")
+    owner_id: str | None = Field(None, description="the user who minted it (a job's key: the job's owner); "
+                                                   "null: the bootstrap admin token, auth off or background code")
 
 
 class MintedKey(CredentialView):

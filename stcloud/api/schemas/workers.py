@@ -118,6 +118,8 @@ class WorkerView(BaseModel):
     agent_version: str | None
     current_job_id: str | None
     is_local: bool
+    owner_id: str | None = Field(None, description="the user who created the registration; null: the bootstrap "
+                                                   "admin token, auth off, or made by stcloud itself")
     created_at: str | None
     registered_at: str | None
     last_heartbeat_at: str | None
