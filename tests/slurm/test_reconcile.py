@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from stcloud import db
+from stcloud.models import Job
 from stcloud.providers.slurm import SlurmConfig, SlurmService
 from stcloud.workers import agent_jobs
 from tests.conftest import free_port
@@ -121,3 +123,76 @@ def test_a_silent_completion_closes_and_a_forgotten_job_fails(own_cluster, app, 
     assert failed["error"] == f"Slurm no longer knows job {forgotten_slurm} (past MinJobAge)"
     assert accepted_moves(app, forgotten)[-1] == "failed" and failed["cost_usd"] is not None
     assert sync(app, svc, forgotten)["status"] == "failed"  # a later round changes nothing
+
+
+def slurm_job(cluster: SlurmCluster, slurm_id: str) -> dict:
+    return next(j for j in json.loads(cluster.run("squeue", "--json").stdout)["jobs"] if str(j["job_id"]) == slurm_id)
+
+
+def batch_jobs_of(cluster: SlurmCluster, job_id: str) -> list[dict]:
+    return [j for j in json.loads(cluster.run("squeue", "--json").stdout)["jobs"] if j["name"] == f"stcloud-{job_id}"]
+
+
+def stored(app, job_id: str) -> Job:
+    with app.app_context(), db.session() as s:
+        job = s.get(Job, job_id)
+        s.expunge(job)
+        return job
+
+
+def test_preemption_submits_again_until_max_attempts_then_fails(own_cluster, app, tmp_path):
+    """A real preemption on one node: the stcloud jobs run in partition ``low`` (a per-job
+    override); a job in ``high`` that needs both CPUs makes Slurm cancel them (``PREEMPTED``).
+    The job at attempt 1 of 3 is submitted again as a new batch job — in the same partition,
+    with the next credential — and the one already at attempt 3 of 3 fails with Slurm's reason."""
+    cluster = own_cluster(extra_conf=PREEMPT_CONF)
+    svc = service_for(cluster, tmp_path, partition=cluster.partition)
+    again, first_id = track(app, svc, slurm={"partition": "low"})
+    last, last_id = track(app, svc, slurm={"partition": "low"}, attempt=3)
+    assert stored(app, last).max_attempts == 3
+    for slurm_id in (first_id, last_id):
+        running = wait_for(svc, slurm_id, lambda i: i.raw_status == "RUNNING")
+        assert running.extra["partition"] == "low"
+    cluster.run("sbatch", "--parsable", "--partition=high", "--cpus-per-task=2", "--output=/dev/null",
+                "--wrap", "sleep 3")
+    for slurm_id in (first_id, last_id):
+        ended = wait_for(svc, slurm_id, lambda i: i.raw_status == "PREEMPTED")
+        assert ended.extra["retryable"] and ended.error.startswith("Slurm: PREEMPTED — the job was preempted")
+
+    moved = sync(app, svc, again)
+    assert moved["status"] == "queued" and moved["attempt"] == 2, moved
+    new_id = moved["provider_job_id"]
+    assert new_id not in (None, first_id)
+    resubmitted = slurm_job(cluster, new_id)
+    assert resubmitted["name"] == f"stcloud-{again}" and resubmitted["partition"] == "low"
+    script = cluster.run("scontrol", "write", "batch_script", new_id, "-").stdout
+    assert "submission 2." in script  # the per-job credential of the new batch job is number 2
+    assert stored(app, again).provider_data["job_token_submission"] == 2
+    log = job_log(app, again)
+    assert f"Slurm job {first_id}: PREEMPTED" in log
+    assert f"submitted again as Slurm job {new_id} (attempt 2/3, resuming from its last checkpoint)" in log
+    assert moved["provider_state"]["state"] == "PENDING" and moved["provider_state"]["job_id"] == new_id
+
+    capped = sync(app, svc, last)
+    assert capped["status"] == "failed" and capped["attempt"] == 3, capped
+    assert capped["error"].startswith("Slurm: PREEMPTED — the job was preempted"), capped["error"]
+    assert capped["provider_job_id"] == last_id
+    assert [j["job_id"] for j in batch_jobs_of(cluster, last)] == [int(last_id)]  # not submitted again
+    assert accepted_moves(app, last)[-1] == "failed"
+    cancel_all(cluster)
+
+
+def test_node_failure_beyond_max_attempts_fails_with_the_reason(own_cluster, app, tmp_path):
+    """``--no-requeue``: the node going DOWN ends the batch job in NODE_FAIL. At attempt 3 of 3
+    there is no new batch job: the job fails with Slurm's reason."""
+    cluster = own_cluster()
+    svc = service_for(cluster, tmp_path, partition=cluster.partition, extra_sbatch=("--no-requeue",))
+    job_id, slurm_id = track(app, svc, attempt=3)
+    wait_for(svc, slurm_id, lambda i: i.raw_status == "RUNNING")
+    cluster.run("scontrol", "update", f"NodeName={NODE}", "State=DOWN", "Reason=stcloud-test")
+    wait_for(svc, slurm_id, lambda i: i.raw_status == "NODE_FAIL")
+    failed = sync(app, svc, job_id)
+    assert failed["status"] == "failed" and failed["attempt"] == 3, failed
+    assert failed["error"].startswith("Slurm: NODE_FAIL — a node of the job failed"), failed["error"]
+    assert [j["job_id"] for j in batch_jobs_of(cluster, job_id)] == [int(slurm_id)]
+    assert f"Slurm job {slurm_id}: NODE_FAIL" in job_log(app, job_id)
