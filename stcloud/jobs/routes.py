@@ -9,7 +9,7 @@ from stcloud.api import validation
 from stcloud.api.schemas import jobs as schemas
 from stcloud.api.spec import operation
 from stcloud.errors import BadRequest
-from stcloud.jobs import enforce, listing, logread, loss_points, metrics, service
+from stcloud.jobs import enforce, listing, logread, loss_points, metrics, provider_state, service
 from stcloud.jobs import progress as progress_mod
 from stcloud.providers import registry
 from stcloud.web import conditional
@@ -208,6 +208,7 @@ def init_app(app):
     app.jinja_env.globals.update(is_terminal=states.is_terminal, STATUSES=states.STATUSES,
                                  percent=progress_mod.percent, job_metrics=metrics.compute)
     app.jinja_env.globals["poll_etag"] = poll_etag
+    app.jinja_env.globals["provider_state"] = provider_state.of
     app.register_blueprint(api)
     app.register_blueprint(pages)
     # the spend enforcer's per-limit boundary jobs (daily/weekly/monthly rollovers)

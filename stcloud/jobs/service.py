@@ -19,6 +19,7 @@ from stcloud.accounts import audit, scope
 from stcloud.errors import Conflict, NotConfigured, NotFound, ProviderError
 from stcloud.jobs import job_secrets, loss_points, metrics, upload_cleanup
 from stcloud.jobs import progress as progress_mod
+from stcloud.jobs import provider_state as provider_state_mod
 from stcloud.models import Job, JobEvent, JobLogChunk, JobLossPoint, utcnow
 from stcloud.notify import events as notify_events
 from stcloud.providers import registry
@@ -304,6 +305,8 @@ def to_dict(job: Job, *, include_config: bool = True) -> dict:
         "metrics": metrics.compute(job),
         "approval": _approval_view((job.provider_data or {}).get("approval")),
         "placement": job.placement,  # provider "auto": where it went and why (stcloud.pipelines)
+        # the provider's own scheduler on the job (Slurm: state, reason, node; jobs/provider_state.py)
+        "provider_state": provider_state_mod.of(job),
     }
     if include_config:
         # The stored config carries what the trainer needs (publishing keys, tokens); what

@@ -523,6 +523,12 @@ class Agent:
                     log.warning("heartbeat failed (%s); retrying", exc)
                 continue
             except TokenRefused as exc:
+                if self.job_id and self.outcome is not None:
+                    # One-job mode, its end reported (or being reported): the per-job credential
+                    # dies with the job, so this refusal is that end, not a fault (the exit code
+                    # must say how the job ended: Slurm records it).
+                    log.info("job %s has ended; no more heartbeats (%s)", self.job_id, exc)
+                    return
                 self.fatal = f"token refused: {exc}"
                 log.error("the server refused this worker's token (%s); stopping", exc)
                 self._cancel_job("token refused")

@@ -47,8 +47,11 @@ def missing_programs() -> list[str]:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, *, min_job_age: int = 300, extra_conf: str = ""):
         self.root = Path(root or tempfile.mkdtemp(prefix="stcloud-slurm-"))
+        # How long slurmctld keeps a finished job (squeue/scontrol show it) before forgetting it.
+        self.min_job_age = min_job_age
+        self.extra_conf = extra_conf  # more slurm.conf lines (e.g. preemption, more partitions)
         # slurmrestd runs as another user: it must be able to reach slurm.conf.
         os.chmod(self.root, 0o755)
         self.conf = self.root / "slurm.conf"
@@ -106,7 +109,7 @@ MailProg=/bin/true
 ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
-MinJobAge=300
+MinJobAge={self.min_job_age}
 KillWait=5
 InactiveLimit=0
 SlurmctldTimeout=30
@@ -117,7 +120,7 @@ GresTypes=gpu
 NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={host} CPUs={CPUS} RealMemory={REAL_MEMORY_MB} Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName={self.partition} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 PartitionName=held Nodes={NODE} Default=NO MaxTime=INFINITE State=DOWN
-""")
+{self.extra_conf}""")
         os.chmod(self.conf, 0o644)
         # GPUs the scheduler counts (no device files): jobs asking --gpus get them in their
         # TRES, so GPU-hour costs are real numbers; nothing here uses a GPU.

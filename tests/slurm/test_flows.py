@@ -91,11 +91,19 @@ def run_sample_to_completion(stack, tmp_path, name):
 
 def test_sample_job_completes_through_sbatch(stack, tmp_path):
     done = run_sample_to_completion(stack, tmp_path, "slurm-cli-sample")
+    assert done["provider_state"]["transport"] == "cli"
+    show = stack.cluster.run("scontrol", "show", "job", "-o", done["provider_job_id"]).stdout
+    assert f":{stack.cluster.procs['slurmrestd'].pid} " not in show.split("AllocNode:Sid=", 1)[1][:80] + " "
     assert done["cost_usd"] and done["cost_usd"] == pytest.approx(done["billed_seconds"] * GPU_HOUR_USD / 3600)
 
 
 def test_sample_job_completes_through_slurmrestd(stack, tmp_path, rest_transport):
-    run_sample_to_completion(stack, tmp_path, "slurm-rest-sample")
+    done = run_sample_to_completion(stack, tmp_path, "slurm-rest-sample")
+    assert done["provider_state"]["transport"] == "rest"
+    # slurmrestd made the batch job: Slurm records the submitting process's session, and
+    # slurmrestd runs in a session of its own (it leads it: its PID)
+    show = stack.cluster.run("scontrol", "show", "job", "-o", done["provider_job_id"]).stdout
+    assert f":{stack.cluster.procs['slurmrestd'].pid} " in show.split("AllocNode:Sid=", 1)[1][:80] + " ", show
 
 
 def test_cancel_scancels_and_stops_billing(stack):
@@ -135,9 +143,14 @@ def test_pending_job_shows_slurms_reason(stack):
     waiting = stack.wait(job["id"], lambda j: "PartitionDown" in (j["progress"].get("stage") or ""), timeout=30)
     assert waiting["status"] == "queued"
     assert waiting["progress"]["stage"] == "pending in Slurm: PartitionDown"
+    # the structured member of the API: Slurm's state and reason, as the sync read them
+    state = waiting["provider_state"]
+    assert (state["job_id"], state["state"], state["reason"]) == (job["provider_job_id"], "PENDING", "PartitionDown")
+    assert state["partition"] == "held" and state["transport"] == "cli" and state["polled_at"]
     assert f"Slurm job {job['provider_job_id']}: PENDING (PartitionDown)" in stack.logs(job["id"])
     page = requests.get(f"{stack.srv.url}/jobs/{job['id']}", timeout=10).text
-    assert "PartitionDown" in page
+    shown = page.split('id="provider-state">', 1)[1].split("</div>", 1)[0]
+    assert f"Slurm job {job['provider_job_id']}: <strong class=\"mono\">PENDING</strong> (PartitionDown)" in shown
     stack.cancel(job["id"])
     stack.wait_slurm(job["provider_job_id"], lambda j: j["job_state"] == "CANCELLED", timeout=30)
 

@@ -160,3 +160,47 @@ def test_submit_body_slurm_object_is_validated_by_the_adapter(app):
         from stcloud import db
         with db.session() as s:
             assert s.query(Job).count() == 0
+
+
+def test_server_url_defaults_to_the_public_url(make_app):
+    """Compute nodes reach stcloud at ``server_url``; left empty it is the instance's public URL
+    (the setting, else ``STCLOUD_PUBLIC_URL``), and the batch script's agent is pointed there."""
+    from stcloud.providers.base import RunRequest
+
+    app = make_app(STCLOUD_PUBLIC_URL="https://env.example.org")
+    client = app.test_client()
+
+    def effective():
+        view = client.get("/api/cloud/providers/slurm").get_json()
+        with app.app_context():
+            svc = slurm_factory.create()
+            script = svc.batch_job(RunRequest(job_id="job_url", name="u", config={}, dataloader_config=[])).script
+        return view, svc, script
+
+    view, svc, script = effective()
+    assert view["server_url"] is None and view["defaults"]["server_url"] == "https://env.example.org"
+    assert svc.config.server_url == "https://env.example.org" and svc.not_ready_reason() is None
+    assert "--server https://env.example.org --job job_url" in script
+    # the public URL set in the settings wins over the environment
+    assert client.put("/api/cloud/settings/public-url", json={"public_url": "https://training.example.com/"}
+                      ).status_code == 200
+    view, svc, script = effective()
+    assert view["defaults"]["server_url"] == "https://training.example.com"
+    assert svc.config.server_url == "https://training.example.com"
+    assert "--server https://training.example.com --job job_url" in script
+    # an explicit server_url (the address the nodes use) wins; cleared, the default is back
+    assert put(client, {"server_url": "http://10.1.0.5:8080"}).status_code == 200
+    view, svc, script = effective()
+    assert view["server_url"] == "http://10.1.0.5:8080" and "server_url" not in view["defaults"]
+    assert "--server http://10.1.0.5:8080 --job job_url" in script
+    assert put(client, {"server_url": None}).status_code == 200
+    assert effective()[1].config.server_url == "https://training.example.com"
+
+
+def test_without_any_url_slurm_is_not_ready(make_app):
+    app = make_app()
+    with app.app_context():
+        app.config.pop("STCLOUD_LOCAL_URL", None)
+        svc = slurm_factory.create()
+    assert svc.config.server_url is None
+    assert "server_url" in svc.not_ready_reason()

@@ -195,6 +195,20 @@ class ProxyBody(BaseModel):
     no_proxy: Str(4096) | None = None
 
 
+class ProviderState(BaseModel):
+    """What the provider's own scheduler says about the job (Slurm): read by the sync every few
+    seconds; ``reason`` is the scheduler's (``Resources``, ``Priority``, ``PartitionDown``…)."""
+
+    model_config = ConfigDict(extra="allow")
+    job_id: str | None = Field(None, description="the scheduler's job id (Slurm job id)")
+    state: str = Field(description="the scheduler's state, e.g. PENDING, RUNNING, TIMEOUT, NODE_FAIL")
+    reason: str | None = Field(None, description="why it waits or ended, in the scheduler's words")
+    nodes: str | None = None
+    partition: str | None = None
+    transport: str | None = Field(None, description='Slurm: "cli" (sbatch & co.) or "rest" (slurmrestd)')
+    polled_at: str | None = Field(None, description="when the sync last read it (ISO 8601)")
+
+
 class JobView(BaseModel):
     """A job (SPEC §2). More members than listed may appear."""
 
@@ -203,6 +217,8 @@ class JobView(BaseModel):
     name: str | None = None
     provider: str
     status: str
+    provider_state: ProviderState | None = Field(
+        None, description="the provider's own scheduler on this job (Slurm); null for other providers")
 
 
 class JobAnswer(BaseModel):
