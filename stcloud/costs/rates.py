@@ -45,13 +45,22 @@ def provider_profiles(provider: str) -> dict[tuple[str, str], dict]:
     return {(provider, p.name): _profile_dict(provider, p) for p in svc.hardware_profiles()} if svc is not None else {}
 
 
+def adapter_profile(provider: str, hardware: str) -> dict | None:
+    """A profile the adapter prices without listing it (``CloudTrainerService.profile``:
+    Slurm's per-job GPU count), as a catalogue entry; None when it knows no such profile."""
+    svc = registry.maybe_get(provider)
+    found = svc.profile(hardware) if svc is not None else None
+    return _profile_dict(provider, found) if found is not None else None
+
+
 def providers() -> tuple[str, ...]:
     return registry.display_order()
 
 
 def hardware_profiles(provider: str) -> dict[str, dict]:
     """``{name: {label, vram_gb, gpu_count}}`` of ``provider``: the adapter's profiles and
-    any profile with a configured rate."""
+    any profile with a configured rate (not the profiles an adapter prices unlisted: see
+    ``profile_of``)."""
     out = {hw: {"label": p["label"] or hw, "vram_gb": p["vram_gb"], "gpu_count": p["gpu_count"] or 1}
            for (_, hw), p in provider_profiles(provider).items()}
     with db.session() as s:
@@ -59,6 +68,17 @@ def hardware_profiles(provider: str) -> dict[str, dict]:
             out.setdefault(row.hardware, {"label": row.label or row.hardware, "vram_gb": row.vram_gb,
                                           "gpu_count": row.gpu_count or 1})
     return out
+
+
+def profile_of(provider: str, hardware: str | None) -> dict | None:
+    """``{label, vram_gb, gpu_count}`` of one profile, listed or priced unlisted by the
+    adapter; None when neither knows it."""
+    listed = hardware_profiles(provider).get(hardware or "")
+    if listed is not None or not hardware:
+        return listed
+    priced = adapter_profile(provider, hardware)
+    return None if priced is None else {"label": priced["label"] or hardware, "vram_gb": priced["vram_gb"],
+                                        "gpu_count": priced["gpu_count"]}
 
 
 SECONDS_PER_STEP_KEY = "cost_seconds_per_step"
@@ -113,6 +133,8 @@ def resolve(s: Session, provider: str, hardware: str | None, at: datetime | None
             return {**_row_dict(row), "source": "table"}
         if (provider, name) in catalogue:
             return {**catalogue[(provider, name)], "effective_from": None, "source": "default"}
+        if (priced := adapter_profile(provider, name)) is not None:
+            return {**priced, "effective_from": None, "source": "default"}
     known = ", ".join(_known_profiles(s, provider, catalogue))
     raise BadRequest(f"no rate for {provider} hardware {hw!r}; known profiles: {known} "
                      f"(add a rate on the Spend page or PUT /api/cloud/rates)", extra={"field": "hardware"})

@@ -237,7 +237,22 @@ def parse_submit_body(body: dict) -> dict:
         if isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost < 0:
             raise BadRequest("max_cost_usd must be a number >= 0", extra={"field": "max_cost_usd"})
         max_cost = float(max_cost)
-    return {"provider": provider, "hardware": hardware, "config": config, "max_cost_usd": max_cost}
+    return {"provider": provider, "hardware": _priced_hardware(provider, hardware, body.get(provider)),
+            "config": config, "max_cost_usd": max_cost}
+
+
+def _priced_hardware(provider: str, hardware: str | None, options) -> str | None:
+    """The profile the submit would price (the per-job settings under the provider's name
+    may change it, e.g. Slurm's ``gpus_per_job``). Raises BadRequest naming the field."""
+    if options in (None, {}, ""):
+        return hardware
+    service = registry.get(provider)
+    if not isinstance(options, dict):
+        raise BadRequest(f"{provider} must be an object of per-job settings", extra={"field": provider})
+    try:
+        return service.hardware_for_options(hardware, service.validate_options(dict(options)))
+    except ValueError as exc:
+        raise BadRequest(f"{provider}: {exc}", extra={"field": provider}) from None
 
 
 def estimate_for_submit(body: dict, now: datetime | None = None) -> dict:

@@ -60,17 +60,28 @@ def count(s: Session, statuses: tuple[str, ...] = (), provider: str | None = Non
 
 
 FOLD = text("""
-WITH gone AS (DELETE FROM job_count_deltas RETURNING owner_key, provider, status, d)
-INSERT INTO job_counts (owner_key, provider, status, n)
-SELECT owner_key, provider, status, sum(d) FROM gone GROUP BY owner_key, provider, status
-ON CONFLICT (owner_key, provider, status) DO UPDATE SET n = job_counts.n + excluded.n
+WITH gone AS (DELETE FROM job_count_deltas RETURNING owner_key, provider, status, d),
+folded AS (
+  INSERT INTO job_counts (owner_key, provider, status, n)
+  SELECT owner_key, provider, status, sum(d) FROM gone GROUP BY owner_key, provider, status
+  ON CONFLICT (owner_key, provider, status) DO UPDATE SET n = job_counts.n + excluded.n
+)
+SELECT count(*) FROM gone
 """)
+VACUUM_AFTER = 10_000  # deltas folded at once (a bulk import) after which their table is vacuumed
 
 
-def fold() -> None:
-    """Scheduler job: move PostgreSQL's count deltas into ``job_counts``. The rows deleted are
-    exactly the rows summed (one statement), so a delta committed meanwhile waits for the next
-    fold instead of being lost. Nothing to do on SQLite."""
+def fold() -> int:
+    """Scheduler job: move PostgreSQL's count deltas into ``job_counts``; returns how many.
+    The rows deleted are exactly the rows summed (one statement), so a delta committed
+    meanwhile waits for the next fold instead of being lost. After a large fold the table is
+    vacuumed at once: a reader sums it, and its dead rows would slow every count until
+    autovacuum came by. Nothing to do on SQLite."""
     with db.transaction() as s:
-        if s.get_bind().dialect.name == "postgresql":
-            s.execute(FOLD)
+        if s.get_bind().dialect.name != "postgresql":
+            return 0
+        moved = int(s.execute(FOLD).scalar_one())
+    if moved >= VACUUM_AFTER:
+        with db.get_db().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE job_count_deltas")
+    return moved

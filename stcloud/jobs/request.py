@@ -160,7 +160,7 @@ def _hardware(service: CloudTrainerService, name: str, hardware: str | None) -> 
     if not profiles:
         return hardware
     hardware = hardware or service.default_hardware
-    if hardware not in profiles:
+    if hardware not in profiles and rates.profile_of(name, hardware) is None:
         raise BadRequest(f"unknown hardware {hardware!r} for {name}; expected one of "
                          f"{', '.join(sorted(profiles))}", extra={"field": "hardware"})
     return hardware
@@ -208,7 +208,7 @@ def parse_body(body: Any) -> SubmitRequest:
         with db.session() as s:
             if s.get(Job, rerun_of) is None:
                 raise BadRequest(f"rerun_of: job {rerun_of} not found", extra={"field": "rerun_of"})
-    hardware = _hardware(service, provider, _opt_str(body, "hardware", 64))
     options = _options(service, provider, body.get(provider))
+    hardware = _hardware(service, provider, service.hardware_for_options(_opt_str(body, "hardware", 64), options))
     return SubmitRequest(provider, name, config, dataloader, hardware, consent, max_cost, key,
                          snapshot_message, config_name, delivery, requirements, expected, rerun_of, options)

@@ -298,7 +298,7 @@ def _create_row(job_id: str, req: SubmitRequest, service: CloudTrainerService, s
         job_id, req.provider, req.delivery, req.config)
     with db.session() as s:
         est = costs.estimate(s, req.provider, req.hardware, run_config)
-    profile = rates.hardware_profiles(req.provider).get(req.hardware or "", {})
+    profile = rates.profile_of(req.provider, req.hardware) or {}
     name = str(req.name or req.config.get("tracker_run_name") or req.config_name
                or f"{req.provider}-{utcnow().strftime('%Y%m%d-%H%M%S')}")[:200]
     # Secrets go to the encrypted store, the row keeps their places (``job_secrets``).

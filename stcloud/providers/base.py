@@ -336,6 +336,17 @@ class CloudTrainerService(abc.ABC):
         profiles = self.hardware_profiles()
         return profiles[0].name if profiles else None
 
+    def profile(self, name: str) -> HardwareProfile | None:
+        """The profile called ``name``: one of ``hardware_profiles()``, or one the adapter
+        prices without listing it (Slurm: a job's own GPU count). None: unknown."""
+        return next((p for p in self.hardware_profiles() if p.name == name), None)
+
+    def hardware_for_options(self, hardware: str | None, options: dict) -> str | None:
+        """The profile that prices a job submitted with ``hardware`` and the per-job settings
+        ``options`` (``validate_options``' result), so its estimate, reservation and limits
+        see what the job will really use. By default the profile the body named."""
+        return hardware
+
     def settings_fields(self) -> tuple[SettingField, ...]:
         """Settings the generic panel shows; values reach the adapter through its factory."""
         return ()

@@ -18,6 +18,7 @@ Per-job overrides: ``RunRequest.options`` — the submit body's ``slurm`` object
 """
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ PROVIDER = "slurm"
 JOB_NAME_PREFIX = "stcloud-"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 OVERRIDABLE = ("partition", "time_limit", "gpus_per_job")
+MAX_GPUS_PER_JOB = 64  # the settings' and the per-job override's bound
+_PER_JOB_PROFILE = re.compile(r"slurm-(\d{1,2})gpu")
 
 
 @dataclass(frozen=True)
@@ -165,10 +168,26 @@ class SlurmService(CloudTrainerService):
         return None
 
     def hardware_profiles(self) -> list[HardwareProfile]:
-        gpus = int(self.config.gpus_per_job or 0)
-        return [HardwareProfile("slurm", f"Slurm job ({gpus} GPU{'s' if gpus != 1 else ''})",
-                                usd_per_hour=round(self.config.gpu_hour_usd * gpus, 6), gpu_count=gpus,
-                                note="gpu_hour_usd × gpus_per_job from the Slurm settings")]
+        return [self._priced(PROVIDER, int(self.config.gpus_per_job or 0))]
+
+    def _priced(self, name: str, gpus: int) -> HardwareProfile:
+        return HardwareProfile(name, f"Slurm job ({gpus} GPU{'s' if gpus != 1 else ''})",
+                               usd_per_hour=round(self.config.gpu_hour_usd * gpus, 6), gpu_count=gpus,
+                               note="gpu_hour_usd × GPUs of the job, from the Slurm settings")
+
+    def profile(self, name: str) -> HardwareProfile | None:
+        """``slurm`` (the settings' GPU count) or ``slurm-<n>gpu`` (a job's own count, from
+        ``hardware_for_options``), priced at ``gpu_hour_usd`` per GPU."""
+        match = _PER_JOB_PROFILE.fullmatch(name or "")
+        if match is not None and int(match.group(1)) <= MAX_GPUS_PER_JOB:
+            return self._priced(name, int(match.group(1)))
+        return super().profile(name)
+
+    def hardware_for_options(self, hardware: str | None, options: dict) -> str | None:
+        gpus = options.get("gpus_per_job") if options else None
+        if gpus is None or int(gpus) == int(self.config.gpus_per_job or 0):
+            return hardware
+        return f"{PROVIDER}-{int(gpus)}gpu"
 
     def settings_fields(self) -> tuple[SettingField, ...]:
         """The Providers-page form (``slurm_routes`` validates and stores it, as for the API)."""

@@ -174,7 +174,7 @@ def test_pg_recent_connection_not_pinged_recovers_after_one_error(pg_app, pg_url
     assert pings == []
 
 
-def test_pg_counts_exact_through_deltas_and_folds(pg_app, pg_url):  # noqa: F811
+def test_pg_counts_exact_through_deltas_and_folds(pg_app, pg_url, monkeypatch):  # noqa: F811
     from sqlalchemy import delete, update
 
     from stcloud.jobs import counts, listing
@@ -194,10 +194,13 @@ def test_pg_counts_exact_through_deltas_and_folds(pg_app, pg_url):  # noqa: F811
     eng = create_engine(pg_url)
     with eng.connect() as c:
         assert c.execute(text("SELECT count(*) FROM job_count_deltas")).scalar() > 0
+    monkeypatch.setattr(counts, "VACUUM_AFTER", 5)  # a large fold vacuums the deltas' table at once
     with pg_app.app_context():
-        counts.fold()
+        assert counts.fold() == 2 + 2 + 3  # two moved jobs (-1, +1 each) and three deletes
     with eng.connect() as c:
         assert c.execute(text("SELECT count(*) FROM job_count_deltas")).scalar() == 0
+        assert c.execute(text("SELECT vacuum_count FROM pg_stat_user_tables "
+                              "WHERE relname = 'job_count_deltas'")).scalar() >= 1
     eng.dispose()
     assert_counts_exact(pg_app)
     want = expected_order(pg_app)

@@ -81,3 +81,37 @@ def test_estimate_and_block_limit_for_slurm_jobs(slurm_app, client, slurm_env, t
         client.post(f"/api/cloud/jobs/{short.get_json()['job']['id']}/cancel", json={})
     finally:
         assert client.post(f"/api/cloud/jobs/{job['id']}/cancel", json={}).status_code == 200
+
+
+def test_a_per_job_gpu_count_is_priced_by_its_own_count(slurm_app, client, slurm_env, tmp_path):
+    """Settings say 2 GPUs; a job asking for 1 or 4 (its ``slurm`` object) is estimated,
+    reserved and held to the limit at its own count, not the settings'."""
+    for gpus in (1, 4, 0):
+        est = client.post("/api/cloud/cost-estimate", json=body(tmp_path, slurm={"gpus_per_job": gpus}))
+        assert est.status_code == 200, est.get_json()
+        got = est.get_json()
+        assert got["hardware"] == f"slurm-{gpus}gpu" and got["usd_per_hour"] == pytest.approx(GPU_HOUR_USD * gpus)
+        assert got["estimated_cost_usd"] == pytest.approx(GPU_HOUR_USD * gpus)
+    same = client.post("/api/cloud/cost-estimate", json=body(tmp_path, slurm={"gpus_per_job": GPUS})).get_json()
+    assert same["hardware"] == "slurm"  # the settings' count keeps the listed profile
+    bad = client.post("/api/cloud/cost-estimate", json=body(tmp_path, slurm={"gpus_per_job": 65}))
+    assert bad.status_code == 400 and bad.get_json()["field"] == "slurm"  # as the submit answers it
+    assert "gpus_per_job" in bad.get_json()["detail"]
+
+    limit = client.put("/api/cloud/cost-limits/slurm", json={"enabled": True, "amount_usd": 5.0,
+                                                              "period": "daily", "action": "block"})
+    assert limit.status_code == 200, limit.get_json()
+    # 4 GPUs for an hour is $6: over the $5 limit although the settings' 2 GPUs ($3) would fit
+    before = slurm_jobs(slurm_env)
+    refused = client.post("/api/cloud/jobs/submit", json=body(tmp_path, name="four", slurm={"gpus_per_job": 4}))
+    assert refused.status_code == 402, refused.get_json()
+    assert not set(slurm_jobs(slurm_env)) - set(before)
+    one = client.post("/api/cloud/jobs/submit", json=body(tmp_path, name="one", slurm={"gpus_per_job": 1}))
+    assert one.status_code == 201, one.get_json()
+    job = one.get_json()["job"]
+    try:
+        assert job["hardware"] == "slurm-1gpu" and job["estimated_cost_usd"] == pytest.approx(GPU_HOUR_USD)
+        assert job["rate_usd_per_second"] == pytest.approx(GPU_HOUR_USD / 3600)
+        assert job["provider_job_id"] in slurm_jobs(slurm_env)
+    finally:
+        assert client.post(f"/api/cloud/jobs/{job['id']}/cancel", json={}).status_code == 200
