@@ -271,6 +271,7 @@ def limit_logins(app: Flask) -> None:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["current_actor"] = current_actor
+    app.jinja_env.globals["owner_name"] = accounts.owner_name
     # Other sign-in methods (OIDC...) append {"label", "url"}, or a callable returning one or
     # None (settings that change at run time): buttons under the password form.
     app.extensions.setdefault(LOGIN_METHODS, [])

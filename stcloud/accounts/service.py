@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import flask_login
-from flask import current_app
+from flask import current_app, g
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
@@ -155,6 +155,18 @@ def get_user(username: str) -> dict:
 def get_user_by_id(user_id: str) -> User | None:
     with db.session() as s:
         return s.get(User, user_id)
+
+
+def owner_name(user_id: str | None) -> str | None:
+    """The username of an owner id, for pages (jobs, workers, keys): None for no owner, the
+    id itself for a deleted user. Looked up once per request and id."""
+    if not user_id:
+        return None
+    names = g.setdefault("stcloud_owner_names", {})
+    if user_id not in names:
+        with db.session() as s:
+            names[user_id] = s.scalar(select(User.username).where(User.id == user_id)) or user_id
+    return names[user_id]
 
 
 def count_users() -> int:

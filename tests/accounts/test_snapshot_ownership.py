@@ -173,3 +173,28 @@ def test_s3_credentials_and_workers_show_their_owner(secure_app, crew):
         key = credentials.credentials_for_job(job_id)
     listed = c.get("/api/cloud/storage/credentials", headers=ada.headers).json["credentials"]
     assert [k["owner_id"] for k in listed if k["access_key_id"] == key["access_key_id"]] == [crew["member"].user_id]
+
+
+def test_pages_name_the_owner_of_jobs_workers_and_keys(secure_app, crew):
+    c = secure_app.test_client()
+    ada, mia = crew["admin"], crew["member"]
+    job_id = make_job(secure_app, "running", name="mia's run")
+    set_owner(secure_app, job_id, mia.user_id)
+    ownerless = make_job(secure_app, "completed", name="from before accounts")
+    page = c.get(f"/jobs/{job_id}", headers=ada.headers).get_data(as_text=True)
+    assert '<dd id="job-owner">mia</dd>' in page
+    assert c.get(f"/jobs/{job_id}", headers=crew["viewer"].headers).get_data(as_text=True).count(
+        '<dd id="job-owner">mia</dd>') == 1
+    assert 'id="job-owner"' not in c.get(f"/jobs/{ownerless}", headers=ada.headers).get_data(as_text=True)
+
+    created = c.post("/api/cloud/workers", json={"name": "gpu-team"}, headers=ada.headers)
+    assert created.status_code == 201
+    minted = c.post("/api/cloud/storage/credentials", json={"bucket": "team-b"}, headers=ada.headers)
+    assert minted.status_code == 201
+    assert 'registered by ada</span>' in c.get("/workers", headers=ada.headers).get_data(as_text=True)
+    storage_page = c.get("/storage", headers=ada.headers).get_data(as_text=True)
+    assert '<div class="muted small key-owner">owner ada</div>' in storage_page
+    # a deleted user's id is shown as it is (the record keeps its owner)
+    assert c.delete(f"/api/cloud/users/{mia.username}", headers=ada.headers).status_code in (200, 204)
+    page = c.get(f"/jobs/{job_id}", headers=ada.headers).get_data(as_text=True)
+    assert f'<dd id="job-owner">{mia.user_id}</dd>' in page
