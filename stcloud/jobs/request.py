@@ -160,7 +160,7 @@ def _hardware(service: CloudTrainerService, name: str, hardware: str | None) -> 
     if not profiles:
         return hardware
     hardware = hardware or service.default_hardware
-    if hardware not in profiles and rates.profile_of(name, hardware) is None:
+    if hardware not in profiles and rates.adapter_profile(name, hardware) is None:
         raise BadRequest(f"unknown hardware {hardware!r} for {name}; expected one of "
                          f"{', '.join(sorted(profiles))}", extra={"field": "hardware"})
     return hardware

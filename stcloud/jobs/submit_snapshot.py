@@ -13,8 +13,8 @@ import threading
 from flask import current_app
 
 from stcloud import db
+from stcloud.accounts import service as accounts
 from stcloud.models import Job
-from stcloud.snapshots.owners import job_owner
 from stcloud.snapshots.service import snapshot_for_submit
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def _owner(job_id: str) -> str | None:
     """The job's owner (set on its row before the snapshot starts), for the commit's
     ``Owner-Id``. A failed read leaves it out: the snapshot is then its job's by ``Job-Id``."""
     try:
-        return job_owner(job_id)
+        return accounts.job_owner(job_id)
     except Exception:  # noqa: BLE001 - the snapshot never fails a submit
         log.exception("could not read the owner of %s", job_id)
         return None

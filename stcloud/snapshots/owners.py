@@ -19,11 +19,6 @@ from stcloud.snapshots.service import Visible
 _BATCH = 500
 
 
-def job_owner(job_id: str) -> str | None:
-    with db.session() as s:
-        return s.scalar(select(Job.owner_id).where(Job.id == job_id))
-
-
 def _job_owners(job_ids: set[str]) -> dict[str, str | None]:
     ids = sorted(job_ids)
     out: dict[str, str | None] = {}
