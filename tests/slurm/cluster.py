@@ -19,9 +19,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+
+from tests.daemons import unavailable
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "slurmrestd")
 REST_USER = "slurm"
@@ -246,3 +250,19 @@ PartitionName=held Nodes={NODE} Default=NO MaxTime=INFINITE State=DOWN
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def running(**kwargs) -> Iterator[SlurmCluster]:
+    """A started ``SlurmCluster(**kwargs)``, stopped by PID and removed afterwards. One that
+    cannot start is unavailable: skipped locally, a failure when ``CI=true``."""
+    cluster = SlurmCluster(**kwargs)
+    try:
+        try:
+            cluster.start()
+        except ClusterError as exc:
+            unavailable("slurm", str(exc))
+        yield cluster
+    finally:
+        cluster.stop()
+        cluster.cleanup()

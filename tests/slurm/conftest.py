@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.daemons import unavailable
-from tests.slurm.cluster import ClusterError, SlurmCluster
+from tests.slurm.cluster import running
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    cluster = SlurmCluster()
-    try:
-        cluster.start()
-    except ClusterError as exc:
-        cluster.cleanup()
-        unavailable("slurm", str(exc))
-    try:
+    with running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        cluster.cleanup()
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ import requests
 
 from stcloud.trainer.sample import ensure_sample
 from tests.conftest import ServeProcess
-from tests.daemons import unavailable
 from tests.slurm import flows
-from tests.slurm.cluster import ClusterError, SlurmCluster
+from tests.slurm.cluster import running
 from tests.slurm.test_flows import sample_config, sample_dataloader
 from tests.slurm.test_reconcile import PREEMPT_CONF
 
@@ -23,17 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def preempting_cluster():
-    cluster = SlurmCluster(extra_conf=PREEMPT_CONF)
-    try:
-        cluster.start()
-    except ClusterError as exc:
-        cluster.cleanup()
-        unavailable("slurm", str(exc))
-    try:
+    with running(extra_conf=PREEMPT_CONF) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        cluster.cleanup()
 
 
 @pytest.fixture(scope="module")

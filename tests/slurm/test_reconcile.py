@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+from contextlib import ExitStack
 
 import pytest
 
@@ -18,9 +19,8 @@ from stcloud.models import Job
 from stcloud.providers.slurm import SlurmConfig, SlurmService
 from stcloud.workers import agent_jobs
 from tests.conftest import free_port
-from tests.daemons import unavailable
 from tests.jobs.factories import make_job
-from tests.slurm.cluster import NODE, ClusterError, SlurmCluster
+from tests.slurm.cluster import NODE, SlurmCluster, running
 from tests.slurm.test_adapter import mint, request, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,20 +37,8 @@ PartitionName=high Nodes={NODE} PriorityTier=10 MaxTime=INFINITE State=UP OverSu
 @pytest.fixture
 def own_cluster():
     """``own_cluster(**kwargs)`` -> a started SlurmCluster for this test only."""
-    started = []
-
-    def _start(**kwargs) -> SlurmCluster:
-        cluster = SlurmCluster(**kwargs)
-        started.append(cluster)
-        try:
-            return cluster.start()
-        except ClusterError as exc:
-            unavailable("slurm", str(exc))
-
-    yield _start
-    for cluster in started:
-        cluster.stop()
-        cluster.cleanup()
+    with ExitStack() as stack:
+        yield lambda **kwargs: stack.enter_context(running(**kwargs))
 
 
 def service_for(cluster: SlurmCluster, tmp_path, **overrides) -> SlurmService:
