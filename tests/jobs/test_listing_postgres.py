@@ -86,8 +86,12 @@ def test_pg_cursor_stable_under_inserts_and_estimates_labelled(pg_app, monkeypat
     assert 'data-estimate="true"' in client.get("/jobs?q=job").get_data(as_text=True)
 
 
-def test_pg_polls_are_conditional(pg_app):
+def test_pg_polls_are_conditional(pg_app, monkeypatch):
+    from stcloud.web import conditional
     from tests.jobs.factories import make_job
+
+    now = conditional.time.time()  # the running job's tag holds a 30 s clock bucket: held still
+    monkeypatch.setattr(conditional.time, "time", lambda: now)
 
     jid = make_job(pg_app, "running")
     client, hx = pg_app.test_client(), {"HX-Request": "true"}

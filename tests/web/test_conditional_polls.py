@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from stcloud.jobs import service
 from stcloud.jobs.service import JobUpdate
 from stcloud.web import conditional
@@ -12,13 +14,21 @@ from tests.jobs.factories import make_job
 HX = {"HX-Request": "true"}
 
 
+@pytest.fixture
+def still_clock(monkeypatch):
+    """A running job's tag includes the TICK_SECONDS clock bucket: two requests straddling a
+    bucket's end rightly differ. Tests of "unchanged -> 304" hold the clock still."""
+    now = conditional.time.time()
+    monkeypatch.setattr(conditional.time, "time", lambda: now)
+
+
 def _etag(resp) -> str:
     tag, weak = resp.get_etag()
     assert tag and weak
     return f'W/"{tag}"'
 
 
-def test_status_panel_is_304_until_the_job_changes(app, client):
+def test_status_panel_is_304_until_the_job_changes(app, client, still_clock):
     jid = make_job(app, "running")
     first = client.get(f"/jobs/{jid}", headers=HX)
     assert first.status_code == 200 and b'id="status-panel"' in first.data
@@ -31,7 +41,7 @@ def test_status_panel_is_304_until_the_job_changes(app, client):
     assert changed.status_code == 200 and b"step 5/10" in changed.data and _etag(changed) != etag
 
 
-def test_the_page_seeds_the_pollers_tag(app, client):
+def test_the_page_seeds_the_pollers_tag(app, client, still_clock):
     """The full page's data-etag is the tag the first poll is answered with, so even the first
     refresh is conditional."""
     jid = make_job(app, "running")
@@ -44,7 +54,7 @@ def test_the_page_seeds_the_pollers_tag(app, client):
     assert client.get(f"/jobs/{jid}/row", headers={**HX, "If-None-Match": f'W/"{row_tag}"'}).status_code == 304
 
 
-def test_row_is_304_until_the_job_changes_and_stops_polling_when_done(app, client):
+def test_row_is_304_until_the_job_changes_and_stops_polling_when_done(app, client, still_clock):
     jid = make_job(app, "running")
     first = client.get(f"/jobs/{jid}/row", headers=HX)
     etag = _etag(first)
