@@ -31,19 +31,38 @@ ROWS: list[Row] = []  # every benchmark appends here; ``python -m bench`` prints
 
 
 def interleaved(pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]], rounds: int,
-                per_round: int) -> dict[str, tuple[list[float], list[float]]]:
-    """Time each (ours, peer) pair alternately: ``rounds`` × (``per_round`` calls of ours, then of
-    peer), all cases in turn each round, so drift on a shared machine hits both alike.
+                per_round: int, sample_ms: float = 1.0) -> dict[str, tuple[list[float], list[float]]]:
+    """Time each (ours, peer) pair alternately: ``rounds`` × (``per_round`` samples of one side,
+    then of the other), all cases in turn each round, so drift on a shared machine hits both
+    alike. The side that goes first swaps every round: the first calls after another case
+    run with cold caches, and that cost falls on both sides alike, not always on ours.
+
+    A sample is one call, or for a pair whose peer takes less than ``sample_ms`` a batch of
+    calls lasting about that long (as ``timeit`` does): a single call of a few microseconds is
+    below what one timer reading resolves, and the batch size is the same for both sides.
     Returns milliseconds per call for each side."""
+    batches = {name: _batch(peer, sample_ms) for name, (_ours, peer) in pairs.items()}
     out = {name: ([], []) for name in pairs}
-    for _ in range(rounds):
+    for k in range(rounds):
         for name, (ours, peer) in pairs.items():
-            for side, fn in ((0, ours), (1, peer)):
+            n = batches[name]
+            for side, fn in ((0, ours), (1, peer))[::1 if k % 2 == 0 else -1]:
                 for _ in range(per_round):
                     t0 = time.perf_counter()
-                    fn()
-                    out[name][side].append((time.perf_counter() - t0) * 1000)
+                    for _ in range(n):
+                        fn()
+                    out[name][side].append((time.perf_counter() - t0) * 1000 / n)
     return out
+
+
+def _batch(fn: Callable[[], object], sample_ms: float) -> int:
+    """Calls of ``fn`` that last about ``sample_ms`` (the best of three single calls)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t0) * 1000)
+    return max(1, min(1000, int(sample_ms / best))) if best > 0 else 1000
 
 
 def med(xs: list[float]) -> float:
@@ -58,10 +77,15 @@ def pct(xs: list[float], q: float) -> float:
 COLUMNS = ("bench", "figure", "ours", "peer", "unit", "ratio", "goal", "met?", "min ours / peer")
 
 
+def num(x: float) -> str:
+    """Two decimals, or three significant digits under 0.1 (a 12 µs read is 0.0120 ms, not 0.01)."""
+    return f"{x:.2f}" if abs(x) >= 0.1 or x == 0 else f"{x:.3g}"
+
+
 def _cells(r: Row) -> list[str]:
-    mins = f"{r.ours_min:.2f} / {r.peer_min:.2f}" if r.ours_min is not None and r.peer_min is not None else ""
+    mins = f"{num(r.ours_min)} / {num(r.peer_min)}" if r.ours_min is not None and r.peer_min is not None else ""
     met = "" if r.met is None else ("yes" if r.met else "NO")
-    return [r.bench, r.what, f"{r.ours:.2f}", f"{r.peer:.2f}", r.unit, f"{r.ratio:.2f}", r.goal, met, mins]
+    return [r.bench, r.what, num(r.ours), num(r.peer), r.unit, f"{r.ratio:.2f}", r.goal, met, mins]
 
 
 def table(rows: list[Row]) -> str:

@@ -29,12 +29,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flask import current_app
 from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.sql.selectable import TextualSelect
 
 from stcloud import sqlite_wal
 
@@ -71,6 +70,8 @@ class Database:
             self.read_engine = create_engine(url, **kwargs, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
             _ping_when_idle(self.read_engine)
         self._read_maker = sessionmaker(bind=self.read_engine, expire_on_commit=False)
+        # the engine whose connections direct.py reads on outside any transaction
+        self.direct_read_engine = self.engine if self.is_sqlite else self.read_engine
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -215,10 +216,10 @@ class Compiled:
             elif (proc := bind.type._cached_bind_processor(dialect)) is not None:
                 self.binds[name] = proc
         self.names = [n for n in compiled.positiontup or () if n not in self.literals]
-        # A textual statement whose values all come from the caller by name (the webhook fast
-        # path's): its arguments are built straight from a plan, without construct_params.
+        # A statement whose values all come from the caller by name (the webhook fast path's,
+        # the log read's): its arguments are built straight from a plan, without construct_params.
         self.plan = None
-        if self.positional and not self.literals and isinstance(statement, (TextClause, TextualSelect)) and all(
+        if self.positional and not self.literals and all(
                 compiled.binds[n].value is None and compiled.binds[n].callable is None
                 and not compiled.binds[n].expanding for n in self.names):
             self.plan = tuple((n, self.binds.get(n)) for n in self.names)
@@ -300,7 +301,9 @@ class Prepared:
         try:
             cursor.execute(sql, args)
             rows = cursor.fetchall()
-            columns = compiled.decoders(cursor.description) if decoders else None
+            # the description only the first time (psycopg builds its column objects on
+            # every read of it)
+            columns = (compiled.row_class or compiled.decoders(cursor.description)) if decoders else None
         except dialect.loaded_dbapi.Error as exc:
             dropped = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
             cursor.close()
@@ -349,8 +352,6 @@ class LazyRow:
 
 def get_db() -> Database:
     """The current app's database (needs an app context)."""
-    from flask import current_app
-
     return current_app.extensions["stcloud.db"]
 
 

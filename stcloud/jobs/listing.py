@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
+from sqlalchemy import Integer, bindparam, func, literal_column, select, text, tuple_
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
@@ -416,11 +416,14 @@ def job_version(s: Session, job_id: str) -> Version:
 
 # ---- events -----------------------------------------------------------------------------
 
+# LIMIT rendered into the SQL (literal_execute): PostgreSQL's plan for a prepared statement
+# with a LIMIT parameter cost ~55 µs more per call than with the number (measured)
 _EVENTS_AFTER = db.Prepared(select(*JobEvent.__table__.columns).where(
     JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after"))
-    .order_by(JobEvent.id).limit(bindparam("limit")))
+    .order_by(JobEvent.id).limit(bindparam("limit", type_=Integer, literal_execute=True)))
 _EVENTS_NEWEST = db.Prepared(select(*JobEvent.__table__.columns).where(
-    JobEvent.job_id == bindparam("job_id")).order_by(JobEvent.id.desc()).limit(bindparam("limit")))
+    JobEvent.job_id == bindparam("job_id")).order_by(JobEvent.id.desc())
+    .limit(bindparam("limit", type_=Integer, literal_execute=True)))
 
 
 def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 1000) -> tuple[list[db.LazyRow], int | None]:

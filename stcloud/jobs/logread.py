@@ -1,53 +1,60 @@
 """Reading a job's log from a byte offset, at any length of log (issue 16).
 
-Two compiled statements (``db.Prepared``) on the session's cursor: the job's status, size and
-owner; then the chunk holding byte ``offset`` and the chunks up to ``offset + limit`` — two
-ranges of the ``(job_id, offset)`` index in one statement, never a walk from the start of a
-long log. The chunks are joined once (``b"".join``), not appended one by one.
+One compiled statement (``db.Prepared``) on a direct connection (``stcloud/direct.py``, no
+ORM session: a log poll near the end of a log is the hottest read, and a session cost more
+than the statement): the job's status, size and owner, outer-joined to the chunk holding
+byte ``offset`` and the chunks up to ``offset + limit`` — two ranges of the
+``(job_id, offset)`` index, never a walk from the start of a long log. The chunks are joined
+once (``b"".join``), not appended one by one. The statement is its own snapshot: the size
+and the chunks agree even while the job writes.
 
 The one log reader: the API's ``GET /api/cloud/jobs/<id>/logs``, the job page and its log
 tail, the CLI through the API.
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, func, literal_column, select
 
-from stcloud import db, states
+from stcloud import db, direct, states
 from stcloud.accounts import scope
 from stcloud.errors import BadRequest, NotFound
 from stcloud.models import Job, JobLogChunk
 
 MAX_LOG_READ = 1024 * 1024  # bytes returned by one logs call
 
-_JOB = db.Prepared(select(Job.status, Job.log_size, Job.owner_id).where(Job.id == bindparam("job_id")))
 # a bare max() inside the subquery: SQLite answers it with one index probe (coalesce around
-# the max would make it walk every chunk before the offset)
+# the max would make it walk every chunk before the offset); a literal 0, so that every value
+# is the caller's (db.Compiled then builds the arguments without construct_params)
 _first_chunk = func.coalesce(
     select(func.max(JobLogChunk.offset))
     .where(JobLogChunk.job_id == bindparam("job_id"), JobLogChunk.offset <= bindparam("offset"))
-    .scalar_subquery(), 0)
-_CHUNKS = db.Prepared(
-    select(JobLogChunk.offset, JobLogChunk.data)
-    .where(JobLogChunk.job_id == bindparam("job_id"), JobLogChunk.offset >= _first_chunk,
-           JobLogChunk.offset < bindparam("end"))
+    .scalar_subquery(), literal_column("0"))
+_READ = db.Prepared(
+    select(Job.status, Job.log_size, Job.owner_id, JobLogChunk.offset, JobLogChunk.data)
+    .select_from(Job.__table__.outerjoin(
+        JobLogChunk.__table__,
+        and_(JobLogChunk.job_id == Job.id, JobLogChunk.offset >= _first_chunk,
+             JobLogChunk.offset < bindparam("end"))))
+    .where(Job.id == bindparam("job_id"))
     .order_by(JobLogChunk.offset))
 
 
-def read_log(s: Session, job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
+def read_log(job_id: str, offset: int = 0, limit: int = MAX_LOG_READ) -> dict:
     """Log text from byte ``offset``: ``{text, next_offset, complete, size}``. Raises NotFound
-    (also for a member asking for another member's job), BadRequest for a negative offset."""
-    found = _JOB.rows(s, {"job_id": job_id})
+    (also for a member asking for another member's job), BadRequest for a negative offset.
+    Needs an app context (the current app's database)."""
+    start = max(offset, 0)
+    found = direct.rows(db.get_db().direct_read_engine, _READ,
+                        {"job_id": job_id, "offset": start, "end": start + limit if offset >= 0 else 0})
     if not found or not scope.may_see(found[0][2]):  # members: others' jobs do not exist
         raise NotFound(f"job {job_id} not found")
-    status, size, _owner = found[0]
+    status, size, _owner, first_at, _data = found[0]
     if offset < 0:
         raise BadRequest("offset must be >= 0")
     offset = min(offset, size)
-    chunks = _CHUNKS.rows(s, {"job_id": job_id, "offset": offset, "end": offset + limit})
-    parts = [data for _, data in chunks]
-    if chunks and chunks[0][0] < offset:  # only the first chunk can start before the offset
-        parts[0] = parts[0][offset - chunks[0][0]:]
+    parts = [row[4] for row in found] if first_at is not None else []  # None: no chunk in range
+    if parts and first_at < offset:  # only the first chunk can start before the offset
+        parts[0] = parts[0][offset - first_at:]
     buf = b"".join(parts)
     if len(buf) > limit:
         cut = limit

@@ -80,9 +80,7 @@ def delete_job(job_id):
            responses={200: schemas.LogChunk})
 def job_logs(job_id):
     validation.query(schemas.LogQuery)
-    offset = int_arg("offset", 0, 0)
-    with db.read() as s:
-        return jsonify(logread.read_log(s, job_id, offset))
+    return jsonify(logread.read_log(job_id, int_arg("offset", 0, 0)))
 
 
 @api.get("/<job_id>/events")
@@ -165,7 +163,7 @@ def job_page(job_id):
         log, log_start = None, 0
         if not fragment:  # the panel shows no log
             log_start = max(0, job.log_size - LOG_PAGE_TAIL)
-            log = logread.read_log(s, job_id, log_start)
+            log = logread.read_log(job_id, log_start)
             if log_start:  # start on a whole line
                 log["text"] = log["text"][log["text"].find("\n") + 1:]
         resp = render("jobs/detail.html", block="status_panel", job=job, events=events, log=log,
@@ -178,10 +176,10 @@ def job_log_tail(job_id):
     """The log poller replaces itself with the new text followed by a new poller; while the
     job runs and no byte was added since ``offset``: 204 (nothing swapped, the poller slows)."""
     offset = int_arg("offset", 0, 0)
-    with db.session() as s:
-        log = logread.read_log(s, job_id, offset)
-        if log["next_offset"] == offset and not log["complete"] and offset >= log["size"]:
-            return "", 204
+    log = logread.read_log(job_id, offset)
+    if log["next_offset"] == offset and not log["complete"] and offset >= log["size"]:
+        return "", 204
+    with db.read() as s:
         job = service.get_job(s, job_id)
         return render("jobs/_log_tail.html", job=job, log=log)
 

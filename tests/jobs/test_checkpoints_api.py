@@ -197,7 +197,7 @@ def test_auto_resume_stops_at_max_attempts(app, client):
         assert resume.auto_resume_due() == []  # the chain holds 2 attempts: max_attempts reached
         with db.session() as s:
             assert s.scalar(db_count_resumed(second)) == 0
-            log = logread.read_log(s, second, 0)["text"]
+            log = logread.read_log(second, 0)["text"]
     assert "automatic resume stopped: the chain has 2 attempt(s), max_attempts is 2" in log
     assert client.get(f"/api/cloud/jobs/{second}/chain").json["attempts"][0]["job_id"] == jid
 

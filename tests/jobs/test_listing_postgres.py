@@ -57,10 +57,9 @@ def test_pg_cursor_filters_search_and_logs(pg_app):
         for k in range(50):
             service.apply_update(jid, service.JobUpdate(logs_append=f"line {k}\n"), source="test")
         full = "".join(f"line {k}\n" for k in range(50)).encode()
-        with db.session() as s:
-            for offset in (0, 7, 100, len(full) - 3, len(full)):
-                got = logread.read_log(s, jid, offset, limit=20)
-                assert got["text"].encode() == full[offset:offset + 20]
+        for offset in (0, 7, 100, len(full) - 3, len(full)):
+            got = logread.read_log(jid, offset, limit=20)
+            assert got["text"].encode() == full[offset:offset + 20]
 
 
 def test_pg_cursor_stable_under_inserts_and_estimates_labelled(pg_app, monkeypatch):

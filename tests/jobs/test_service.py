@@ -84,13 +84,13 @@ def test_logs_by_offset_and_full_log_tail(app):
         service.apply_update(jid, JobUpdate(logs_full="line 1\nstep 5/10 loss=0.5\n"), source="webhook")  # dup
         service.apply_update(jid, JobUpdate(logs_append="héllo ✓\n"), source="worker")
         with db.session() as s:
-            all_ = logread.read_log(s, jid, 0)
+            all_ = logread.read_log(jid, 0)
             assert all_["text"] == "line 1\nstep 5/10 loss=0.5\nhéllo ✓\n"
             assert all_["next_offset"] == len(all_["text"].encode())
             assert not all_["complete"]
-            tail = logread.read_log(s, jid, len(b"line 1\n"))
+            tail = logread.read_log(jid, len(b"line 1\n"))
             assert tail["text"] == "step 5/10 loss=0.5\nhéllo ✓\n"
-            end = logread.read_log(s, jid, all_["next_offset"])
+            end = logread.read_log(jid, all_["next_offset"])
             assert end["text"] == "" and end["next_offset"] == all_["next_offset"]
             job = s.get(Job, jid)
             assert job.progress["step"] == 5 and job.progress["loss"] == 0.5
@@ -100,11 +100,10 @@ def test_log_read_limit_does_not_split_utf8(app):
     jid = make_job(app, "running")
     with app.app_context():
         service.apply_update(jid, JobUpdate(logs_append="ééééé"), source="worker")
-        with db.session() as s:
-            part = logread.read_log(s, jid, 0, limit=3)
-            assert part["text"] == "é" and part["next_offset"] == 2
-            rest = logread.read_log(s, jid, part["next_offset"])
-            assert rest["text"] == "éééé"
+        part = logread.read_log(jid, 0, limit=3)
+        assert part["text"] == "é" and part["next_offset"] == 2
+        rest = logread.read_log(jid, part["next_offset"])
+        assert rest["text"] == "éééé"
 
 
 def test_requeue_after_worker_loss_is_allowed(app):

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from stcloud import direct
 from stcloud.webhooks import fastpath
 from stcloud.webhooks import service as wh_service
 from tests.webhooks.conftest import make_job, prediction, send
@@ -127,16 +128,16 @@ def test_writers_are_per_engine_and_per_process(wh_app, monkeypatch, tmp_path):
         from stcloud import db
 
         engine = db.get_db().engine
-        w = fastpath._for(engine)
+        w = direct.for_engine(engine)
         assert fastpath.scalar(engine, fastpath_select(), {}) == 1
         conn = w.idle[-1]
         assert fastpath.scalar(engine, fastpath_select(), {}) == 1 and w.idle[-1] is conn  # reused
-        assert fastpath._for(engine) is w
+        assert direct.for_engine(engine) is w
         real = os.getpid()
-        monkeypatch.setattr(fastpath.os, "getpid", lambda: real + 1)
-        child = fastpath._for(engine)
-        assert child is not w and child.idle == [] and w in fastpath._inherited
-        fastpath._inherited.remove(w)
+        monkeypatch.setattr(direct.os, "getpid", lambda: real + 1)
+        child = direct.for_engine(engine)
+        assert child is not w and child.idle == [] and w in direct.inherited
+        direct.inherited.remove(w)
 
 
 def fastpath_select():
