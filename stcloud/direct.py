@@ -21,7 +21,6 @@ processors) on a DBAPI connection of their own:
 from __future__ import annotations
 
 import os
-import threading
 import time
 import weakref
 
@@ -29,7 +28,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from stcloud import db
+from stcloud import db, forks
 
 
 class Connections:
@@ -80,27 +79,22 @@ class Connections:
                 pass
 
 
-_lists: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Engine -> Connections
-_lock = threading.Lock()
-inherited: list[Connections] = []  # a forked parent's lists: never used nor closed in the child
+# Engine -> this process's Connections (weak: when a test's app and engine go, so do they)
+_lists: forks.PerProcess[Connections] = forks.PerProcess(weakref.WeakKeyDictionary())
 
 
 def for_engine(engine: Engine) -> Connections:
-    c = _lists.get(engine)
-    if c is None or c.pid != os.getpid():
-        with _lock:
-            c = _lists.get(engine)
-            if c is None or c.pid != os.getpid():
-                if c is not None:
-                    inherited.append(c)
-                else:
-                    event.listen(engine, "engine_disposed", _disposed)
-                c = _lists[engine] = Connections(engine)
-    return c
+    return _lists.get(engine, _new)
+
+
+def _new(engine: Engine) -> Connections:
+    if not event.contains(engine, "engine_disposed", _disposed):
+        event.listen(engine, "engine_disposed", _disposed)
+    return Connections(engine)
 
 
 def _disposed(engine: Engine) -> None:
-    c = _lists.get(engine)
+    c = _lists.table.get(engine)
     if c is not None and c.pid == os.getpid():
         c.close_idle()
 

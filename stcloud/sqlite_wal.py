@@ -40,6 +40,8 @@ from contextlib import contextmanager, nullcontext
 
 from sqlalchemy.engine import Engine
 
+from stcloud import forks
+
 log = logging.getLogger(__name__)
 
 INTERVAL = 0.05  # seconds between checkpoints while commits come in
@@ -69,20 +71,11 @@ class WriterLock:
         self._file.close()
 
 
-_locks: dict[str, WriterLock] = {}
-_inherited: list[WriterLock] = []  # a parent's, after a fork: its descriptor is shared, never used
+_locks: forks.PerProcess[WriterLock] = forks.PerProcess()  # path -> this process's lock
 
 
 def _writer_lock(path: str) -> WriterLock:
-    lock = _locks.get(path)
-    if lock is None or lock.pid != os.getpid():
-        with _lock:
-            lock = _locks.get(path)
-            if lock is None or lock.pid != os.getpid():
-                if lock is not None:
-                    _inherited.append(lock)
-                lock = _locks[path] = WriterLock(path)
-    return lock
+    return _locks.get(path, WriterLock)
 
 
 def writer_lock(engine: Engine):

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from stcloud import direct
+from stcloud import direct, forks
 from stcloud.webhooks import fastpath
 from stcloud.webhooks import service as wh_service
 from tests.webhooks.conftest import make_job, prediction, send
@@ -134,10 +134,10 @@ def test_writers_are_per_engine_and_per_process(wh_app, monkeypatch, tmp_path):
         assert fastpath.scalar(engine, fastpath_select(), {}) == 1 and w.idle[-1] is conn  # reused
         assert direct.for_engine(engine) is w
         real = os.getpid()
-        monkeypatch.setattr(direct.os, "getpid", lambda: real + 1)
+        monkeypatch.setattr(forks.os, "getpid", lambda: real + 1)
         child = direct.for_engine(engine)
-        assert child is not w and child.idle == [] and w in direct.inherited
-        direct.inherited.remove(w)
+        assert child is not w and child.idle == [] and w in direct._lists.inherited
+        direct._lists.inherited.remove(w)
 
 
 def fastpath_select():
