@@ -108,7 +108,8 @@ def rows(engine: Engine, prepared: db.Prepared, params: dict) -> list[tuple]:
     for attempt in (1, 2):
         conn = taken[0]
         try:
-            cursor = conn.execute(sql, args)  # sqlite3 and psycopg connections both have it
+            cursor = conn.cursor()  # DBAPI, whatever the driver
+            cursor.execute(sql, args)
             found = cursor.fetchall()
             cursor.close()
         except c.dialect.loaded_dbapi.Error as exc:
