@@ -82,35 +82,31 @@ class Database:
         finally:
             s.close()
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        s = self._maker()
-        try:
-            yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
-        finally:
-            s.close()
+    def session(self):
+        return _committing(self._maker)
 
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        s = self._immediate_maker()
-        try:
-            yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
-        finally:
-            s.close()
+    def transaction(self):
+        return _committing(self._immediate_maker)
 
     def dispose(self) -> None:
         self.engine.dispose()
         sqlite_wal.stop(self.engine)
         if not self.is_sqlite:
             self.read_engine.dispose()
+
+
+@contextmanager
+def _committing(maker: sessionmaker) -> Iterator[Session]:
+    """A session that commits on a clean exit and rolls back on any other."""
+    s = maker()
+    try:
+        yield s
+        s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()
 
 
 def owner_only(path: str | None) -> None:

@@ -1,4 +1,5 @@
-"""ISO-8601 timestamps as the APIs we talk to write them (``...Z``). Pure."""
+"""ISO-8601 timestamps as the APIs we talk to write them (``...Z``), the clock, and durations
+as people read them. Pure."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,3 +40,13 @@ def iso_z(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def duration_text(seconds) -> str:
+    """``1h 05m``, ``4m 07s``, ``9s``; ``—`` for None (the pages and the notifications)."""
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{s}s")

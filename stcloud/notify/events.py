@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from stcloud import settings
+from stcloud import settings, timeutil
 from stcloud.models import Notification, utcnow
 from stcloud.notify import config, prefs
 
@@ -56,15 +56,6 @@ def _money(v) -> str:
     return "—" if v is None else f"${v:,.2f}"
 
 
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{s}s")
-
-
 def render(body: dict) -> tuple[str, str]:
     """(subject, text) of a queued notification, for chat and e-mail."""
     event, data = body["type"], body["data"]
@@ -72,7 +63,7 @@ def render(body: dict) -> tuple[str, str]:
         job = data["job"]
         subject = f"stcloud: job {job['name']} {job['status']}"
         text = (f"Job {job['name']} ({job['id']}) {job['status']} on {job['provider']} "
-                f"after {_duration(job['duration_seconds'])}, {_money(job['cost_usd'])}")
+                f"after {timeutil.duration_text(job['duration_seconds'])}, {_money(job['cost_usd'])}")
         if job.get("final_loss") is not None:
             text += f", final loss {job['final_loss']:.4f}"
         if job.get("error") and job["status"] == "failed":

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from flask import Flask, url_for
 from markupsafe import Markup
 
+from stcloud import timeutil
+
 
 def money(value, digits: int = 2) -> str:
     if value is None:
@@ -34,13 +36,7 @@ def iso(dt: datetime | None) -> str:
     return dt.isoformat().replace("+00:00", "Z") if dt else ""
 
 
-def duration(seconds) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{s}s")
+duration = timeutil.duration_text
 
 
 def bytes_h(n) -> str:
