@@ -197,6 +197,10 @@ class _Routing:
             transport = self._transports[proxy] = self._factory(proxy=proxy, **self._kwargs)
         return send(transport.handle_request, request)
 
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+
 
 def send(handle: Callable[[Any], Any], request) -> Any:
     """``handle(request)`` (an httpx or httpx2 transport's), sent once more when a kept-alive
@@ -221,10 +225,6 @@ def _replayable(request) -> bool:
     # httpx reads a body given as bytes into ``_content`` when the request is built; a
     # streamed body (a generator, a file) has none and cannot be sent twice.
     return request.method in IDEMPOTENT and hasattr(request, "_content")
-
-    def close(self) -> None:
-        for transport in self._transports.values():
-            transport.close()
 
 
 class RoutingTransport(_Routing, httpx.BaseTransport):

@@ -176,3 +176,15 @@ def test_every_outbound_transport_sends_a_dropped_get_again(closing_server, make
         assert client.get(closing_server.url + "/a").text == "ok"
         assert client.get(closing_server.url + "/b").text == "ok"
     assert closing_server.dropped == ["GET"] and closing_server.answered == ["GET", "GET"]
+
+
+def test_closing_a_client_closes_its_connections(closing_server):
+    """The routing transport closes each inner transport (its pool of kept connections)."""
+    client = net.httpx_client(net.DIRECT)
+    assert client.get(closing_server.url + "/a").text == "ok"
+    routing = client._transport
+    (inner,) = routing._transports.values()
+    pool = inner._pool
+    assert pool.connections  # the GET's connection is kept
+    client.close()
+    assert pool.connections == []
