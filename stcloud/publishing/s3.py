@@ -24,6 +24,11 @@ def client(endpoint_url: str | None, region: str, access_key: str, secret_key: s
                                       retries={"max_attempts": 3, "mode": "standard"}))
 
 
+def _failure(what: str, bucket: str, endpoint_url: str | None, exc: Exception) -> S3DeliveryError:
+    return S3DeliveryError(f"{what} s3://{bucket} at {endpoint_url or 'AWS'} failed: "
+                           f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
+
+
 def upload_files(files: list[tuple[Path, str]], *, endpoint_url: str | None, bucket: str, region: str,
                  access_key: str, secret_key: str, proxies: net.Proxies | None = None) -> None:
     """Upload [(local path, key)]. Raises S3DeliveryError."""
@@ -35,8 +40,7 @@ def upload_files(files: list[tuple[Path, str]], *, endpoint_url: str | None, buc
         for path, key in files:
             c.upload_file(str(path), bucket, key)
     except (ClientError, BotoCoreError, S3UploadFailedError, OSError) as exc:
-        raise S3DeliveryError(f"upload to s3://{bucket} at {endpoint_url or 'AWS'} failed: "
-                              f"{str(exc).splitlines()[0][:300]}") from exc
+        raise _failure("upload to", bucket, endpoint_url, exc) from exc
 
 
 def object_url(endpoint_url: str | None, bucket: str, key: str) -> str:
@@ -44,11 +48,6 @@ def object_url(endpoint_url: str | None, bucket: str, key: str) -> str:
 
     base = (endpoint_url or "https://s3.amazonaws.com").rstrip("/")
     return f"{base}/{quote(bucket)}/{quote(key, safe='/')}"
-
-
-def _failure(what: str, bucket: str, endpoint_url: str | None, exc: Exception) -> S3DeliveryError:
-    return S3DeliveryError(f"{what} s3://{bucket} at {endpoint_url or 'AWS'} failed: "
-                           f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
 
 
 def put_once(c, bucket: str, key: str, path: Path, size: int, *, endpoint_url: str | None = None) -> bool:
