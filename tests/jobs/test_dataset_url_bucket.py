@@ -13,7 +13,7 @@ from stcloud import db, secrets
 from stcloud.jobs import dataset_bucket, dataset_url
 from stcloud.models import Job
 from stcloud.storage import service as storage_service
-from tests.conftest import free_port, serve_in_thread
+from tests.conftest import serve_in_thread
 from tests.jobs.test_dataset_url import SUBMIT, MiB, _files_calls, big_dataset  # noqa: F401 - fixture
 from tests.providers.fixtures import (  # noqa: F401 - fixtures
     dump,
@@ -25,21 +25,11 @@ from tests.providers.fixtures import (  # noqa: F401 - fixtures
     set_consent,
     submit_body,
 )
+from tests.storage.conftest import moto_server  # noqa: F401 - the session's moto S3 server
 
 pytestmark = pytest.mark.timeout(600)
 
 BUCKET, PREFIX, ACCESS = "team-data", "runs/7", "AKIATEAMDATA"
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -2,15 +2,14 @@
 Replicate); a held job starts when the budget period rolls over (time injected)."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-from stcloud import db, timeutil
+from stcloud import db
 from stcloud.costs import service as costs
 from stcloud.models import Job, JobEvent, Worker, utcnow
 from stcloud.pipelines import service as pipelines
 from stcloud.providers import registry
 from stcloud.providers.base import HardwareProfile, PlacementOffer
 from stcloud.workers import service as workers
+from tests import clock
 from tests.jobs.factories import make_job
 from tests.jobs.memory_provider import MemoryProvider
 from tests.providers.fixtures import (  # noqa: F401 - fixtures
@@ -96,10 +95,7 @@ def test_held_job_starts_at_the_period_rollover(rapp, rclient, fake, dataset):
     assert "held until" in rclient.get(f"/jobs/{job['id']}").get_data(as_text=True)
     status = rclient.get("/api/cloud/cost-limit/status?provider=replicate").get_json()
     assert status["reserved_usd"] == 0  # a waiting job holds no reservation
-    tomorrow = datetime.fromisoformat(period_end.replace("Z", "+00:00")).astimezone(UTC) + timedelta(minutes=1)
-    start = datetime.now(UTC)
-    timeutil.set_clock(lambda: tomorrow + (datetime.now(UTC) - start))
-    try:
+    with clock.running_past(period_end):  # the next period
         with rapp.app_context():
             assert pipelines.tick() == 1
             with db.session() as s:
@@ -107,8 +103,6 @@ def test_held_job_starts_at_the_period_rollover(rapp, rclient, fake, dataset):
                 assert row.status in ("queued", "running") and row.provider == "replicate"
                 assert row.estimated_cost_usd == est  # it reserves now, in the new period
         assert len(fake.predictions) == 1
-    finally:
-        timeutil.set_clock(None)
 
 
 class _ClusterWithIdleNodes(MemoryProvider):

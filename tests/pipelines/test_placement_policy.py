@@ -5,16 +5,17 @@ providers (the fake Replicate and the example plugin provider, installed through
 point) where the cheaper p90 estimate wins within the spend limits."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from stcloud import db, states, timeutil
+from stcloud import db, states
 from stcloud.costs import service as costs
 from stcloud.jobs import service as jobs_service
 from stcloud.models import Job, JobEvent, Worker, utcnow
 from stcloud.pipelines import service as pipelines
 from stcloud.workers import service as workers
+from tests import clock
 from tests.jobs.factories import make_job
 from tests.pipelines.test_pipelines import STEP, _dataloader
 from tests.providers.fixtures import (  # noqa: F401 - fixtures
@@ -79,10 +80,7 @@ def test_auto_with_hold_over_every_limit_waits_then_starts_at_the_rollover(rapp,
             details = [e.detail for e in s.query(JobEvent).filter(JobEvent.job_id == job["id"])]
     assert any("held until the budget period rolls over" in (d or "") for d in details)
     assert rclient.get("/api/cloud/cost-limit/status?provider=replicate").get_json()["reserved_usd"] == 0
-    after = datetime.fromisoformat(period_end.replace("Z", "+00:00")).astimezone(UTC) + timedelta(minutes=1)
-    start = datetime.now(UTC)
-    timeutil.set_clock(lambda: after + (datetime.now(UTC) - start))
-    try:
+    with clock.running_past(period_end):  # the next period
         with rapp.app_context():
             assert pipelines.tick() == 1
             with db.session() as s:
@@ -91,8 +89,6 @@ def test_auto_with_hold_over_every_limit_waits_then_starts_at_the_rollover(rapp,
                 assert not row.placement["held"] and "cheapest p90" in row.placement["reason"]
                 assert row.estimated_cost_usd == est
         assert len(fake.predictions) == 1
-    finally:
-        timeutil.set_clock(None)
 
 
 # ---- a busy worker ----------------------------------------------------------------------------
