@@ -51,3 +51,8 @@ def get_job(app, job_id) -> Job:
             job = s.get(Job, job_id)
             s.expunge(job)
             return job
+
+
+def bearer(token: str) -> dict:
+    """The Authorization header of a worker (or API) token."""
+    return {"Authorization": f"Bearer {token}"}

@@ -6,11 +6,7 @@ import pytest
 from stcloud import db
 from stcloud.models import Job, JobEvent, Worker, utcnow
 from stcloud.workers import service
-from tests.workers.helpers import get_job, queue_job
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
+from tests.workers.helpers import bearer, get_job, queue_job
 
 
 @pytest.fixture

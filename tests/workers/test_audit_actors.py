@@ -4,11 +4,7 @@ and progress are never audited."""
 import pytest
 
 from stcloud.accounts import audit
-from tests.workers.helpers import queue_job
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
+from tests.workers.helpers import bearer, queue_job
 
 
 @pytest.fixture

@@ -8,11 +8,7 @@ import time
 import pytest
 
 from stcloud.workers import claims
-from tests.workers.helpers import queue_job
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
+from tests.workers.helpers import bearer, queue_job
 
 
 @pytest.fixture
